@@ -1,0 +1,224 @@
+"""The one typed configuration object of airloop.
+
+Loaded lazily from ``config/<profile>.yaml`` (``AIRLOOP_PROFILE=local|production``), with
+environment-variable overrides of the form ``AIRLOOP__SECTION__KEY=value`` (nested keys joined by
+``__``; values are parsed as YAML, so ``AIRLOOP__INGEST__MIN_ROWS=10`` gives an int). Relative
+paths in ``file://`` URIs and plain paths resolve against ``AIRLOOP_HOME`` (default: the project
+root), so a checkout works wherever it lives.
+
+Reading the config must stay cheap: DAG files call ``load_config()`` at parse time.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = Path(__file__).resolve().parent
+ENV_PREFIX = "AIRLOOP__"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+ColumnType = Literal["string", "int", "float", "timestamp"]
+
+
+class Column(_Model):
+    """One column of the transaction contract that every batch must honour."""
+
+    name: str
+    type: ColumnType
+    nullable: bool = False
+    min: float | None = None
+    max: float | None = None
+    allowed: list[str] | None = None
+
+
+class DataSchema(_Model):
+    key: str
+    timestamp: str
+    label: str
+    entities: list[str]
+    columns: list[Column]
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> Column:
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise KeyError(name)
+
+
+class Storage(_Model):
+    """Every place data lives, as URIs (``file://`` locally, ``s3://`` in production)."""
+
+    data_uri: str
+    landing_uri: str
+    curated_uri: str
+    quarantine_uri: str
+    archive_uri: str
+    reports_uri: str
+    s3_endpoint_url: str | None = None
+
+
+class Assets(_Model):
+    """Names of the Airflow assets that connect the DAGs (the contract between them)."""
+
+    landing: str = "landing/transactions"
+    curated: str = "curated/transactions"
+    features: str = "features/transactions"
+    registered_model: str = "models/fraud"
+
+
+class Ingest(_Model):
+    cron: str
+    timezone: str = "UTC"
+    file_patterns: list[str] = ["*.parquet", "*.csv"]
+    min_rows: int = 1
+    max_rows: int = 2_000_000
+    max_age_hours: float | None = None
+    """Freshness bound on the newest event of a batch; ``None`` disables the check."""
+    retries: int = 2
+
+
+class Simulate(_Model):
+    seed: int = 42
+    n_customers: int = 2_000
+    n_merchants: int = 300
+    batch_rows: int = 5_000
+    batch_minutes: int = 60
+    start: str = "2026-01-01T00:00:00+00:00"
+    fraud_rate: float = 0.02
+
+
+class AirflowStack(_Model):
+    home: str
+    host: str = "127.0.0.1"
+    port: int = 8080
+    username: str = "admin"
+    password: str = "airloop"
+    parallelism: int = 4
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+class Settings(_Model):
+    profile: Literal["local", "production"]
+    project: str = "airloop"
+    owner: str = "airloop"
+    schema_: DataSchema = Field(alias="schema")
+    storage: Storage
+    assets: Assets = Assets()
+    ingest: Ingest
+    simulate: Simulate = Simulate()
+    airflow: AirflowStack
+
+    @field_validator("storage", mode="before")
+    @classmethod
+    def _absolute_uris(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return {k: _resolve_uri(v) if k.endswith("_uri") else v for k, v in value.items()}
+
+    @field_validator("airflow", mode="before")
+    @classmethod
+    def _absolute_home(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return {**value, "home": str(_resolve_path(value["home"]))}
+
+
+def airloop_home() -> Path:
+    return Path(os.environ.get("AIRLOOP_HOME", PROJECT_ROOT)).resolve()
+
+
+def _resolve_path(path: str) -> Path:
+    p = Path(os.path.expandvars(path)).expanduser()
+    return p if p.is_absolute() else airloop_home() / p
+
+
+def _resolve_uri(uri: str) -> str:
+    """Turn ``file://relative/dir`` or a bare path into an absolute ``file://`` URI."""
+    if uri is None or "://" in uri and not uri.startswith("file://"):
+        return uri
+    path = uri.removeprefix("file://")
+    return "file://" + str(_resolve_path(path))
+
+
+def _expand_env(node: Any, environ: dict[str, str]) -> Any:
+    """Expand ``${VAR}`` in string values, so secrets stay in the environment."""
+    if isinstance(node, dict):
+        return {k: _expand_env(v, environ) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand_env(v, environ) for v in node]
+    if isinstance(node, str) and "${" in node:
+        return re.sub(r"\$\{(\w+)\}", lambda m: environ.get(m.group(1), ""), node)
+    return node
+
+
+def _set_nested(tree: dict[str, Any], keys: list[str], value: Any) -> None:
+    for key in keys[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[keys[-1]] = value
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
+            keys = name[len(ENV_PREFIX) :].lower().split("__")
+            _set_nested(overrides, keys, yaml.safe_load(raw) if raw != "" else None)
+    return overrides
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def profile_name() -> str:
+    return os.environ.get("AIRLOOP_PROFILE", "local")
+
+
+def read_config(profile: str | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Build the settings for a profile; uncached, for tests and tools that change the env."""
+    environ = dict(os.environ if environ is None else environ)
+    profile = profile or environ.get("AIRLOOP_PROFILE", "local")
+    path = CONFIG_DIR / f"{profile}.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"no config profile {profile!r}: {path} does not exist")
+    raw = _expand_env(yaml.safe_load(path.read_text()) or {}, environ)
+    raw["profile"] = profile
+    return Settings.model_validate(_merge(raw, _env_overrides(environ)))
+
+
+@functools.cache
+def _cached(profile: str, env_key: tuple[tuple[str, str], ...]) -> Settings:
+    return read_config(profile, dict(env_key))
+
+
+def load_config(profile: str | None = None) -> Settings:
+    """The settings for the current environment, cached per (profile, overrides)."""
+    relevant = tuple(
+        sorted(
+            (k, v)
+            for k, v in os.environ.items()
+            if k.startswith(ENV_PREFIX) or k in ("AIRLOOP_HOME", "AIRLOOP_PROFILE")
+        )
+    )
+    return _cached(profile or profile_name(), relevant)
