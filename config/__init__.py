@@ -149,7 +149,7 @@ def _resolve_path(path: str) -> Path:
 
 def _resolve_uri(uri: str) -> str:
     """Turn ``file://relative/dir`` or a bare path into an absolute ``file://`` URI."""
-    if uri is None or "://" in uri and not uri.startswith("file://"):
+    if uri is None or ("://" in uri and not uri.startswith("file://")):
         return uri
     path = uri.removeprefix("file://")
     return "file://" + str(_resolve_path(path))
