@@ -1,0 +1,52 @@
+# airloop: one file of entry points. `make demo` runs the loop locally; `make test` runs the tests.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: setup demo test test-fast lint format up down status bench lock clean
+
+setup: $(VENV)/.installed  ## create .venv with every pinned dependency (idempotent)
+
+$(VENV)/.installed: requirements.txt requirements.lock pyproject.toml
+	@echo "==> creating $(VENV) (torch from pip's local CPU wheel, the rest with uv)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0 uv
+	@$(BIN)/uv pip install -q --python $(PY) -r requirements.txt -c requirements.lock -e .
+	@touch $@
+	@echo "==> $(VENV) ready"
+
+demo: setup  ## start the local stack and run the loop on simulated data
+	@$(PY) -m tasks.demo
+
+test: setup  ## the whole suite (unit, DAG, integration, end-to-end), then lint
+	@$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	@$(PY) -m pytest
+
+test-fast: setup  ## everything but the end-to-end tests that start Airflow processes
+	@$(PY) -m pytest -m "not e2e"
+
+lint: setup
+	@$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: setup
+	@$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+up: setup  ## start Airflow (api-server, scheduler, dag-processor, triggerer)
+	@$(PY) -m tasks.stack start
+
+down:  ## stop the local stack
+	@$(PY) -m tasks.stack stop
+
+status:
+	@$(PY) -m tasks.stack status
+
+bench: setup  ## benchmarks: ratios against baselines measured in the same run
+	@$(PY) -m benchmarks.dag_parse
+
+lock:  ## re-resolve requirements.lock from requirements.txt
+	@$(BIN)/uv pip compile -q requirements.txt -o requirements.lock --python $(PY)
+
+clean: down
+	rm -rf data .airflow

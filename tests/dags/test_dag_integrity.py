@@ -1,0 +1,92 @@
+"""Every DAG file imports cleanly, declares what operators need, and parses fast and light."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DAG_FILES = sorted(p for p in (ROOT / "dags").glob("*.py") if not p.name.startswith("_"))
+HEAVY = [
+    "pandas",
+    "numpy",
+    "pyarrow",
+    "feast",
+    "mlflow",
+    "ray",
+    "torch",
+    "xgboost",
+    "great_expectations",
+    "evidently",
+    "sklearn",
+    "scipy",
+]
+
+
+@pytest.fixture(scope="module")
+def dagbag(airloop_home_module):
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(str(ROOT / "dags"))
+
+
+@pytest.fixture(scope="module")
+def airloop_home_module(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AIRLOOP_HOME", str(tmp_path_factory.mktemp("home")))
+    yield
+    mp.undo()
+
+
+def test_dag_folder_has_dags():
+    assert DAG_FILES, "dags/ holds no DAG files"
+
+
+def test_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}, "\n".join(f"{k}: {v}" for k, v in dagbag.import_errors.items())
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: f"dags/{p.name}")
+def test_dag_declares_owner_retries_tags_docs(dagbag, path):
+    dags = [d for d in dagbag.dags.values() if Path(d.fileloc).name == path.name]
+    assert dags, f"{path.name} defines no DAG"
+    for dag in dags:
+        assert dag.tags, f"{dag.dag_id} has no tags"
+        assert dag.doc_md and len(dag.doc_md.strip()) > 40, f"{dag.dag_id} has no doc_md"
+        for task in dag.tasks:
+            assert task.owner not in ("", "airflow"), f"{dag.dag_id}.{task.task_id} has no owner"
+            assert task.retries >= 1, f"{dag.dag_id}.{task.task_id} has no retries"
+
+
+_PROBE = """
+import json, runpy, sys
+runpy.run_path(sys.argv[1])
+print(json.dumps(sorted(m for m in sys.argv[2].split(",") if m in sys.modules)))
+"""
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: f"dags/{p.name}")
+def test_parsing_loads_no_heavy_library(path, tmp_path):
+    """The dag-processor re-parses every file every few seconds: heavy imports belong in tasks."""
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(path), ",".join(HEAVY)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env={**__import__("os").environ, "AIRLOOP_HOME": str(tmp_path)},
+    )
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert loaded == [], f"parsing {path.name} imported {loaded}"
+
+
+def test_every_dag_file_parses_under_limit():
+    from benchmarks.dag_parse import LIMIT_MS, measure
+
+    baseline, times = measure(repeats=7)
+    slow = {name: round(ms, 1) for name, ms in times.items() if ms > LIMIT_MS}
+    assert not slow, f"over {LIMIT_MS} ms to parse (empty DAG: {baseline:.1f} ms): {slow}"
