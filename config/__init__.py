@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = Path(__file__).resolve().parent
@@ -113,7 +113,9 @@ class AirflowStack(_Model):
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        """The address clients use: a wildcard bind host is reached through loopback."""
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
 
 
 class Settings(_Model):
@@ -129,30 +131,34 @@ class Settings(_Model):
 
     @field_validator("storage", mode="before")
     @classmethod
-    def _absolute_uris(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return {k: _resolve_uri(v) if k.endswith("_uri") else v for k, v in value.items()}
+    def _absolute_uris(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        home = _home_from(info)
+        return {k: _resolve_uri(v, home) if k.endswith("_uri") else v for k, v in value.items()}
 
     @field_validator("airflow", mode="before")
     @classmethod
-    def _absolute_home(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return {**value, "home": str(_resolve_path(value["home"]))}
+    def _absolute_home(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        return {**value, "home": str(_resolve_path(value["home"], _home_from(info)))}
+
+
+def _home_from(info: ValidationInfo) -> Path:
+    return Path((info.context or {}).get("home") or airloop_home())
 
 
 def airloop_home() -> Path:
     return Path(os.environ.get("AIRLOOP_HOME", PROJECT_ROOT)).resolve()
 
 
-def _resolve_path(path: str) -> Path:
-    p = Path(os.path.expandvars(path)).expanduser()
-    return p if p.is_absolute() else airloop_home() / p
+def _resolve_path(path: str, home: Path) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else home / p
 
 
-def _resolve_uri(uri: str) -> str:
+def _resolve_uri(uri: str | None, home: Path) -> str | None:
     """Turn ``file://relative/dir`` or a bare path into an absolute ``file://`` URI."""
     if uri is None or ("://" in uri and not uri.startswith("file://")):
         return uri
-    path = uri.removeprefix("file://")
-    return "file://" + str(_resolve_path(path))
+    return "file://" + str(_resolve_path(uri.removeprefix("file://"), home))
 
 
 def _expand_env(node: Any, environ: dict[str, str]) -> Any:
@@ -172,12 +178,23 @@ def _set_nested(tree: dict[str, Any], keys: list[str], value: Any) -> None:
     tree[keys[-1]] = value
 
 
+def _parse_value(raw: str) -> Any:
+    """YAML scalars (``10``, ``true``, ``null``, ``[a, b]``); anything YAML rejects, such as a
+    cron line ``* * * * *``, stays the raw string."""
+    if raw == "":
+        return None
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     for name, raw in environ.items():
         if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
             keys = name[len(ENV_PREFIX) :].lower().split("__")
-            _set_nested(overrides, keys, yaml.safe_load(raw) if raw != "" else None)
+            _set_nested(overrides, keys, _parse_value(raw))
     return overrides
 
 
@@ -204,7 +221,8 @@ def read_config(profile: str | None = None, environ: dict[str, str] | None = Non
         raise FileNotFoundError(f"no config profile {profile!r}: {path} does not exist")
     raw = _expand_env(yaml.safe_load(path.read_text()) or {}, environ)
     raw["profile"] = profile
-    return Settings.model_validate(_merge(raw, _env_overrides(environ)))
+    home = Path(environ.get("AIRLOOP_HOME", PROJECT_ROOT)).resolve()
+    return Settings.model_validate(_merge(raw, _env_overrides(environ)), context={"home": home})
 
 
 @functools.cache

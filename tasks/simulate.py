@@ -28,8 +28,6 @@ import pandas as pd
 from tasks import storage
 
 if TYPE_CHECKING:
-    import requests
-
     from config import DataSchema, Settings
 
 SCENARIOS: tuple[str, ...] = ("stable", "covariate_drift", "concept_drift")
@@ -709,25 +707,12 @@ class NotifyError(RuntimeError):
     """Airflow did not accept the asset event (the message names the URL and status)."""
 
 
-def _call(session: requests.Session, method: str, url: str, **kwargs: Any) -> requests.Response:
-    import requests
-
-    try:
-        resp = session.request(method, url, timeout=kwargs.pop("timeout", 10), **kwargs)
-    except requests.RequestException as exc:
-        raise NotifyError(f"{method} {url} failed: {exc}") from exc
-    if not resp.ok:
-        raise NotifyError(f"{method} {url} failed: HTTP {resp.status_code}: {resp.text[:300]}")
-    return resp
-
-
 def notify_airflow(
     batch_uri: str,
     settings: Settings,
     rows: int | None = None,
     *,
     base_url: str | None = None,
-    session: requests.Session | None = None,
     timeout: float = 10.0,
 ) -> dict[str, Any]:
     """Post the landing asset event for ``batch_uri``, as an upstream system would.
@@ -737,30 +722,20 @@ def notify_airflow(
     """
     import requests
 
-    base = (base_url or settings.airflow.url).rstrip("/")
-    http = session or requests.Session()
-    token_url = f"{base}/auth/token"
-    creds = {"username": settings.airflow.username, "password": settings.airflow.password}
-    token = _call(http, "POST", token_url, json=creds, timeout=timeout).json().get("access_token")
-    if not token:
-        raise NotifyError(f"POST {token_url} returned no access_token")
-    auth = {"Authorization": f"Bearer {token}"}
+    from tasks.airflow_api import AirflowAPIError, AirflowClient
 
-    name = settings.assets.landing
-    assets_url = f"{base}/api/v2/assets"
-    found = _call(
-        http, "GET", assets_url, params={"name_pattern": name}, headers=auth, timeout=timeout
-    ).json()
-    ids = [a["id"] for a in found.get("assets", []) if name in (a.get("name"), a.get("uri"))]
-    if not ids:
-        raise NotifyError(f"GET {assets_url} found no asset named {name!r}: is the ingest DAG parsed?")
-
+    client = AirflowClient.from_settings(settings, base_url)
+    client.timeout = timeout
     extra: dict[str, Any] = {"batch_uri": batch_uri, "source": "simulator"}
     if rows is not None:
         extra["rows"] = int(rows)
-    body = {"asset_id": ids[0], "extra": extra}
-    events_url = f"{base}/api/v2/assets/events"
-    return _call(http, "POST", events_url, json=body, headers=auth, timeout=timeout).json()
+    try:
+        return client.post_asset_event(settings.assets.landing, extra)
+    except AirflowAPIError as exc:
+        raise NotifyError(str(exc)) from exc
+    except requests.RequestException as exc:
+        url = getattr(exc.request, "url", None) or client.base_url
+        raise NotifyError(f"{url} unreachable: {exc}") from exc
 
 
 # -- command line -------------------------------------------------------------------------

@@ -1,0 +1,209 @@
+"""A small typed client for Airflow 3's REST API, for tools, tests and upstream systems.
+
+Authenticates with a JWT from ``POST /auth/token`` (SimpleAuthManager or any auth manager that
+issues tokens), retries once on an expired token, and raises ``AirflowAPIError`` with the
+method, URL, status and body on any error status. No Airflow import: it only speaks HTTP.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import requests
+
+if TYPE_CHECKING:
+    from config import Settings
+
+HEALTH_PATH = "/api/v2/monitor/health"
+TERMINAL_RUN_STATES = frozenset({"success", "failed"})
+
+
+class AirflowAPIError(RuntimeError):
+    """A REST call answered with an error status; carries the status and body."""
+
+    def __init__(self, method: str, url: str, status_code: int, body: str) -> None:
+        super().__init__(f"{method} {url} failed: HTTP {status_code}: {body[:500]}")
+        self.status_code = status_code
+        self.body = body
+
+
+class AirflowClient:
+    """A small typed client for Airflow 3's REST API (``/api/v2``) with SimpleAuthManager JWTs."""
+
+    def __init__(self, base_url: str, username: str, password: str, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.username = username
+        self.password = password
+        self.timeout = timeout
+        self.session = requests.Session()
+        self._token: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, base_url: str | None = None) -> AirflowClient:
+        airflow = settings.airflow
+        return cls(base_url or airflow.url, airflow.username, airflow.password)
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def login(self) -> str:
+        """A fresh access token; raises ``AirflowAPIError`` (401) on wrong credentials."""
+        url = f"{self.base_url}/auth/token"
+        resp = self.session.post(
+            url, json={"username": self.username, "password": self.password}, timeout=self.timeout
+        )
+        if resp.status_code not in (200, 201):
+            raise AirflowAPIError("POST", url, resp.status_code, resp.text)
+        self._token = resp.json()["access_token"]
+        return self._token
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Authenticated call to ``/api/v2`` + ``path`` (or an absolute path); JSON back.
+
+        Logs in on first use and once more on a 401 (tokens expire).
+        """
+        url = self.base_url + (path if path.startswith("/api/") else "/api/v2" + path)
+        for attempt in (1, 2):
+            token = self._token or self.login()
+            resp = self.session.request(
+                method,
+                url,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=self.timeout,
+                **kwargs,
+            )
+            if resp.status_code == 401 and attempt == 1:
+                self._token = None
+                continue
+            break
+        if resp.status_code >= 400:
+            raise AirflowAPIError(method, url, resp.status_code, resp.text)
+        return resp.json() if resp.content else None
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params=params or None)
+
+    def post(self, path: str, json: dict[str, Any] | None = None) -> Any:
+        return self.request("POST", path, json=json if json is not None else {})
+
+    def patch(self, path: str, json: dict[str, Any]) -> Any:
+        return self.request("PATCH", path, json=json)
+
+    def health(self) -> dict[str, Any]:
+        resp = self.session.get(self.base_url + HEALTH_PATH, timeout=self.timeout)
+        resp.raise_for_status()
+        return resp.json()
+
+    # -- DAGs and runs -----------------------------------------------------------------------
+
+    def dag(self, dag_id: str) -> dict[str, Any]:
+        return self.get(f"/dags/{dag_id}")
+
+    def import_errors(self) -> list[dict[str, Any]]:
+        return self.get("/importErrors", limit=100)["import_errors"]
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 120.0, poll: float = 1.0) -> dict[str, Any]:
+        """The DAG once the dag-processor has parsed it; fails early on an import error of a
+        file named after the DAG, with Airflow's traceback."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.dag(dag_id)
+            except AirflowAPIError as exc:
+                if exc.status_code != 404:
+                    raise
+            errors = [e for e in self.import_errors() if Path(e.get("filename", "")).stem == dag_id]
+            if errors:
+                raise AirflowAPIError(
+                    "GET",
+                    f"/dags/{dag_id}",
+                    404,
+                    f"import error in {errors[0]['filename']}:\n{errors[0]['stack_trace']}",
+                )
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"DAG {dag_id!r} not parsed after {timeout:.0f}s")
+            time.sleep(poll)
+
+    def unpause(self, dag_id: str) -> dict[str, Any]:
+        return self.patch(f"/dags/{dag_id}", {"is_paused": False})
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A manual run now (``logical_date`` null, as Airflow 3 expects)."""
+        return self.post(f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
+
+    def dag_runs(self, dag_id: str, **filters: Any) -> list[dict[str, Any]]:
+        """Runs of a DAG, newest first (filters: run_type, state, ... as query parameters)."""
+        params = {"order_by": "-id", "limit": 100, **filters}
+        return self.get(f"/dags/{dag_id}/dagRuns", **params)["dag_runs"]
+
+    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        return self.get(f"/dags/{dag_id}/dagRuns/{run_id}")
+
+    def wait_for_run(
+        self,
+        dag_id: str,
+        predicate: Callable[[dict[str, Any]], bool] | None = None,
+        *,
+        timeout: float = 120.0,
+        finished: bool = False,
+        poll: float = 1.0,
+    ) -> dict[str, Any]:
+        """The newest run matching ``predicate`` (and in a terminal state if ``finished``)."""
+        deadline = time.monotonic() + timeout
+        last: list[dict[str, Any]] = []
+        while True:
+            last = self.dag_runs(dag_id)
+            for run in last:
+                if (predicate is None or predicate(run)) and (
+                    not finished or run["state"] in TERMINAL_RUN_STATES
+                ):
+                    return run
+            if time.monotonic() > deadline:
+                seen = [(r["dag_run_id"], r["run_type"], r["state"]) for r in last[:10]]
+                raise TimeoutError(
+                    f"no matching {'finished ' if finished else ''}run of {dag_id!r} after "
+                    f"{timeout:.0f}s; latest runs: {seen}"
+                )
+            time.sleep(poll)
+
+    def wait_for_run_state(
+        self, dag_id: str, run_id: str, *, timeout: float = 120.0, poll: float = 1.0
+    ) -> dict[str, Any]:
+        """The run once it reached success or failed."""
+        return self.wait_for_run(
+            dag_id, lambda r: r["dag_run_id"] == run_id, timeout=timeout, finished=True, poll=poll
+        )
+
+    def upstream_asset_events(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """The asset events that triggered an asset-triggered run."""
+        return self.get(f"/dags/{dag_id}/dagRuns/{run_id}/upstreamAssetEvents")["asset_events"]
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        return self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", limit=100)["task_instances"]
+
+    # -- assets ------------------------------------------------------------------------------
+
+    def asset(self, name: str) -> dict[str, Any]:
+        """The asset with exactly this name (``name_pattern`` is a substring search)."""
+        found = [a for a in self.get("/assets", name_pattern=name, limit=100)["assets"] if a["name"] == name]
+        if not found:
+            raise AirflowAPIError(
+                "GET",
+                f"/assets?name_pattern={name}",
+                404,
+                f"no asset named {name!r} (is the DAG using it parsed?)",
+            )
+        return found[0]
+
+    def post_asset_event(self, name: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Record an event for the asset, as an upstream system would (triggers its consumers)."""
+        asset_id = self.asset(name)["id"]
+        return self.post("/assets/events", {"asset_id": asset_id, "extra": extra or {}})
+
+    def asset_events(self, name: str, **filters: Any) -> list[dict[str, Any]]:
+        """Events of the asset, newest first (filters: source_dag_id, source_run_id, ...)."""
+        asset_id = self.asset(name)["id"]
+        params = {"asset_id": asset_id, "order_by": "-timestamp", "limit": 100, **filters}
+        return self.get("/assets/events", **params)["asset_events"]

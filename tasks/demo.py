@@ -1,0 +1,115 @@
+"""The whole loop on the local profile, on simulated data: what `make demo` runs.
+
+Starts the local stack, then plays the upstream systems: drops transaction batches in the landing
+zone and posts an asset event for each (plus one bad batch, to show quarantine), waits for the
+ingest runs they trigger, and prints what happened and where to look. Later stages of the loop
+(features, train, deploy, monitor) join here as they land.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from datetime import UTC, datetime
+
+from config import Settings, load_config
+from tasks import airflow_api, simulate, stack, storage
+from tasks.ingest import curated_row_count
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _next_index(settings: Settings) -> int:
+    """Continue the simulated history where the last demo stopped (so reruns add new rows)."""
+    done = storage.list_files(storage.join(settings.storage.curated_uri, "_sources"), ["*.json"])
+    return len(done)
+
+
+def land_batches(settings: Settings, batches: int, rows: int, bad_kind: str | None) -> set[int]:
+    """Write batches into the landing zone and tell Airflow about each, like an upstream system.
+
+    Returns the ids of the asset events posted.
+    """
+    first = _next_index(settings)
+    events = set()
+    for index in range(first, first + batches):
+        df = simulate.generate_batch(settings, "stable", index=index, rows=rows)
+        uri = simulate.write_batch(df, settings.storage.landing_uri, simulate.batch_name("stable", index))
+        events.add(simulate.notify_airflow(uri, settings, rows=len(df))["id"])
+        _say(f"  landed {storage.basename(uri)}  {len(df)} rows, asset event posted")
+    if bad_kind:
+        bad = simulate.make_bad_batch(settings, bad_kind, index=first, rows=rows)
+        uri = simulate.write_bad_batch(bad, settings.storage.landing_uri)
+        events.add(simulate.notify_airflow(uri, settings)["id"])
+        _say(f"  landed {storage.basename(uri)}  (bad on purpose: {bad.description})")
+    return events
+
+
+def wait_for_ingest(
+    client: airflow_api.AirflowClient, events: set[int], since: datetime, timeout: float
+) -> list[dict]:
+    """Poll until runs that consumed every posted event have finished; returns those runs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = [r for r in client.dag_runs("ingest") if datetime.fromisoformat(r["run_after"]) >= since]
+        done = [r for r in runs if r["state"] in airflow_api.TERMINAL_RUN_STATES]
+        consumed = {e["id"] for r in done for e in client.upstream_asset_events("ingest", r["dag_run_id"])}
+        if events <= consumed:
+            return done
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"ingest did not consume events {events - consumed} in {timeout:.0f}s")
+        time.sleep(2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tasks.demo", description=__doc__)
+    parser.add_argument("--batches", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=None, help="rows per batch (default: config)")
+    parser.add_argument("--bad", default="nulls", choices=[*simulate.BAD_KINDS, "none"])
+    parser.add_argument("--timeout", type=float, default=600)
+    args = parser.parse_args(argv)
+    settings = load_config()
+    rows = args.rows or settings.simulate.batch_rows
+
+    _say("==> 1/3 starting the local stack")
+    stack.start(settings)
+    client = airflow_api.AirflowClient.from_settings(settings)
+    client.wait_for_dag("ingest", timeout=180)
+
+    _say(f"==> 2/3 upstream: {args.batches} batches of {rows} rows into {settings.storage.landing_uri}")
+    since = datetime.now(UTC)
+    events = land_batches(settings, args.batches, rows, None if args.bad == "none" else args.bad)
+
+    _say("==> 3/3 waiting for the ingest runs the asset events triggered")
+    runs = wait_for_ingest(client, events, since, args.timeout)
+    for run in sorted(runs, key=lambda r: r["run_after"]):
+        note = "  (red on purpose: it quarantined the bad batch)" if run["state"] == "failed" else ""
+        _say(f"  {run['dag_run_id']:<60} {run['run_type']:<16} {run['state']}{note}")
+    quarantined = _quarantine_dirs(settings)
+    _say("\nsummary")
+    _say(f"  curated rows     {curated_row_count(settings)}  ({settings.storage.curated_uri})")
+    _say(f"  quarantined      {len(quarantined)} batch(es) in {settings.storage.quarantine_uri}")
+    for folder in quarantined:
+        summary = json.loads(storage.read_bytes(storage.join(folder, "validation.json")))["summary"]
+        _say(f"    {storage.basename(folder)}: {summary['reason']}")
+        _say(f"      report {folder}/validation.html")
+    _say(
+        f"  Airflow UI       {settings.airflow.url}/dags/ingest  ({settings.airflow.username} / "
+        f"{settings.airflow.password})"
+    )
+    _say("  stop the stack   make down")
+    return 0
+
+
+def _quarantine_dirs(settings: Settings) -> list[str]:
+    fs, path = storage.filesystem(settings.storage.quarantine_uri)
+    if not fs.exists(path):
+        return []
+    return sorted(storage.to_uri(fs, p) for p in fs.ls(path, detail=False) if fs.isdir(p))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

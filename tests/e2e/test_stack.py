@@ -1,0 +1,163 @@
+"""The local Airflow stack (``tasks.stack``): it starts, answers, authenticates, reports and stops.
+
+Runs against the real processes (api-server, scheduler, dag-processor, triggerer) on the
+project's dags/, started once per session by the ``airflow_stack`` fixture.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from config import PROJECT_ROOT, read_config
+from tasks import airflow_api, stack
+
+pytestmark = pytest.mark.e2e
+
+DAG_PARSE_TIMEOUT_S = 180.0
+
+
+def test_api_and_ui_answer(airflow_stack):
+    settings, client, _ = airflow_stack
+    health = client.health()
+    for component in ("metadatabase", "scheduler", "dag_processor", "triggerer"):
+        assert health[component]["status"] == "healthy", health
+    assert client.get("/version")["version"].startswith("3.")
+    ui = requests.get(stack.api_url(settings) + "/", timeout=10)
+    assert ui.status_code == 200
+    assert "<html" in ui.text.lower()
+
+
+def test_login_with_configured_password(airflow_stack):
+    settings, _, _ = airflow_stack
+    client = airflow_api.AirflowClient(
+        stack.api_url(settings), settings.airflow.username, settings.airflow.password
+    )
+    token = client.login()
+    assert token.count(".") == 2  # a JWT
+    assert "dags" in client.get("/dags", limit=1)
+
+
+def test_wrong_password_is_rejected(airflow_stack):
+    settings, _, _ = airflow_stack
+    client = airflow_api.AirflowClient(stack.api_url(settings), settings.airflow.username, "not-the-password")
+    with pytest.raises(airflow_api.AirflowAPIError) as err:
+        client.login()
+    assert err.value.status_code == 401
+    anonymous = requests.get(stack.api_url(settings) + "/api/v2/dags", timeout=10)
+    assert anonymous.status_code == 401
+
+
+def test_status_reports_every_service(airflow_stack):
+    settings, _, _ = airflow_stack
+    st = stack.status(settings)
+    assert set(st["services"]) == {s.name for s in stack.SERVICES}
+    for name, service in st["services"].items():
+        assert service["running"], (name, service)
+        assert service["health"] == "healthy", (name, service)
+        assert Path(service["log"]).is_file()
+    assert st["services"]["api-server"]["port"] == settings.airflow.port
+    assert st["health"]["scheduler"]["status"] == "healthy"
+
+
+def test_start_is_idempotent(airflow_stack):
+    settings, _, _ = airflow_stack
+    before = {name: s["pid"] for name, s in stack.status(settings)["services"].items()}
+    t0 = time.monotonic()
+    assert stack.start(settings, quiet=True) == before
+    assert time.monotonic() - t0 < 15  # no migration, no new processes
+
+
+def test_cli_status_and_env(airflow_stack):
+    settings, _, env = airflow_stack
+    cli = [sys.executable, "-m", "tasks.stack"]
+    status = subprocess.run(
+        [*cli, "status"], env=env, cwd=PROJECT_ROOT, check=False, capture_output=True, text=True, timeout=60
+    )
+    assert status.returncode == 0, status.stderr
+    for service in stack.SERVICES:
+        assert service.name in status.stdout
+    assert status.stdout.count("running pid") == len(stack.SERVICES)
+
+    exported = subprocess.run(
+        [*cli, "env"], env=env, cwd=PROJECT_ROOT, check=False, capture_output=True, text=True, timeout=60
+    )
+    assert exported.returncode == 0, exported.stderr
+    assert f"export AIRFLOW_HOME={settings.airflow.home}" in exported.stdout.splitlines()
+    assert "export AIRFLOW__CORE__EXECUTION_API_SERVER_URL=" in exported.stdout
+
+
+def test_project_dags_parse_without_import_errors(airflow_stack):
+    """Every file in dags/ becomes at least one DAG in the running stack."""
+    _, client, _ = airflow_stack
+    files = {p.name for p in (PROJECT_ROOT / "dags").glob("*.py") if not p.name.startswith("_")}
+    deadline = time.monotonic() + DAG_PARSE_TIMEOUT_S
+    while True:
+        errors = client.import_errors()
+        assert not errors, "\n\n".join(f"{e['filename']}:\n{e['stack_trace']}" for e in errors)
+        parsed = {Path(d["fileloc"]).name for d in client.get("/dags", limit=100)["dags"]}
+        if files <= parsed:
+            break
+        assert time.monotonic() < deadline, f"not parsed after {DAG_PARSE_TIMEOUT_S}s: {files - parsed}"
+        time.sleep(2)
+
+
+def test_airflow_env_pins_auth_and_secrets(tmp_path, monkeypatch):
+    """No processes needed: the environment every Airflow process gets, and what it writes."""
+    monkeypatch.setenv("AIRLOOP_HOME", str(tmp_path))
+    monkeypatch.setenv("AIRLOOP__AIRFLOW__PASSWORD", "s3cret")
+    monkeypatch.setenv("AIRLOOP__AIRFLOW__PORT", "8765")
+    settings = read_config("local")
+    env = stack.airflow_env(settings)
+    home = Path(env["AIRFLOW_HOME"])
+    assert home == tmp_path / ".airflow"
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(PROJECT_ROOT / "dags")
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == f"sqlite:///{home}/airflow.db"
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:8765/execution/"
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin"
+    assert env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] == "False"
+    assert env["AIRLOOP__AIRFLOW__PASSWORD"] == "s3cret"  # AIRLOOP_* pass through
+    assert str(PROJECT_ROOT) in env["PYTHONPATH"].split(os.pathsep)
+    passwords = json.loads(Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).read_text())
+    assert passwords == {"admin": "s3cret"}
+    again = stack.airflow_env(settings, dags_folder=tmp_path)
+    assert again["AIRFLOW__API_AUTH__JWT_SECRET"] == env["AIRFLOW__API_AUTH__JWT_SECRET"]
+    assert again["AIRFLOW__API__SECRET_KEY"] == env["AIRFLOW__API__SECRET_KEY"]
+    assert again["AIRFLOW__CORE__DAGS_FOLDER"] == str(tmp_path)
+
+
+def test_start_refuses_a_taken_port(tmp_path, monkeypatch):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        monkeypatch.setenv("AIRLOOP_HOME", str(tmp_path))
+        monkeypatch.setenv("AIRLOOP__AIRFLOW__PORT", str(busy.getsockname()[1]))
+        settings = read_config("local")
+        with pytest.raises(stack.StackError, match="is taken"):
+            stack.start(settings, quiet=True)
+    assert not any(s["running"] for s in stack.status(settings)["services"].values())
+
+
+@pytest.mark.e2e_last
+def test_stop_stops_every_service(airflow_stack):
+    settings, _, _ = airflow_stack
+    pids = {name: s["pid"] for name, s in stack.status(settings)["services"].items()}
+    stopped = stack.stop(settings, quiet=True)
+    assert set(stopped) == set(pids)
+    st = stack.status(settings)
+    assert not any(s["running"] for s in st["services"].values()), st
+    assert st["health"] is None
+    for pid in pids.values():
+        assert not Path(f"/proc/{pid}").exists() or not stack._alive(pid)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(stack.api_url(settings) + stack.HEALTH_PATH, timeout=5)
+    assert stack.stop(settings, quiet=True) == []  # stopping twice is fine

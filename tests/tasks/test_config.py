@@ -1,0 +1,59 @@
+"""The one settings object: profiles, env overrides, secrets from env, paths that follow the home."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from config import load_config, read_config
+
+
+def test_local_profile_resolves_relative_uris_against_airloop_home(tmp_path):
+    cfg = read_config("local", {"AIRLOOP_HOME": str(tmp_path)})
+    assert cfg.profile == "local"
+    assert cfg.storage.landing_uri == f"file://{tmp_path}/data/landing"
+    assert cfg.airflow.home == str(tmp_path / ".airflow")
+
+
+def test_production_profile_uses_s3_and_secrets_from_env():
+    cfg = read_config("production", {"AIRFLOW_ADMIN_PASSWORD": "s3cret"})
+    assert cfg.storage.curated_uri == "s3://airloop/curated/transactions"
+    assert cfg.storage.s3_endpoint_url == "http://minio:9000"
+    assert cfg.airflow.password == "s3cret"
+    assert cfg.ingest.max_age_hours == 48
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "read", "expected"),
+    [
+        ("AIRLOOP__INGEST__MIN_ROWS", "10", lambda c: c.ingest.min_rows, 10),
+        ("AIRLOOP__INGEST__CRON", "* * * * *", lambda c: c.ingest.cron, "* * * * *"),
+        ("AIRLOOP__INGEST__CRON", "*/5 * * * *", lambda c: c.ingest.cron, "*/5 * * * *"),
+        ("AIRLOOP__INGEST__MAX_AGE_HOURS", "null", lambda c: c.ingest.max_age_hours, None),
+        ("AIRLOOP__AIRFLOW__PORT", "8999", lambda c: c.airflow.url, "http://127.0.0.1:8999"),
+        ("AIRLOOP__STORAGE__LANDING_URI", "s3://b/l", lambda c: c.storage.landing_uri, "s3://b/l"),
+    ],
+)
+def test_env_overrides_any_key(name, raw, read, expected):
+    assert read(read_config("local", {name: raw})) == expected
+
+
+def test_unknown_keys_and_bad_values_are_rejected():
+    with pytest.raises(ValidationError, match="not_a_key"):
+        read_config("local", {"AIRLOOP__INGEST__NOT_A_KEY": "1"})
+    with pytest.raises(ValidationError, match="min_rows"):
+        read_config("local", {"AIRLOOP__INGEST__MIN_ROWS": "many"})
+
+
+def test_unknown_profile_names_the_missing_file():
+    with pytest.raises(FileNotFoundError, match=r"staging\.yaml"):
+        read_config("staging", {})
+
+
+def test_load_config_is_cached_but_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("AIRLOOP_HOME", str(tmp_path))
+    monkeypatch.delenv("AIRLOOP__INGEST__MIN_ROWS", raising=False)
+    first = load_config("local")
+    assert load_config("local") is first
+    monkeypatch.setenv("AIRLOOP__INGEST__MIN_ROWS", "7")
+    assert load_config("local").ingest.min_rows == 7
