@@ -28,39 +28,45 @@ def _next_index(settings: Settings) -> int:
     return len(done)
 
 
-def land_batches(settings: Settings, batches: int, rows: int, bad_kind: str | None) -> set[int]:
-    """Write batches into the landing zone and tell Airflow about each, like an upstream system.
-
-    Returns the ids of the asset events posted.
-    """
+def land_batches(settings: Settings, batches: int, rows: int, bad_kind: str | None) -> list[str]:
+    """Write batches into the landing zone and tell Airflow about each, like an upstream system."""
     first = _next_index(settings)
-    events = set()
+    uris = []
     for index in range(first, first + batches):
         df = simulate.generate_batch(settings, "stable", index=index, rows=rows)
         uri = simulate.write_batch(df, settings.storage.landing_uri, simulate.batch_name("stable", index))
-        events.add(simulate.notify_airflow(uri, settings, rows=len(df))["id"])
+        simulate.notify_airflow(uri, settings, rows=len(df))
         _say(f"  landed {storage.basename(uri)}  {len(df)} rows, asset event posted")
+        uris.append(uri)
     if bad_kind:
         bad = simulate.make_bad_batch(settings, bad_kind, index=first, rows=rows)
         uri = simulate.write_bad_batch(bad, settings.storage.landing_uri)
-        events.add(simulate.notify_airflow(uri, settings)["id"])
+        simulate.notify_airflow(uri, settings)
         _say(f"  landed {storage.basename(uri)}  (bad on purpose: {bad.description})")
-    return events
+        uris.append(uri)
+    return uris
 
 
 def wait_for_ingest(
-    client: airflow_api.AirflowClient, events: set[int], since: datetime, timeout: float
+    client: airflow_api.AirflowClient, uris: list[str], since: datetime, timeout: float
 ) -> list[dict]:
-    """Poll until runs that consumed every posted event have finished; returns those runs."""
+    """Poll until every landed file has left the landing zone and no ingest run is in flight.
+
+    Waiting for files rather than for particular asset events: any run (asset-triggered or
+    cron) may be the one that sweeps a file, and events that arrive together share a run.
+    """
     deadline = time.monotonic() + timeout
     while True:
         runs = [r for r in client.dag_runs("ingest") if datetime.fromisoformat(r["run_after"]) >= since]
-        done = [r for r in runs if r["state"] in airflow_api.TERMINAL_RUN_STATES]
-        consumed = {e["id"] for r in done for e in client.upstream_asset_events("ingest", r["dag_run_id"])}
-        if events <= consumed:
-            return done
+        waiting = [u for u in uris if storage.exists(u)]
+        in_flight = [r for r in runs if r["state"] not in airflow_api.TERMINAL_RUN_STATES]
+        if runs and not waiting and not in_flight:
+            return runs
         if time.monotonic() > deadline:
-            raise TimeoutError(f"ingest did not consume events {events - consumed} in {timeout:.0f}s")
+            raise TimeoutError(
+                f"ingest did not finish in {timeout:.0f}s: still landing {waiting}, "
+                f"runs in flight {[r['dag_run_id'] for r in in_flight]}"
+            )
         time.sleep(2)
 
 
@@ -81,10 +87,10 @@ def main(argv: list[str] | None = None) -> int:
 
     _say(f"==> 2/3 upstream: {args.batches} batches of {rows} rows into {settings.storage.landing_uri}")
     since = datetime.now(UTC)
-    events = land_batches(settings, args.batches, rows, None if args.bad == "none" else args.bad)
+    uris = land_batches(settings, args.batches, rows, None if args.bad == "none" else args.bad)
 
     _say("==> 3/3 waiting for the ingest runs the asset events triggered")
-    runs = wait_for_ingest(client, events, since, args.timeout)
+    runs = wait_for_ingest(client, uris, since, args.timeout)
     for run in sorted(runs, key=lambda r: r["run_after"]):
         note = "  (red on purpose: it quarantined the bad batch)" if run["state"] == "failed" else ""
         _say(f"  {run['dag_run_id']:<60} {run['run_type']:<16} {run['state']}{note}")
