@@ -70,6 +70,8 @@ class Storage(_Model):
     quarantine_uri: str
     archive_uri: str
     reports_uri: str
+    features_uri: str
+    """Feature tables computed by ``tasks.features`` (Feast's offline source)."""
     s3_endpoint_url: str | None = None
 
 
@@ -91,6 +93,33 @@ class Ingest(_Model):
     max_age_hours: float | None = None
     """Freshness bound on the newest event of a batch; ``None`` disables the check."""
     retries: int = 2
+
+
+class OnlineStore(_Model):
+    """Feast online store: SQLite file locally, Redis in production."""
+
+    type: Literal["sqlite", "redis"]
+    path: str | None = None
+    connection_string: str | None = None
+    """Redis ``host:port[,password=...]``."""
+
+
+class FeatureStore(_Model):
+    """Feast: where the registry and online store live, and the versioned feature service."""
+
+    project: str = "airloop"
+    registry: str
+    """A file path (local) or a SQLAlchemy URL (``postgresql+psycopg://...``) for the SQL registry."""
+    registry_cache_ttl_seconds: int = 60
+    online_store: OnlineStore
+    service: str = "fraud_features_v1"
+    """The model's contract: training and serving both fetch features through this service."""
+    ttl_days: int = 30
+    """Older feature rows are treated as missing in training sets."""
+
+    @property
+    def sql_registry(self) -> bool:
+        return "://" in self.registry and not self.registry.startswith("file://")
 
 
 class Simulate(_Model):
@@ -127,6 +156,7 @@ class Settings(_Model):
     assets: Assets = Assets()
     ingest: Ingest
     simulate: Simulate = Simulate()
+    feast: FeatureStore
     airflow: AirflowStack
 
     @field_validator("storage", mode="before")
@@ -134,6 +164,18 @@ class Settings(_Model):
     def _absolute_uris(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         home = _home_from(info)
         return {k: _resolve_uri(v, home) if k.endswith("_uri") else v for k, v in value.items()}
+
+    @field_validator("feast", mode="before")
+    @classmethod
+    def _absolute_feast_paths(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        home = _home_from(info)
+        value = dict(value)
+        if not ("://" in value["registry"] and not value["registry"].startswith("file://")):
+            value["registry"] = str(_resolve_path(value["registry"].removeprefix("file://"), home))
+        online = dict(value.get("online_store") or {})
+        if online.get("path"):
+            online["path"] = str(_resolve_path(online["path"], home))
+        return {**value, "online_store": online}
 
     @field_validator("airflow", mode="before")
     @classmethod

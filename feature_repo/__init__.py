@@ -1,0 +1,1 @@
+"""airloop's Feast feature repository (definitions in ``definitions.py``, CLI entry in ``repo.py``)."""

@@ -1,0 +1,145 @@
+"""Feast objects of airloop: entities, sources, feature views and the model's feature service.
+
+Declarations only. Windowed features are computed by ``tasks.features`` (feature names, types and
+windows live there, once); this module tells Feast where those tables are and how they join.
+Built from the settings so the same definitions serve both profiles: only paths differ.
+"""
+
+from __future__ import annotations
+
+import inspect
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, RequestSource, ValueType
+from feast import types as feast_types
+from feast.on_demand_feature_view import OnDemandFeatureView
+
+from tasks.features import CUSTOMER_ACTIVITY, MERCHANT_RISK, TIMESTAMP, FeatureTable, table_uri
+
+if TYPE_CHECKING:
+    from config import Settings
+
+REQUEST_TIME = "request_unix_s"
+"""When the scored transaction happens (epoch seconds): the request's clock, not the store's."""
+
+
+class Definitions(NamedTuple):
+    entities: list[Entity]
+    sources: list[Any]
+    feature_views: list[FeatureView]
+    on_demand_feature_views: list[Any]
+    feature_services: list[FeatureService]
+
+    def all(self) -> list[Any]:
+        return [
+            *self.entities,
+            *self.sources,
+            *self.feature_views,
+            *self.on_demand_feature_views,
+            *self.feature_services,
+        ]
+
+
+def transaction_context(inputs):
+    """Request-time features: they depend on the transaction being scored, so they cannot be
+    materialized; one function computes them for training sets and online lookups alike.
+    Self-contained on purpose: Feast stores this source and re-executes it on its own."""
+    import pandas as pd
+
+    def num(name):
+        return pd.to_numeric(inputs[name], errors="coerce").astype("float64")
+
+    out = pd.DataFrame(index=inputs.index)
+    out["seconds_since_last_txn"] = num("request_unix_s") - num("customer_last_txn_unix_s")
+    out["amount_to_customer_mean_7d"] = num("amount") / num("customer_amount_mean_7d")
+    return out
+
+
+_TRANSACTION_CONTEXT_SOURCE = inspect.getsource(transaction_context)
+
+
+def _source(settings: Settings, table: FeatureTable) -> FileSource:
+    uri = table_uri(settings, table.name)
+    return FileSource(
+        name=f"{table.name}_source",
+        path=uri.removeprefix("file://"),
+        timestamp_field=TIMESTAMP,
+        s3_endpoint_override=settings.storage.s3_endpoint_url if uri.startswith("s3://") else None,
+        description=f"Feature table written by tasks.features ({table.name}).",
+        owner=settings.owner,
+    )
+
+
+def _view(settings: Settings, table: FeatureTable, entity: Entity, source: FileSource) -> FeatureView:
+    return FeatureView(
+        name=table.name,
+        entities=[entity],
+        ttl=timedelta(days=settings.feast.ttl_days),
+        schema=[Field(name=n, dtype=getattr(feast_types, t)) for n, t in table.features.items()],
+        source=source,
+        online=True,
+        description=table.description,
+        owner=settings.owner,
+        tags={"computed_by": "tasks.features"},
+    )
+
+
+def feature_definitions(settings: Settings) -> Definitions:
+    customer = Entity(
+        name=CUSTOMER_ACTIVITY.entity,
+        join_keys=[CUSTOMER_ACTIVITY.join_key],
+        value_type=ValueType.INT64,
+        description="A card holder.",
+        owner=settings.owner,
+    )
+    merchant = Entity(
+        name=MERCHANT_RISK.entity,
+        join_keys=[MERCHANT_RISK.join_key],
+        value_type=ValueType.INT64,
+        description="A merchant accepting card payments.",
+        owner=settings.owner,
+    )
+    customer_source = _source(settings, CUSTOMER_ACTIVITY)
+    merchant_source = _source(settings, MERCHANT_RISK)
+    customer_activity_fv = _view(settings, CUSTOMER_ACTIVITY, customer, customer_source)
+    merchant_risk_fv = _view(settings, MERCHANT_RISK, merchant, merchant_source)
+
+    # The transaction being scored: its amount and its time, sent with every request.
+    transaction_request = RequestSource(
+        name="transaction_request",
+        schema=[
+            Field(name="amount", dtype=feast_types.Float64),
+            Field(name=REQUEST_TIME, dtype=feast_types.Float64),
+        ],
+    )
+    # Built directly rather than with the decorator, which re-homes the function in __main__:
+    # the UDF stays importable by reference from this module in every process that loads it.
+    transaction_context_odfv = OnDemandFeatureView(
+        name="transaction_context",
+        sources=[customer_activity_fv, transaction_request],
+        schema=[
+            Field(name="seconds_since_last_txn", dtype=feast_types.Float64),
+            Field(name="amount_to_customer_mean_7d", dtype=feast_types.Float64),
+        ],
+        mode="pandas",
+        udf=transaction_context,
+        udf_string=_TRANSACTION_CONTEXT_SOURCE,
+        description="Time since the customer's previous transaction and the amount against their mean.",
+        owner=settings.owner,
+    )
+
+    # The model's contract: training and serving fetch features by this name, and MLflow logs it.
+    fraud_features = FeatureService(
+        name=settings.feast.service,
+        features=[customer_activity_fv, merchant_risk_fv, transaction_context_odfv],
+        description="Every feature the fraud model uses.",
+        owner=settings.owner,
+    )
+    return Definitions(
+        entities=[customer, merchant],
+        sources=[customer_source, merchant_source, transaction_request],
+        feature_views=[customer_activity_fv, merchant_risk_fv],
+        on_demand_feature_views=[transaction_context_odfv],
+        feature_services=[fraud_features],
+    )

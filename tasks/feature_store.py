@@ -1,0 +1,334 @@
+"""The feature store as training and serving use it: apply, materialize, training sets, lookups.
+
+One ``FeatureStore`` per settings, built from ``config/`` (no hand-kept feature_store.yaml): local
+profile = file offline store over Parquet, SQLite online store, file registry; production = the
+same Parquet on S3, Redis online store, SQL registry on Postgres.
+
+Materialization keeps its own guard rails around Feast's incremental watermark:
+- the first run has no watermark, and Feast would start at ``now - ttl``, skipping any replayed
+  history, so it materializes from the first rewritten row instead;
+- rows older than the watermark (late or replayed data) are materialized explicitly from the
+  first rewritten row through the watermark, so no entity's newer online value is overwritten;
+- apply runs only when a definition changed (Feast keeps the watermark across applies; a test
+  holds it to that, see feast#2905).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from tasks import storage
+from tasks.features import TABLES, TIMESTAMP, unix_seconds, utc_us
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from feast import FeatureStore
+
+    from config import Settings
+    from feature_repo.definitions import Definitions
+
+log = logging.getLogger(__name__)
+
+ONE_US = timedelta(microseconds=1)
+_stores: dict[str, FeatureStore] = {}
+
+
+def repo_config(settings: Settings) -> Any:
+    from feast.repo_config import RepoConfig
+
+    from config import PROJECT_ROOT
+
+    fs = settings.feast
+    registry = {
+        "registry_type": "sql" if fs.sql_registry else "file",
+        "path": fs.registry,
+        "cache_ttl_seconds": fs.registry_cache_ttl_seconds,
+    }
+    if fs.sql_registry:
+        registry["sqlalchemy_config_kwargs"] = {"pool_pre_ping": True}
+    online: dict[str, Any] = {"type": fs.online_store.type}
+    if fs.online_store.type == "sqlite":
+        online["path"] = fs.online_store.path
+    else:
+        online["connection_string"] = fs.online_store.connection_string
+    return RepoConfig(
+        project=fs.project,
+        provider="local",
+        registry=registry,
+        online_store=online,
+        offline_store={"type": "file"},
+        entity_key_serialization_version=3,
+        repo_path=str(PROJECT_ROOT / "feature_repo"),
+    )
+
+
+def get_store(settings: Settings) -> FeatureStore:
+    """The feature store for these settings (one per process and settings)."""
+    from feast import FeatureStore
+
+    key = settings.model_dump_json()
+    if key not in _stores:
+        storage.configure(settings.storage.s3_endpoint_url)
+        for path in (settings.feast.registry, settings.feast.online_store.path):
+            if path and "://" not in path:
+                storage.makedirs("file://" + path.rsplit("/", 1)[0])
+        _stores[key] = FeatureStore(config=repo_config(settings))
+    return _stores[key]
+
+
+def definitions(settings: Settings) -> Definitions:
+    from feature_repo.definitions import feature_definitions
+
+    return feature_definitions(settings)
+
+
+def apply(settings: Settings) -> list[str]:
+    """Register the definitions when (and only when) they differ from the registry.
+
+    Returns the changed objects as ``"<type> <name>: <transition>"`` lines, empty when unchanged.
+    """
+    from feast.diff.property_diff import TransitionType
+    from feast.repo_contents import RepoContents
+
+    store = get_store(settings)
+    defs = definitions(settings)
+    contents = RepoContents(
+        projects=[],
+        data_sources=defs.sources,
+        feature_views=defs.feature_views,
+        on_demand_feature_views=defs.on_demand_feature_views,
+        stream_feature_views=[],
+        label_views=[],
+        entities=defs.entities,
+        feature_services=defs.feature_services,
+        permissions=[],
+    )
+    registry_diff, _, _ = store.plan(contents)
+    changes, stale = [], []
+    for d in registry_diff.feast_object_diffs:
+        if d.transition_type == TransitionType.UNCHANGED or not _material_change(d):
+            continue
+        changes.append(f"{d.feast_object_type.name.lower()} {d.name}: {d.transition_type.name.lower()}")
+        if d.transition_type == TransitionType.DELETE:
+            stale.append(d.current_feast_object)
+    if changes:
+        log.info("feast apply: %s", "; ".join(changes))
+        store.apply(defs.all(), objects_to_delete=stale, partial=not stale)
+    else:
+        log.info("feast apply: definitions unchanged, registry left as it is")
+    return changes
+
+
+def _material_change(diff: Any) -> bool:
+    """Whether a plan diff changes what the registry means, not just its bookkeeping.
+
+    Feast's plan reports objects it manages itself (the project, the ``__dummy`` entity) as
+    deletions, and a feature view's embedded source as updated whenever only its creation
+    timestamps differ; neither is a reason to re-apply.
+    """
+    from feast.diff.property_diff import TransitionType
+
+    if diff.transition_type == TransitionType.DELETE:
+        return diff.feast_object_type.name != "PROJECT" and not diff.name.startswith("__")
+    if diff.transition_type != TransitionType.UPDATE:
+        return True
+    return _without_meta(diff.current_feast_object) != _without_meta(diff.new_feast_object)
+
+
+def _without_meta(obj: Any) -> bytes:
+    from google.protobuf.message import Message
+
+    def strip(message: Message) -> None:
+        for field, value in message.ListFields():
+            if field.name == "meta":
+                message.ClearField(field.name)
+            elif isinstance(value, Message):
+                strip(value)
+            elif field.type == field.TYPE_MESSAGE:
+                for item in value:
+                    if isinstance(item, Message):
+                        strip(item)
+
+    proto = obj.to_proto()
+    strip(proto)
+    return proto.SerializeToString(deterministic=True)
+
+
+@dataclass
+class Materialized:
+    view: str
+    mode: str
+    start: str | None
+    end: str | None
+
+
+def _ts(text: str) -> datetime:
+    import pandas as pd
+
+    return pd.Timestamp(text).tz_convert("UTC").to_pydatetime()
+
+
+def materialize(settings: Settings, changed: dict[str, Any]) -> list[dict[str, Any]]:
+    """Push the rows a feature refresh rewrote (``changed`` from ``tasks.features.refresh``) online.
+
+    In-order data goes through ``materialize_incremental``; a first run or rows older than the
+    watermark get an explicit ``materialize`` over exactly the range that needs it.
+    """
+    if not changed.get("start"):
+        log.info("materialize: no rewritten rows, nothing to push")
+        return []
+    store = get_store(settings)
+    start, end = _ts(changed["start"]), _ts(changed["end"]) + ONE_US
+    done: list[dict[str, Any]] = []
+    for view in store.list_feature_views():
+        watermark = view.most_recent_end_time
+        if watermark is not None and start >= watermark:
+            store.materialize_incremental(end_date=end, feature_views=[view.name])
+            mode, lo = "incremental", watermark
+        else:
+            hi = max(end, watermark) if watermark else end
+            store.materialize(start_date=start, end_date=hi, feature_views=[view.name])
+            mode, lo, end_used = ("backfill" if watermark else "initial"), start, hi
+            done.append(Materialized(view.name, mode, lo.isoformat(), end_used.isoformat()).__dict__)
+            continue
+        done.append(Materialized(view.name, mode, lo.isoformat(), end.isoformat()).__dict__)
+    for item in done:
+        log.info("materialized %(view)s (%(mode)s) from %(start)s to %(end)s", item)
+    return done
+
+
+def watermarks(settings: Settings) -> dict[str, str | None]:
+    """Each feature view's materialization watermark, as Feast's registry records it."""
+    store = get_store(settings)
+    store.refresh_registry()
+    return {
+        v.name: (v.most_recent_end_time.isoformat() if v.most_recent_end_time else None)
+        for v in store.list_feature_views()
+    }
+
+
+def _feature_service(settings: Settings) -> Any:
+    return get_store(settings).get_feature_service(settings.feast.service)
+
+
+def training_set(settings: Settings, events: pd.DataFrame) -> pd.DataFrame:
+    """Point-in-time-correct features for labelled events, in the events' order.
+
+    Each event is joined with the feature rows strictly before its own timestamp (the row at
+    its timestamp already contains the event itself), through the versioned feature service.
+    """
+    from feature_repo.definitions import REQUEST_TIME
+
+    key = settings.schema_.key
+    ts = utc_us(events[TIMESTAMP])
+    entity_df = events[[key, "customer_id", "merchant_id", "amount"]].copy()
+    entity_df[TIMESTAMP] = ts - ONE_US
+    entity_df[REQUEST_TIME] = unix_seconds(ts)
+    job = get_store(settings).get_historical_features(
+        entity_df=entity_df, features=_feature_service(settings), full_feature_names=False
+    )
+    joined = job.to_df()
+    names = feature_names(settings)
+    joined = joined.drop_duplicates(key).set_index(key)[names]
+    return events.join(joined, on=key)
+
+
+def feature_names(settings: Settings) -> list[str]:
+    """The feature service's feature columns, in order (the model's input contract)."""
+    service = _feature_service(settings)
+    return [f.name for projection in service.feature_view_projections for f in projection.features]
+
+
+def online_features(settings: Settings, requests: pd.DataFrame | dict[str, list]) -> pd.DataFrame:
+    """Features for a batch of transactions being scored, in one online-store call.
+
+    ``requests`` needs ``customer_id``, ``merchant_id``, ``amount`` and ``event_timestamp``.
+    Unknown keys come back as missing values (NaN) with ``customer_found`` / ``merchant_found``
+    false, never as zeros a model would take at face value.
+    """
+    import numpy as np
+    import pandas as pd
+    from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
+
+    from feature_repo.definitions import REQUEST_TIME
+
+    frame = pd.DataFrame(requests)
+    rows = {
+        "customer_id": frame["customer_id"].astype("int64").tolist(),
+        "merchant_id": frame["merchant_id"].astype("int64").tolist(),
+        "amount": frame["amount"].astype("float64").tolist(),
+        REQUEST_TIME: unix_seconds(frame[TIMESTAMP]).tolist(),
+    }
+    response = get_store(settings).get_online_features(
+        features=_feature_service(settings), entity_rows=rows, full_feature_names=False
+    )
+    names = feature_names(settings)
+    out = response.to_df()[names].astype("float64")
+    proto = response.proto
+    index = {name: i for i, name in enumerate(proto.metadata.feature_names.val)}
+    for table in TABLES:
+        probe = next(iter(table.features))
+        statuses = proto.results[index[probe]].statuses
+        out[f"{table.entity}_found"] = np.array([s != FieldStatus.NOT_FOUND for s in statuses], dtype=bool)
+    out.index = frame.index
+    return out
+
+
+# --- CLI ------------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tasks.feature_store", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("refresh", help="compute new feature rows, apply if changed, materialize")
+    sub.add_parser("apply", help="register the definitions if they changed")
+    sub.add_parser("status", help="watermarks and table sizes")
+    lookup = sub.add_parser("lookup", help="online features for one customer and merchant")
+    lookup.add_argument("customer_id", type=int)
+    lookup.add_argument("merchant_id", type=int)
+    lookup.add_argument("--amount", type=float, default=100.0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    import pandas as pd
+
+    from config import load_config
+    from tasks import features
+
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    settings = load_config()
+    started = time.perf_counter()
+    if args.command == "refresh":
+        changed = features.refresh(settings)
+        apply(settings)
+        for item in materialize(settings, changed):
+            print(f"  {item['view']:<20} {item['mode']:<12} {item['start']} -> {item['end']}")
+        print(f"refreshed {sum(changed['rows'].values())} rows on {len(changed['dates'])} dates")
+    elif args.command == "apply":
+        print("\n".join(apply(settings)) or "definitions unchanged")
+    elif args.command == "status":
+        for view, mark in watermarks(settings).items():
+            print(f"  {view:<20} materialized through {mark}")
+    elif args.command == "lookup":
+        now = pd.Timestamp.now(tz="UTC")
+        request = {
+            "customer_id": [args.customer_id],
+            "merchant_id": [args.merchant_id],
+            "amount": [args.amount],
+            TIMESTAMP: [now],
+        }
+        print(online_features(settings, request).T.to_string())
+    print(f"done in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
