@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ONE_US = timedelta(microseconds=1)
+AS_OF = "as_of"
+"""The entity frame's timestamp column in training-set queries."""
 _stores: dict[str, FeatureStore] = {}
 
 
@@ -80,6 +82,11 @@ def get_store(settings: Settings) -> FeatureStore:
                 storage.makedirs("file://" + path.rsplit("/", 1)[0])
         _stores[key] = FeatureStore(config=repo_config(settings))
     return _stores[key]
+
+
+def forget_stores() -> None:
+    """Drop cached stores (their registry caches), e.g. after the files under them were wiped."""
+    _stores.clear()
 
 
 def definitions(settings: Settings) -> Definitions:
@@ -228,15 +235,51 @@ def training_set(settings: Settings, events: pd.DataFrame) -> pd.DataFrame:
     key = settings.schema_.key
     ts = utc_us(events[TIMESTAMP])
     entity_df = events[[key, "customer_id", "merchant_id", "amount"]].copy()
-    entity_df[TIMESTAMP] = ts - ONE_US
+    # Not named like the feature tables' timestamp field: Feast's dask join confuses the two and
+    # then drops later views' values for rows the first view had no match for.
+    entity_df[AS_OF] = _as_of(ts)
     entity_df[REQUEST_TIME] = unix_seconds(ts)
-    job = get_store(settings).get_historical_features(
-        entity_df=entity_df, features=_feature_service(settings), full_feature_names=False
-    )
-    joined = job.to_df()
-    names = feature_names(settings)
-    joined = joined.drop_duplicates(key).set_index(key)[names]
-    return events.join(joined, on=key)
+    store = get_store(settings)
+    joined = events
+    for refs in _service_groups(settings):
+        # One view per query: Feast's dask join drops an entity row from every later view when
+        # an earlier view has rows for its key but none before its time (a first transaction).
+        job = store.get_historical_features(entity_df=entity_df, features=refs, full_feature_names=False)
+        names = [ref.split(":", 1)[1] for ref in refs]
+        part = job.to_df().drop_duplicates(key).set_index(key)[names]
+        joined = joined.join(part, on=key)
+    return joined[[*events.columns, *feature_names(settings)]]
+
+
+def _as_of(ts: pd.Series) -> pd.Series:
+    """Query times strictly between ``t - 1 µs`` and ``t``, distinct for rows sharing a time.
+
+    Feature rows sit on a microsecond grid, so any query time in that open interval sees
+    exactly the rows before ``t``. Distinct query times keep Feast's dask join, which
+    de-duplicates on (join keys, query time), from merging two requests for one entity.
+    """
+    import pandas as pd
+
+    nth = ts.groupby(ts).cumcount().to_numpy()
+    if len(nth) and nth.max() >= 999:
+        raise ValueError("more than 999 training events share one timestamp; split the query")
+    base = ts.astype("datetime64[ns, UTC]")
+    return base - pd.to_timedelta(nth + 1, unit="ns")
+
+
+def _service_groups(settings: Settings) -> list[list[str]]:
+    """The feature service's references, grouped by the stored view each one reads."""
+    store = get_store(settings)
+    odfv_sources = {
+        o.name: next(iter(o.source_feature_view_projections)) for o in store.list_on_demand_feature_views()
+    }
+    groups: dict[str, list[str]] = {}
+    for projection in _feature_service(settings).feature_view_projections:
+        home = odfv_sources.get(projection.name, projection.name)
+        groups.setdefault(home, []).extend(
+            f"{projection.name_to_use()}:{f.name}" for f in projection.features
+        )
+    return list(groups.values())
 
 
 def feature_names(settings: Settings) -> list[str]:

@@ -253,7 +253,11 @@ def refresh(settings: Settings, *, full: bool = False) -> dict[str, Any]:
             starts.append(frame[TIMESTAMP].min())
             ends.append(frame[TIMESTAMP].max())
     summary["dates"] = targets
-    summary["start"] = min(starts).isoformat() if starts else None
+    # A row at t depends only on events at or before t, so nothing before the earliest new
+    # event changed, although whole dates were rewritten: materialization starts there.
+    fresh = events[events["batch_id"].isin(new)] if "batch_id" in events else events
+    first_new = utc_us(fresh[TIMESTAMP]).min() if len(fresh) else None
+    summary["start"] = max(first_new, min(starts)).isoformat() if starts and first_new is not None else None
     summary["end"] = max(ends).isoformat() if ends else None
     _write_state(settings, sorted(done | set(new)))
     return summary

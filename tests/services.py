@@ -1,0 +1,180 @@
+"""Real backing services for production-profile tests: Postgres, Redis and an S3 endpoint.
+
+Each is started from binaries on the machine (Postgres from its install, ``redis-server`` from
+apt, S3 from moto's server) on a free port in a temporary folder, polled until it answers, and
+stopped at the end of the session. Nothing is mocked: Feast talks to them over the network.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``check`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception:  # noqa: BLE001 - not up yet
+            pass
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+    raise TimeoutError(f"{what} did not come up within {timeout:.0f} s")
+
+
+def _binary(name: str) -> str:
+    path = shutil.which(name) or next(iter(sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))), None)
+    if not path:
+        pytest.fail(f"{name} is not installed (CI installs it: see .ci/run)")
+    return str(path)
+
+
+@dataclass
+class Postgres:
+    host: str
+    port: int
+    user: str = "airloop"
+
+    def url(self, database: str, driver: str = "postgresql+psycopg") -> str:
+        return f"{driver}://{self.user}@{self.host}:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(self.url("postgres", "postgresql"), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+
+def _as_postgres_user() -> list[str]:
+    """initdb and postgres refuse to run as root; CI runs as root, so drop to `postgres`."""
+    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory) -> Iterator[Postgres]:
+    root = tmp_path_factory.mktemp("postgres")
+    data, sockets = root / "data", root / "sock"
+    sockets.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+        shutil.chown(sockets, "postgres")
+    sudo = _as_postgres_user()
+    subprocess.run(
+        [*sudo, _binary("initdb"), "-D", str(data), "-U", "airloop", "--auth=trust", "-E", "UTF8"],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run(
+        [*sudo, _binary("pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"],
+        check=True,
+        capture_output=True,
+    )
+    server = Postgres("127.0.0.1", port)
+    try:
+        import psycopg
+
+        wait_until(
+            lambda: bool(psycopg.connect(server.url("postgres", "postgresql")).close() or True),
+            30,
+            "Postgres",
+        )
+        yield server
+    finally:
+        subprocess.run(
+            [*sudo, _binary("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            check=False,
+            capture_output=True,
+        )
+
+
+@dataclass
+class Redis:
+    host: str
+    port: int
+
+    @property
+    def connection_string(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[Redis]:
+    import redis
+
+    root = tmp_path_factory.mktemp("redis")
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            _binary("redis-server"),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(root),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: redis.Redis(port=port).ping(), 20, "Redis")
+        yield Redis("127.0.0.1", port)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@dataclass
+class S3:
+    endpoint_url: str
+
+    def create_bucket(self, name: str) -> None:
+        import boto3
+
+        boto3.client("s3", endpoint_url=self.endpoint_url).create_bucket(Bucket=name)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3]:
+    """moto's S3-compatible server over HTTP, the same protocol MinIO speaks in production."""
+    from moto.server import ThreadedMotoServer
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "airloop-test",
+        "AWS_SECRET_ACCESS_KEY": "airloop-test-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        os.environ.setdefault(name, value)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield S3(f"http://127.0.0.1:{port}")
+    finally:
+        server.stop()
