@@ -316,9 +316,16 @@ def online_features(settings: Settings, requests: pd.DataFrame | dict[str, list]
     proto = response.proto
     index = {name: i for i, name in enumerate(proto.metadata.feature_names.val)}
     for table in TABLES:
-        probe = next(iter(table.features))
-        statuses = proto.results[index[probe]].statuses
-        out[f"{table.entity}_found"] = np.array([s != FieldStatus.NOT_FOUND for s in statuses], dtype=bool)
+        # Found = the entity's first feature (a count, never null when stored) has a value. Online
+        # stores disagree on statuses for absent keys (Redis reports them PRESENT, with no value).
+        probe = proto.results[index[next(iter(table.features))]]
+        out[f"{table.entity}_found"] = np.array(
+            [
+                s != FieldStatus.NOT_FOUND and v.WhichOneof("val") is not None
+                for s, v in zip(probe.statuses, probe.values, strict=True)
+            ],
+            dtype=bool,
+        )
     out.index = frame.index
     return out
 

@@ -150,7 +150,8 @@ def _expectations(settings: Settings) -> list[Any]:
         if col.allowed:
             exps.append(gxe.ExpectColumnValuesToBeInSet(column=col.name, value_set=col.allowed))
     if ingest.max_age_hours is not None:
-        oldest_ok = datetime.now(UTC) - timedelta(hours=ingest.max_age_hours)
+        # naive UTC, like the timestamps GE sees (see _for_ge)
+        oldest_ok = datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=ingest.max_age_hours)
         exps.append(gxe.ExpectColumnMaxToBeBetween(column=schema.timestamp, min_value=oldest_ok))
     return exps
 

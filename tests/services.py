@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -71,8 +72,9 @@ def _as_postgres_user() -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory) -> Iterator[Postgres]:
-    root = tmp_path_factory.mktemp("postgres")
+def postgres_server() -> Iterator[Postgres]:
+    # Not under pytest's tmp dir: that one is private to root, and Postgres runs as `postgres`.
+    root = Path(tempfile.mkdtemp(prefix="airloop-postgres-"))
     data, sockets = root / "data", root / "sock"
     sockets.mkdir()
     if os.geteuid() == 0:
@@ -107,6 +109,7 @@ def postgres_server(tmp_path_factory) -> Iterator[Postgres]:
             check=False,
             capture_output=True,
         )
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @dataclass

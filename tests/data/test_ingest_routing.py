@@ -132,3 +132,22 @@ def test_freshness_check_rejects_stale_batch(airloop_home, monkeypatch):
 def test_missing_batch_that_never_existed_is_an_error(settings):
     with pytest.raises(FileNotFoundError, match="never ingested"):
         ingest_batch(storage.join(settings.storage.landing_uri, "nope.parquet"), settings)
+
+
+def test_freshness_bound_quarantines_a_stale_batch_and_passes_a_fresh_one(airloop_home, monkeypatch):
+    import pandas as pd
+
+    from config import read_config
+
+    monkeypatch.setenv("AIRLOOP__INGEST__MAX_AGE_HOURS", "48")
+    settings = read_config("local")
+    fresh_start = pd.Timestamp.now(tz="UTC").floor("h") - pd.Timedelta("2h")
+    fresh = simulate.generate_batch(settings, "stable", index=0, rows=200, start=fresh_start)
+    stale = simulate.generate_batch(settings, "stable", index=0, rows=200, start="2026-01-01T00:00:00+00:00")
+    fresh_uri = simulate.write_batch(fresh, settings.storage.landing_uri, "fresh.parquet")
+    stale_uri = simulate.write_batch(stale, settings.storage.landing_uri, "stale.parquet")
+
+    assert ingest_batch(fresh_uri, settings).status == "ingested"
+    result = ingest_batch(stale_uri, settings)
+    assert result.status == "quarantined"
+    assert "stale batch" in result.reason and "event_timestamp" in result.reason
