@@ -57,3 +57,47 @@ def test_load_config_is_cached_but_follows_the_environment(monkeypatch, tmp_path
     assert load_config("local") is first
     monkeypatch.setenv("AIRLOOP__INGEST__MIN_ROWS", "7")
     assert load_config("local").ingest.min_rows == 7
+
+
+def test_mlflow_local_server_stores_follow_airloop_home(tmp_path):
+    cfg = read_config("local", {"AIRLOOP_HOME": str(tmp_path)})
+    assert cfg.mlflow.url == "http://127.0.0.1:5000"
+    assert cfg.mlflow.backend_store_uri == f"sqlite:///{tmp_path}/data/mlflow/mlflow.db"
+    assert cfg.mlflow.artifacts_destination == f"file://{tmp_path}/data/mlflow/artifacts"
+    moved = read_config("local", {"AIRLOOP_HOME": str(tmp_path), "AIRLOOP__MLFLOW__PORT": "5999"})
+    assert moved.mlflow.url == "http://127.0.0.1:5999"
+
+
+def test_mlflow_production_uses_the_compose_service_and_secrets_from_env():
+    cfg = read_config("production", {"POSTGRES_PASSWORD": "pw"})
+    assert cfg.mlflow.url == "http://mlflow:5000"
+    assert cfg.mlflow.backend_store_uri == "postgresql+psycopg://airloop:pw@postgres:5432/mlflow"
+    assert cfg.mlflow.artifacts_destination == "s3://airloop/mlflow"
+
+
+def test_train_and_gate_sections_in_both_profiles_agree_on_thresholds():
+    local, prod = read_config("local", {}), read_config("production", {})
+    assert local.train == prod.train
+    assert local.gate == prod.gate
+    assert local.train.families == ["xgboost", "mlp"]
+    assert local.gate.fairness.segment in local.schema_.names
+
+
+def test_training_grids_and_gate_thresholds_are_overridable():
+    cfg = read_config(
+        "local",
+        {
+            "AIRLOOP__TRAIN__XGBOOST__GRID__MAX_DEPTH": "[3, 5]",
+            "AIRLOOP__TRAIN__FAMILIES": "[prior]",
+            "AIRLOOP__GATE__FAIRNESS__MAX_TPR_GAP": "0.05",
+        },
+    )
+    assert cfg.train.xgboost.grid.max_depth == [3, 5]
+    assert cfg.train.families == ["prior"]
+    assert cfg.gate.fairness.max_tpr_gap == 0.05
+    with pytest.raises(ValidationError, match="families"):
+        read_config("local", {"AIRLOOP__TRAIN__FAMILIES": "[lightgbm]"})
+    with pytest.raises(ValidationError, match="holdout_fraction"):
+        read_config("local", {"AIRLOOP__TRAIN__HOLDOUT_FRACTION": "1.5"})
+    with pytest.raises(ValidationError, match="min_auc"):
+        read_config("local", {"AIRLOOP__GATE__MIN_AUC": "0.9"})
