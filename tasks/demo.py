@@ -2,8 +2,8 @@
 
 Starts the local stack, then plays the upstream systems: drops transaction batches in the landing
 zone and posts an asset event for each (plus one bad batch, to show quarantine), waits for the
-ingest runs they trigger, and prints what happened and where to look. Later stages of the loop
-(features, train, deploy, monitor) join here as they land.
+ingest runs they trigger and the features runs those trigger, and prints what happened and where
+to look. Later stages of the loop (train, deploy, monitor) join here as they land.
 """
 
 from __future__ import annotations
@@ -70,6 +70,23 @@ def wait_for_ingest(
         time.sleep(2)
 
 
+def wait_for_runs(
+    client: airflow_api.AirflowClient, dag_id: str, since: datetime, timeout: float
+) -> list[dict]:
+    """Poll until ``dag_id`` has run since ``since`` and has no run in flight."""
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = [r for r in client.dag_runs(dag_id) if datetime.fromisoformat(r["run_after"]) >= since]
+        in_flight = [r for r in runs if r["state"] not in airflow_api.TERMINAL_RUN_STATES]
+        if runs and not in_flight:
+            return runs
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"{dag_id} did not finish in {timeout:.0f}s: runs {[r['state'] for r in runs]}"
+            )
+        time.sleep(2)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tasks.demo", description=__doc__)
     parser.add_argument("--batches", type=int, default=3)
@@ -80,23 +97,30 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_config()
     rows = args.rows or settings.simulate.batch_rows
 
-    _say("==> 1/3 starting the local stack")
+    _say("==> 1/4 starting the local stack")
     stack.start(settings)
     client = airflow_api.AirflowClient.from_settings(settings)
     client.wait_for_dag("ingest", timeout=180)
 
-    _say(f"==> 2/3 upstream: {args.batches} batches of {rows} rows into {settings.storage.landing_uri}")
+    _say(f"==> 2/4 upstream: {args.batches} batches of {rows} rows into {settings.storage.landing_uri}")
     since = datetime.now(UTC)
     uris = land_batches(settings, args.batches, rows, None if args.bad == "none" else args.bad)
 
-    _say("==> 3/3 waiting for the ingest runs the asset events triggered")
+    _say("==> 3/4 waiting for the ingest runs the asset events triggered")
     runs = wait_for_ingest(client, uris, since, args.timeout)
     for run in sorted(runs, key=lambda r: r["run_after"]):
         note = "  (red on purpose: it quarantined the bad batch)" if run["state"] == "failed" else ""
         _say(f"  {run['dag_run_id']:<60} {run['run_type']:<16} {run['state']}{note}")
+    _say("==> 4/4 waiting for the features runs the curated asset triggered")
+    for run in wait_for_runs(client, "features", since, args.timeout):
+        _say(f"  {run['dag_run_id']:<60} {run['run_type']:<16} {run['state']}")
+    from tasks.feature_store import watermarks
+
     quarantined = _quarantine_dirs(settings)
     _say("\nsummary")
     _say(f"  curated rows     {curated_row_count(settings)}  ({settings.storage.curated_uri})")
+    for view, mark in watermarks(settings).items():
+        _say(f"  online features  {view} materialized through {mark}")
     _say(f"  quarantined      {len(quarantined)} batch(es) in {settings.storage.quarantine_uri}")
     for folder in quarantined:
         summary = json.loads(storage.read_bytes(storage.join(folder, "validation.json")))["summary"]

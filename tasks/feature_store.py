@@ -87,6 +87,7 @@ def get_store(settings: Settings) -> FeatureStore:
 def forget_stores() -> None:
     """Drop cached stores (their registry caches), e.g. after the files under them were wiped."""
     _stores.clear()
+    _services.clear()
 
 
 def definitions(settings: Settings) -> Definitions:
@@ -220,8 +221,27 @@ def watermarks(settings: Settings) -> dict[str, str | None]:
     }
 
 
+_services: dict[str, tuple[float, Any, list[str]]] = {}
+
+
+def _service_and_names(settings: Settings) -> tuple[Any, list[str]]:
+    """The feature service and its feature columns, re-read at most once per registry TTL.
+
+    Resolving a service from the registry costs milliseconds (protos and type checks), more than
+    the online read itself, so the serving path must not do it on every request.
+    """
+    key = settings.model_dump_json()
+    cached = _services.get(key)
+    if cached and time.monotonic() - cached[0] < settings.feast.registry_cache_ttl_seconds:
+        return cached[1], cached[2]
+    service = get_store(settings).get_feature_service(settings.feast.service)
+    names = [f.name for projection in service.feature_view_projections for f in projection.features]
+    _services[key] = (time.monotonic(), service, names)
+    return service, names
+
+
 def _feature_service(settings: Settings) -> Any:
-    return get_store(settings).get_feature_service(settings.feast.service)
+    return _service_and_names(settings)[0]
 
 
 def training_set(settings: Settings, events: pd.DataFrame) -> pd.DataFrame:
@@ -284,8 +304,7 @@ def _service_groups(settings: Settings) -> list[list[str]]:
 
 def feature_names(settings: Settings) -> list[str]:
     """The feature service's feature columns, in order (the model's input contract)."""
-    service = _feature_service(settings)
-    return [f.name for projection in service.feature_view_projections for f in projection.features]
+    return list(_service_and_names(settings)[1])
 
 
 def online_features(settings: Settings, requests: pd.DataFrame | dict[str, list]) -> pd.DataFrame:
