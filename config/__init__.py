@@ -146,12 +146,19 @@ class MLflow(_Model):
     experiment: str = "fraud-detector"
     registered_model: str = "fraud-detector"
 
+    public_url: str | None = None
+    """The address browsers use (Airflow's extra links); ``None`` means the tracking URI."""
+
     @property
     def url(self) -> str:
         if self.tracking_uri:
             return self.tracking_uri
         host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def ui_url(self) -> str:
+        return (self.public_url or self.url).rstrip("/")
 
 
 class XGBoostGrid(_Model):
@@ -218,6 +225,29 @@ class Train(_Model):
     mlp: MLPFamily = MLPFamily()
 
 
+class TrainingPod(_Model):
+    """Where training runs: a GPU pod (production) or a local process (local), same entrypoint."""
+
+    runner: Literal["local", "kubernetes"] = "local"
+    image: str = "airloop/train:0.1.0"
+    namespace: str = "airloop"
+    service_account: str | None = None
+    gpus: int = 0
+    """``nvidia.com/gpu`` requested and limited; 0 asks for none."""
+    node_selector: dict[str, str] = {}
+    tolerations: list[dict[str, Any]] = []
+    """Kubernetes tolerations as written in a pod spec (key, operator, value, effect)."""
+    requests: dict[str, str] = {}
+    limits: dict[str, str] = {}
+    env: dict[str, str] = {}
+    """Extra environment for the training process (secrets belong in Kubernetes secrets)."""
+    deferrable: bool = True
+    in_cluster: bool = True
+    kubernetes_conn_id: str = "kubernetes_default"
+    startup_timeout_seconds: int = 900
+    """Pulling a CUDA image onto a node that scaled up for it takes minutes."""
+
+
 class Fairness(_Model):
     segment: str = "region"
     """The column whose groups must see similar recall (true positive rate)."""
@@ -274,6 +304,7 @@ class Settings(_Model):
     airflow: AirflowStack
     mlflow: MLflow
     train: Train
+    training_pod: TrainingPod = TrainingPod()
     gate: Gate
 
     @field_validator("storage", mode="before")
