@@ -150,14 +150,18 @@ class TrainingPodOperator(KubernetesPodOperator):
         return self._finish(context, result)
 
     def _finish(self, context: Context, result: dict[str, Any] | None) -> dict[str, Any]:
-        if not result or "run_id" not in result:
+        if not result or "mlflow_run_id" not in result:
             raise AirflowException(f"the training entrypoint returned no result: {result!r}")
-        run = f"{self.mlflow_ui}/#/experiments/{result.get('experiment_id', '0')}/runs/{result['run_id']}"
-        links = {"run": run}
-        if result.get("model_card_path"):
-            links["model_card"] = (
-                f"{self.mlflow_ui}/get-artifact?path={result['model_card_path']}&run_uuid={result['run_id']}"
-            )
+        # The entrypoint builds URLs on the tracking URI it used (cluster-internal in production);
+        # the UI links use the address browsers reach.
+        base = str(result.get("tracking_uri") or "").rstrip("/")
+
+        def public(url: str | None) -> str:
+            if url and base and url.startswith(base):
+                return self.mlflow_ui + url[len(base) :]
+            return url or ""
+
+        links = {"run": public(result.get("run_url")), "model_card": public(result.get("model_card_url"))}
         context["ti"].xcom_push(key=LINKS_XCOM_KEY, value=links)
         return result
 
