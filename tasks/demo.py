@@ -47,6 +47,12 @@ def land_batches(settings: Settings, batches: int, rows: int, bad_kind: str | No
     return uris
 
 
+def _touched_since(runs: list[dict], since: datetime) -> list[dict]:
+    """Runs still going or ended after ``since``: a cron run that began before the batches
+    landed may be the one that swept them (the hourly sweep runs as soon as the stack starts)."""
+    return [r for r in runs if not r.get("end_date") or datetime.fromisoformat(r["end_date"]) >= since]
+
+
 def wait_for_ingest(
     client: airflow_api.AirflowClient, uris: list[str], since: datetime, timeout: float
 ) -> list[dict]:
@@ -57,7 +63,7 @@ def wait_for_ingest(
     """
     deadline = time.monotonic() + timeout
     while True:
-        runs = [r for r in client.dag_runs("ingest") if datetime.fromisoformat(r["run_after"]) >= since]
+        runs = _touched_since(client.dag_runs("ingest"), since)
         waiting = [u for u in uris if storage.exists(u)]
         in_flight = [r for r in runs if r["state"] not in airflow_api.TERMINAL_RUN_STATES]
         if runs and not waiting and not in_flight:
@@ -76,7 +82,7 @@ def wait_for_runs(
     """Poll until ``dag_id`` has run since ``since`` and has no run in flight."""
     deadline = time.monotonic() + timeout
     while True:
-        runs = [r for r in client.dag_runs(dag_id) if datetime.fromisoformat(r["run_after"]) >= since]
+        runs = _touched_since(client.dag_runs(dag_id), since)
         in_flight = [r for r in runs if r["state"] not in airflow_api.TERMINAL_RUN_STATES]
         if runs and not in_flight:
             return runs
