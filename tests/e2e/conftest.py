@@ -53,6 +53,7 @@ def _airloop_vars(home: Path) -> dict[str, str]:
         "AIRLOOP_HOME": str(home),
         "AIRLOOP_PROFILE": "local",
         "AIRLOOP__AIRFLOW__PORT": str(_free_port()),
+        "AIRLOOP__MLFLOW__PORT": str(_free_port()),
         # Quoted: override values are parsed as YAML, where a bare `*` starts an alias.
         "AIRLOOP__INGEST__CRON": "* * * * *",
     }

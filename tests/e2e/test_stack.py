@@ -65,6 +65,8 @@ def test_status_reports_every_service(airflow_stack):
         assert service["health"] == "healthy", (name, service)
         assert Path(service["log"]).is_file()
     assert st["services"]["api-server"]["port"] == settings.airflow.port
+    assert st["services"]["mlflow"]["port"] == settings.mlflow.port
+    assert requests.get(settings.mlflow.url + "/health", timeout=10).status_code == 200
     assert st["health"]["scheduler"]["status"] == "healthy"
 
 
@@ -93,6 +95,7 @@ def test_cli_status_and_env(airflow_stack):
     assert exported.returncode == 0, exported.stderr
     assert f"export AIRFLOW_HOME={settings.airflow.home}" in exported.stdout.splitlines()
     assert "export AIRFLOW__CORE__EXECUTION_API_SERVER_URL=" in exported.stdout
+    assert f"export MLFLOW_TRACKING_URI={settings.mlflow.url}" in exported.stdout.splitlines()
 
 
 def test_project_dags_parse_without_import_errors(airflow_stack):
