@@ -254,7 +254,7 @@ class Fairness(_Model):
     threshold: float = 0.5
     """Decision threshold on the calibrated fraud probability."""
     max_tpr_gap: float = 0.3
-    min_positives: int = 10
+    min_positives: int = 25
     """Segments with fewer fraud rows in the hold-out are reported but not compared."""
 
 
@@ -274,6 +274,70 @@ class Gate(_Model):
     select_by: Literal["roc_auc", "pr_auc"] = "pr_auc"
     """Among passing candidates, the best by this metric is registered."""
     fairness: Fairness = Fairness()
+
+
+class InferenceLog(_Model):
+    """The append-only log of every prediction: hourly Parquet partitions under
+    ``storage.data_uri/<path>/predictions/date=YYYY-MM-DD/hour=HH/``, labels beside them."""
+
+    path: str = "inference"
+    """Relative to ``storage.data_uri``."""
+    flush_rows: int = Field(5000, ge=1)
+    """A file is written when this many predictions are buffered..."""
+    flush_seconds: float = Field(30.0, gt=0)
+    """...or when the oldest buffered one is this old, whichever comes first."""
+    max_buffer_rows: int = Field(500_000, ge=1)
+    """Unwritten predictions kept while storage fails; beyond this, new ones are dropped and counted
+    (``airloop_inference_log_dropped_total``): serving never waits on the log."""
+    label_lookahead_hours: float = Field(168.0, ge=0)
+    """Labels landed up to this long after a window's end are joined to its predictions."""
+
+
+class Serving(_Model):
+    """The Ray Serve application (``tasks.serving``): HTTP, batching, routing, model slots."""
+
+    app_name: str = "airloop"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    route_prefix: str = "/"
+    ray_address: str | None = None
+    """``None``: start a local Ray in the serving process; ``auto`` or ``ray://...``: join a cluster."""
+    ray_num_cpus: int | None = None
+    """CPUs of a local Ray (``None``: all of the machine's)."""
+    replica_cpus: float = Field(0.5, gt=0)
+    """Logical CPUs each replica (ingress, champion, challenger) reserves."""
+    max_ongoing_requests: int = Field(1000, ge=1)
+    """Concurrent requests the ingress accepts; it batches them itself."""
+    throughput_optimized: bool = False
+    """Set ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` before Ray starts (gRPC between replicas, direct
+    ingress): a Ray Serve mode measured by ``benchmarks/serving.py``."""
+    threshold: float = Field(0.5, ge=0, le=1)
+    """Decision threshold on the fraud probability: ``fraud`` at or above it."""
+    max_batch_size: int = Field(256, ge=1)
+    """Most requests scored together (one feature lookup, one model call per slot)."""
+    batch_wait_ms: float = Field(0.0, ge=0)
+    """Extra wait to fill a batch. 0: a batch is whatever queued while the previous one ran."""
+    max_request_rows: int = Field(1000, ge=1)
+    """Most rows in one ``POST /score/batch``."""
+    max_label_rows: int = Field(10_000, ge=1)
+    """Most labels in one ``POST /labels``."""
+    unknown_entity_defaults: dict[str, float] = {}
+    """Feature values used for an entity the online store does not know (the response flags it).
+    A feature not listed stays missing (NaN): what training sets hold for an entity's first
+    transaction, so the model sees unknown entities exactly as it saw new ones in training."""
+    admin_token: str | None = None
+    """When set, ``/admin/*`` needs ``Authorization: Bearer <token>``."""
+    inference_log: InferenceLog = InferenceLog()
+
+    @field_validator("admin_token")
+    @classmethod
+    def _empty_token_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}{self.route_prefix.rstrip('/')}"
 
 
 class AirflowStack(_Model):
@@ -306,6 +370,7 @@ class Settings(_Model):
     train: Train
     training_pod: TrainingPod = TrainingPod()
     gate: Gate
+    serving: Serving = Serving()
 
     @field_validator("storage", mode="before")
     @classmethod

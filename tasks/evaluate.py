@@ -1,0 +1,318 @@
+"""Evaluation and the quality gate.
+
+Every candidate and the current champion are scored on the same time-based hold-out: the last
+``train.holdout_fraction`` of the training set's time range (the validation split, used for early
+stopping and calibration, is the last ``train.validation_fraction`` of what remains before it).
+
+Metrics: ROC AUC, PR AUC (average precision), log loss, expected calibration error (equal-width
+bins), Brier score, latency per row (batch scoring, median of three) and, per segment of the
+configured column, the true positive rate at the decision threshold.
+
+The gate passes a candidate only when every check passes:
+- absolute thresholds: hold-out positives, ROC AUC, PR AUC, log loss, ECE, latency per row;
+- no regression beyond a tolerance against the champion on the same hold-out (ROC AUC, PR AUC);
+- the largest TPR difference between segments with enough fraud rows is under the bound.
+A check that cannot be computed (no champion yet) is reported as skipped, never as passed.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from config import Gate, Settings
+
+
+class SplitError(ValueError):
+    """The training set cannot be split into non-empty train, validation and hold-out parts."""
+
+
+@dataclass
+class Split:
+    """Row frames of the three time-ordered parts of a training set."""
+
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    holdout: pd.DataFrame
+    valid_start: str
+    holdout_start: str
+
+    def describe(self, label: str) -> dict[str, Any]:
+        parts = {"train": self.train, "valid": self.valid, "holdout": self.holdout}
+        out: dict[str, Any] = {f"{n}_rows": len(f) for n, f in parts.items()}
+        out |= {f"{n}_positives": int(f[label].sum()) for n, f in parts.items()}
+        return out | {"valid_start": self.valid_start, "holdout_start": self.holdout_start}
+
+
+def time_split(frame: pd.DataFrame, settings: Settings) -> Split:
+    """Cut the time range ``[first, last]`` of the events: the last ``holdout_fraction`` is the
+    hold-out, the last ``validation_fraction`` of the rest is the validation split."""
+    ts_col, label = settings.schema_.timestamp, settings.schema_.label
+    t = settings.train
+    ts = frame[ts_col]
+    first, last = ts.min(), ts.max()
+    holdout_start = first + (last - first) * (1 - t.holdout_fraction)
+    valid_start = first + (holdout_start - first) * (1 - t.validation_fraction)
+    ordered = frame.sort_values([ts_col, settings.schema_.key], kind="stable")
+    parts = (
+        ordered[ordered[ts_col] < valid_start],
+        ordered[(ordered[ts_col] >= valid_start) & (ordered[ts_col] < holdout_start)],
+        ordered[ordered[ts_col] >= holdout_start],
+    )
+    for name, part in zip(("train", "validation", "hold-out"), parts, strict=True):
+        if part.empty or part[label].nunique() < 2:
+            raise SplitError(
+                f"the {name} split ({len(part)} rows from {first} to {last}) needs both classes; "
+                f"train on a longer time range or change train.holdout_fraction/validation_fraction"
+            )
+    return Split(
+        *(p.reset_index(drop=True) for p in parts), valid_start.isoformat(), holdout_start.isoformat()
+    )
+
+
+# --- metrics --------------------------------------------------------------------------------
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int) -> float:
+    """Mean |observed rate - mean probability| over equal-width probability bins, by bin size."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1], right=True), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            total += mask.sum() * abs(float(y[mask].mean()) - float(p[mask].mean()))
+    return total / max(len(y), 1)
+
+
+def calibration_curve(y: np.ndarray, p: np.ndarray, bins: int) -> list[tuple[float, float, int]]:
+    """Per non-empty bin: (mean probability, observed rate, rows), for the model card."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1], right=True), 0, bins - 1)
+    return [
+        (float(p[which == b].mean()), float(y[which == b].mean()), int((which == b).sum()))
+        for b in range(bins)
+        if (which == b).any()
+    ]
+
+
+def segment_tpr(
+    y: np.ndarray, p: np.ndarray, segments: np.ndarray, threshold: float
+) -> dict[str, dict[str, float]]:
+    """Per segment: rows, fraud rows and the true positive rate at ``threshold``."""
+    out: dict[str, dict[str, float]] = {}
+    for seg in sorted({str(s) for s in segments}):
+        mask = segments.astype(str) == seg
+        pos = mask & (y == 1)
+        n_pos = int(pos.sum())
+        tpr = float((p[pos] >= threshold).mean()) if n_pos else float("nan")
+        out[seg] = {"rows": int(mask.sum()), "positives": n_pos, "tpr": tpr}
+    return out
+
+
+@dataclass
+class Metrics:
+    rows: int
+    positives: int
+    roc_auc: float
+    pr_auc: float
+    log_loss: float
+    ece: float
+    brier: float
+    latency_ms_per_row: float | None
+    segment: str
+    segments: dict[str, dict[str, float]]
+    tpr_gap: float
+    """Largest minus smallest TPR over segments with at least ``fairness.min_positives`` frauds."""
+    compared_segments: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def scalars(self, prefix: str = "holdout_") -> dict[str, float]:
+        """The numeric metrics, for ``mlflow.log_metrics``."""
+        keys = ("rows", "positives", "roc_auc", "pr_auc", "log_loss", "ece", "brier", "tpr_gap")
+        out = {f"{prefix}{k}": float(getattr(self, k)) for k in keys}
+        if self.latency_ms_per_row is not None:
+            out[f"{prefix}latency_ms_per_row"] = self.latency_ms_per_row
+        for seg, values in self.segments.items():
+            if not math.isnan(values["tpr"]):
+                out[f"{prefix}tpr_{self.segment}_{seg}"] = values["tpr"]
+        return out
+
+
+def score_metrics(
+    y: np.ndarray, p: np.ndarray, segments: np.ndarray, gate: Gate, latency_ms_per_row: float | None = None
+) -> Metrics:
+    from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
+    y = np.asarray(y, dtype="int64")
+    p = np.clip(np.asarray(p, dtype="float64"), 1e-7, 1 - 1e-7)
+    both = len(np.unique(y)) == 2
+    fair = gate.fairness
+    per_segment = segment_tpr(y, p, np.asarray(segments), fair.threshold)
+    compared = [s for s, v in per_segment.items() if v["positives"] >= fair.min_positives]
+    tprs = [per_segment[s]["tpr"] for s in compared]
+    return Metrics(
+        rows=len(y),
+        positives=int(y.sum()),
+        roc_auc=float(roc_auc_score(y, p)) if both else float("nan"),
+        pr_auc=float(average_precision_score(y, p)) if both else float("nan"),
+        log_loss=float(log_loss(y, p, labels=[0, 1])),
+        ece=expected_calibration_error(y, p, gate.ece_bins),
+        brier=float(brier_score_loss(y, p)),
+        latency_ms_per_row=latency_ms_per_row,
+        segment=fair.segment,
+        segments=per_segment,
+        tpr_gap=float(max(tprs) - min(tprs)) if len(tprs) >= 2 else 0.0,
+        compared_segments=compared,
+    )
+
+
+def latency_ms_per_row(predict: Callable[[pd.DataFrame], Any], frame: pd.DataFrame, rows: int) -> float:
+    """Milliseconds per row of batch scoring: median of three timed calls after a warm-up."""
+    sample = frame.iloc[: max(1, min(rows, len(frame)))]
+    predict(sample.iloc[:10])
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        predict(sample)
+        times.append(time.perf_counter() - started)
+    return 1000.0 * statistics.median(times) / len(sample)
+
+
+def evaluate(
+    predict: Callable[[pd.DataFrame], Any], holdout: pd.DataFrame, settings: Settings, *, latency: bool = True
+) -> tuple[Metrics, np.ndarray]:
+    """Score ``holdout`` (a model-input frame plus the label and segment columns)."""
+    label, gate = settings.schema_.label, settings.gate
+    p = np.asarray(predict(holdout), dtype="float64").reshape(-1)
+    lat = latency_ms_per_row(predict, holdout, settings.train.latency_rows) if latency else None
+    metrics = score_metrics(
+        holdout[label].to_numpy(), p, holdout[gate.fairness.segment].to_numpy(), gate, lat
+    )
+    return metrics, p
+
+
+# --- the gate -------------------------------------------------------------------------------
+
+
+@dataclass
+class Check:
+    name: str
+    value: float | None
+    op: Literal[">=", "<="]
+    threshold: float | None
+    passed: bool | None
+    """None: skipped (cannot be computed, e.g. no champion yet)."""
+    detail: str = ""
+
+    @property
+    def line(self) -> str:
+        state = {True: "PASS", False: "FAIL", None: "skip"}[self.passed]
+        if self.value is None or self.threshold is None:
+            return f"{state}  {self.name}: {self.detail}"
+        text = f"{state}  {self.name}: {self.value:.4f} {self.op} {self.threshold:.4f}"
+        return f"{text} ({self.detail})" if self.detail else text
+
+
+@dataclass
+class Decision:
+    candidate: str
+    checks: list[Check]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed is not False for c in self.checks)
+
+    @property
+    def failed(self) -> list[str]:
+        return [c.name for c in self.checks if c.passed is False]
+
+    @property
+    def reasons(self) -> list[str]:
+        return [c.line for c in self.checks if c.passed is False]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "candidate": self.candidate,
+            "passed": self.passed,
+            "failed": self.failed,
+            "checks": [asdict(c) for c in self.checks],
+        }
+
+
+def _check(name: str, value: float, op: Literal[">=", "<="], threshold: float, detail: str = "") -> Check:
+    ok = value >= threshold if op == ">=" else value <= threshold
+    return Check(name, value, op, threshold, bool(ok) and not math.isnan(value), detail)
+
+
+def gate(
+    candidate: str, metrics: Metrics, champion: Metrics | None, cfg: Gate, *, champion_note: str = ""
+) -> Decision:
+    """Every check of the gate for one candidate, with its value and threshold."""
+    checks = [
+        _check(
+            "holdout_positives",
+            metrics.positives,
+            ">=",
+            cfg.min_holdout_positives,
+            "fraud rows in the hold-out",
+        ),
+        _check("roc_auc", metrics.roc_auc, ">=", cfg.min_roc_auc),
+        _check("pr_auc", metrics.pr_auc, ">=", cfg.min_pr_auc),
+        _check("log_loss", metrics.log_loss, "<=", cfg.max_log_loss),
+        _check("ece", metrics.ece, "<=", cfg.max_ece, f"{cfg.ece_bins} bins"),
+    ]
+    if metrics.latency_ms_per_row is None:
+        checks.append(
+            Check("latency_ms_per_row", None, "<=", cfg.max_latency_ms_per_row, None, "not measured")
+        )
+    else:
+        checks.append(
+            _check("latency_ms_per_row", metrics.latency_ms_per_row, "<=", cfg.max_latency_ms_per_row)
+        )
+    for metric, tolerance in (("roc_auc", cfg.roc_auc_tolerance), ("pr_auc", cfg.pr_auc_tolerance)):
+        name = f"{metric}_vs_champion"
+        if champion is None:
+            checks.append(Check(name, None, ">=", None, None, champion_note or "no champion yet"))
+            continue
+        ours, theirs = getattr(metrics, metric), getattr(champion, metric)
+        checks.append(
+            _check(
+                name, ours - theirs, ">=", -tolerance, f"{ours:.4f} vs champion {theirs:.4f}, same hold-out"
+            )
+        )
+    fair = cfg.fairness
+    if len(metrics.compared_segments) < 2:
+        checks.append(
+            Check(
+                "fairness_tpr_gap",
+                None,
+                "<=",
+                fair.max_tpr_gap,
+                None,
+                f"fewer than two {fair.segment} segments with >= {fair.min_positives} fraud rows",
+            )
+        )
+    else:
+        tprs = ", ".join(f"{s} {metrics.segments[s]['tpr']:.2f}" for s in metrics.compared_segments)
+        checks.append(
+            _check(
+                "fairness_tpr_gap",
+                metrics.tpr_gap,
+                "<=",
+                fair.max_tpr_gap,
+                f"TPR by {fair.segment} at p>={fair.threshold}: {tprs}",
+            )
+        )
+    return Decision(candidate, checks)
