@@ -1,0 +1,150 @@
+"""Training sets and training itself: content-addressed data versions, determinism with a seed,
+the CLI contract (``python -m tasks.train``) and the MLflow service of the local stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from config import PROJECT_ROOT
+from tasks import stack, storage, train, training_data
+from tasks.models.base import model_input
+
+
+def test_training_set_is_content_addressed_and_records_its_version(world):
+    settings = world.settings()
+    again = training_data.build(settings)
+    assert again.sha256 == world.data_sha256 and again.uri == world.training_set_uri
+    frame, version = training_data.read(settings, world.training_set_uri)
+    assert version.sha256 == world.data_sha256
+    assert version.rows == len(frame) == 16_000
+    assert version.positives == int(frame.is_fraud.sum()) > 100
+    assert version.feature_service == "fraud_features_v1"
+    assert version.partitions == ["event_date=2026-01-01", "event_date=2026-01-02"]
+    assert len(version.batches) == 8
+    assert frame.event_timestamp.is_monotonic_increasing
+    assert list(frame.columns[-len(version.features) :]) == version.features
+
+
+def test_a_training_set_changed_after_it_was_built_is_refused(world, tmp_path):
+    settings = world.settings()
+    copy = storage.join(tmp_path.as_uri(), "ts.parquet")
+    frame, _ = training_data.read(settings, world.training_set_uri)
+    storage.write_bytes(copy, training_data.to_parquet_bytes(frame.head(100)))
+    recorded = world.training_set_uri.rsplit(".", 1)[0] + ".json"
+    storage.write_bytes(copy.rsplit(".", 1)[0] + ".json", storage.read_bytes(recorded))
+    with pytest.raises(training_data.TrainingDataError, match="changed after it was built"):
+        training_data.read(settings, copy)
+    with pytest.raises(training_data.TrainingDataError, match="no training set at"):
+        training_data.read(settings, storage.join(tmp_path.as_uri(), "missing.parquet"))
+
+
+@pytest.mark.parametrize("family", ["xgboost", "mlp"])
+def test_training_is_deterministic_with_a_seed(world, family):
+    settings = world.settings()
+    job = train.prepare(settings, world.training_set_uri, tracking_uri=world.tracking_uri, say=lambda _: None)
+    cand = next(c for c in train.plan(settings) if c.family == family)
+    holdout = model_input(job.split.holdout, job.spec)
+    first, second = cand.fit(job.fit), cand.fit(job.fit)
+    assert first.best_iteration == second.best_iteration
+    assert first.history == second.history
+    np.testing.assert_array_equal(first.model.predict_proba(holdout), second.model.predict_proba(holdout))
+    other = train.prepare(
+        world.settings(train__seed="7"),
+        world.training_set_uri,
+        tracking_uri=world.tracking_uri,
+        say=lambda _: None,
+    )
+    assert not np.array_equal(
+        cand.fit(other.fit).model.predict_proba(holdout), first.model.predict_proba(holdout)
+    )
+
+
+def test_plan_expands_the_configured_grids_in_order(world):
+    settings = world.settings(
+        train__families="[xgboost, mlp]",
+        train__xgboost__grid__max_depth="[3, 5]",
+        train__xgboost__grid__learning_rate="[0.05, 0.1]",
+    )
+    names = [c.name for c in train.plan(settings)]
+    assert names == [
+        "xgboost(max_depth=3,learning_rate=0.05)",
+        "xgboost(max_depth=3,learning_rate=0.1)",
+        "xgboost(max_depth=5,learning_rate=0.05)",
+        "xgboost(max_depth=5,learning_rate=0.1)",
+        "mlp",
+    ]
+
+
+def test_cli_writes_the_result_json_and_exits_zero_when_the_gate_says_no(world, tmp_path):
+    out = tmp_path / "xcom" / "return.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRLOOP")} | world.env
+    env |= {
+        "AIRLOOP__MLFLOW__REGISTERED_MODEL": "fraud-cli",
+        "AIRLOOP__TRAIN__FAMILIES": "[prior]",
+        "MLFLOW_TRACKING_URI": world.tracking_uri,  # the default of --tracking-uri
+        "PYTHONPATH": str(PROJECT_ROOT),
+    }
+    context = {"dag_id": "train", "run_id": "scheduled__2026-01-04", "reason": "schedule"}
+    cmd = [sys.executable, "-m", "tasks.train", "--training-set-uri", world.training_set_uri]
+    cmd += ["--run-context", json.dumps(context), "--output", str(out)]
+    proc = subprocess.run(
+        cmd, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == result
+    assert result["status"] == "rejected" and result["version"] is None
+    assert result["tracking_uri"] == world.tracking_uri
+    assert result["context"] == {**context, "drift": None}
+    assert result["data_version"]["sha256"] == world.data_sha256
+    assert result["reasons"] and all(r.startswith("prior: FAIL") for r in result["reasons"])
+    assert set(result) >= {
+        "mlflow_run_id",
+        "run_url",
+        "registered_model",
+        "model_uri",
+        "model_sha256",
+        "model_card_uri",
+        "model_card_url",
+        "candidates",
+        "champion",
+        "split",
+        "git_commit",
+        "device",
+        "seconds",
+    }
+    assert "NOTHING REGISTERED" in proc.stdout and "prior" in proc.stdout
+
+    bad = subprocess.run(
+        [sys.executable, "-m", "tasks.train", "--training-set-uri", "file:///nowhere/ts.parquet"],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert bad.returncode == 1
+    assert "error: no training set at file:///nowhere/ts.parquet" in bad.stderr
+
+
+def test_mlflow_is_a_service_of_the_local_stack(world):
+    settings = world.settings()
+    assert stack.MLFLOW in stack.SERVICES
+    st = stack.status(settings, services=[stack.MLFLOW])
+    assert st["services"]["mlflow"]["health"] == "healthy"
+    assert st["mlflow_url"] == world.tracking_uri
+    pid = st["services"]["mlflow"]["pid"]
+    assert stack.start(settings, services=[stack.MLFLOW], quiet=True) == {"mlflow": pid}  # idempotent
+    cmd = stack.MLFLOW.command(settings)
+    assert cmd[cmd.index("--backend-store-uri") + 1] == f"sqlite:///{world.home}/data/mlflow/mlflow.db"
+    assert cmd[cmd.index("--artifacts-destination") + 1] == f"file://{world.home}/data/mlflow/artifacts"
+    assert "--serve-artifacts" in cmd
+    assert (world.home / "data" / "mlflow" / "mlflow.db").is_file()
+    assert stack.airflow_vars(settings)["MLFLOW_TRACKING_URI"] == world.tracking_uri
