@@ -1,0 +1,81 @@
+"""The train DAG under dag.test(): real Feast training set, the training operator's local runner
+(the pod's entrypoint as a child process), a real MLflow server, and the models asset."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _train_dag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    from tests.conftest import ROOT
+
+    bag = DagBag(str(ROOT / "dags" / "train.py"))
+    assert not bag.import_errors, bag.import_errors
+    return bag.get_dag("train")
+
+
+def _asset_extras(run, name: str) -> list[dict]:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.execute(
+            select(AssetEvent.extra)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetModel.name == name)
+            .where(AssetEvent.source_run_id == run.run_id)
+        ).all()
+    return [r[0] for r in rows]
+
+
+def _xcom(run, task_id: str, key: str):
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        value = session.execute(
+            select(XComModel.value).where(
+                XComModel.run_id == run.run_id, XComModel.task_id == task_id, XComModel.key == key
+            )
+        ).scalar_one()
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def test_drift_triggered_run_trains_registers_and_links_to_mlflow(
+    world, airflow_db, monkeypatch, mlflow_client
+):
+    model = "fraud-dag-test"
+    for name, value in {**world.env, "AIRLOOP__MLFLOW__REGISTERED_MODEL": model}.items():
+        monkeypatch.setenv(name, value)
+    dag = _train_dag()
+
+    run = dag.test(run_conf={"reason": "drift", "drift": {"share_drifted": 0.42}})
+
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "success", states
+    assert states == {"training_set": "success", "train": "success", "publish": "success"}
+    [extra] = _asset_extras(run, "models/fraud")
+    assert extra["model"] == model and extra["reason"] == "drift"
+    assert extra["data_sha256"] == world.data_sha256
+    version = mlflow_client.get_model_version(model, extra["version"])
+    from tasks import registry
+
+    assert version.tags[registry.TAG_DAG_ID] == "train"
+    assert version.tags[registry.TAG_DAG_RUN_ID] == run.run_id
+    assert version.tags[registry.TAG_REASON] == "drift"
+    # the task page links to the MLflow run and the model card
+    links = _xcom(run, "train", "training_links")
+    assert links["run"].startswith(world.tracking_uri) and extra["mlflow_run_id"] in links["run"]
+    assert "get-artifact" in links["model_card"]
+    import requests
+
+    card = requests.get(links["model_card"], timeout=30)
+    assert card.status_code == 200 and "<html" in card.text.lower()
