@@ -301,7 +301,12 @@ def test_champion_regressing_model_is_rejected_then_a_good_one_becomes_challenge
 
 
 def test_model_with_a_fairness_gap_is_rejected_and_nothing_registered(world, mlflow_client):
-    settings = world.settings(train__families="[xgboost]", gate__fairness__threshold="0.1", **RELAXED)
+    settings = world.settings(
+        train__families="[xgboost]",
+        gate__fairness__threshold="0.1",
+        gate__fairness__min_positives="10",
+        **RELAXED,
+    )
     params = _xgb_params(settings)
     fair = train.Candidate("xgboost", "xgboost", params)
     blind = Sabotaged("blind-north", "xgboost", params, spoil=BlindSpotModel)

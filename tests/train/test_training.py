@@ -26,7 +26,7 @@ def test_training_set_is_content_addressed_and_records_its_version(world):
     assert version.positives == int(frame.is_fraud.sum()) > 100
     assert version.feature_service == "fraud_features_v1"
     assert version.partitions == ["event_date=2026-01-01", "event_date=2026-01-02"]
-    assert len(version.batches) == 8
+    assert len(version.batches) == 4
     assert frame.event_timestamp.is_monotonic_increasing
     assert list(frame.columns[-len(version.features) :]) == version.features
 
@@ -121,17 +121,13 @@ def test_cli_writes_the_result_json_and_exits_zero_when_the_gate_says_no(world, 
     }
     assert "NOTHING REGISTERED" in proc.stdout and "prior" in proc.stdout
 
-    bad = subprocess.run(
-        [sys.executable, "-m", "tasks.train", "--training-set-uri", "file:///nowhere/ts.parquet"],
-        env=env,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+
+def test_cli_refuses_a_missing_training_set_with_exit_status_1(world, capsys):
+    code = train.main(
+        ["--training-set-uri", "file:///nowhere/ts.parquet", "--tracking-uri", world.tracking_uri]
     )
-    assert bad.returncode == 1
-    assert "error: no training set at file:///nowhere/ts.parquet" in bad.stderr
+    assert code == 1
+    assert "error: no training set at file:///nowhere/ts.parquet" in capsys.readouterr().err
 
 
 def test_mlflow_is_a_service_of_the_local_stack(world):
