@@ -8,6 +8,10 @@ Baselines measured in the same run, on the same data and the same online store:
   features, found flags) for 1 and 100 keys, p50/p99, SQLite and Redis; the ratio is per key
   against the 1-key call.
 
+- training sets: ``tasks.feature_store.training_set`` (as-of join per view over the partitions in
+  range, then the service's on-demand view) against Feast's ``get_historical_features`` through the
+  dask file offline store for the same events and the same feature service.
+
 Run: ``python -m benchmarks.feature_store [--hours 48 --customers 20000]``.
 """
 
@@ -147,6 +151,31 @@ def _bench_store(label: str, settings, changed: dict, repeats: int) -> dict:
     }
 
 
+def _bench_training_set(settings, n: int) -> dict:
+    import pandas as pd
+
+    from feature_repo.definitions import REQUEST_TIME
+    from tasks import feature_store, features
+    from tasks.ingest import read_curated
+
+    feature_store.forget_stores()
+    feature_store.apply(settings)
+    events = read_curated(settings).sample(n, random_state=0).reset_index(drop=True)
+    started = time.perf_counter()
+    feature_store.training_set(settings, events)
+    ours = time.perf_counter() - started
+    ts = features.utc_us(events["event_timestamp"])
+    entity_df = events[["customer_id", "merchant_id", "amount"]].copy()
+    entity_df["as_of"] = ts - pd.Timedelta("1us")
+    entity_df[REQUEST_TIME] = features.unix_seconds(ts)
+    store = feature_store.get_store(settings)
+    service = store.get_feature_service(settings.feast.service)
+    started = time.perf_counter()
+    store.get_historical_features(entity_df=entity_df, features=service).to_df()
+    feast = time.perf_counter() - started
+    return {"events": n, "ours_s": ours, "feast_s": feast}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.feature_store", description=__doc__.split("\n")[0]
@@ -155,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=5000, help="transactions per hour")
     parser.add_argument("--customers", type=int, default=20000)
     parser.add_argument("--repeats", type=int, default=200, help="lookups per key count")
+    parser.add_argument("--events", type=int, default=10000, help="labelled events for the training-set race")
     args = parser.parse_args(argv)
 
     import logging
@@ -172,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         refresh_s = time.perf_counter() - started
         print(f"    feature tables: {changed['rows']} rows computed in {refresh_s:.1f} s")
         results = [_bench_store("sqlite", base, changed, args.repeats)]
+        training = _bench_training_set(base, args.events)
         with _redis() as redis_url:
             if redis_url is None:
                 print("    redis-server not installed: Redis skipped")
@@ -196,6 +227,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['source_rows'] / r['materialize_s']:>15,.0f}{r['entity_rows'] / r['materialize_s']:>12,.0f}"
             f"{r['entity_rows'] / r['direct_s']:>11,.0f}"
         )
+    print()
+    print(
+        "training set for the same events through fraud_features_v1 (baseline: Feast get_historical_features)"
+    )
+    print(f"{'events':>8}{'as-of join':>12}{'feast dask':>12}{'speed-up':>10}{'events/s':>11}")
+    print(
+        f"{training['events']:>8,}{training['ours_s']:>11.2f}s{training['feast_s']:>11.2f}s"
+        f"{training['feast_s'] / training['ours_s']:>9.1f}x{training['events'] / training['ours_s']:>11,.0f}"
+    )
     print()
     print("online lookup via the feature service (baseline: the 1-key call; ratio = per-key cost)")
     print(f"{'store':<8}{'1 key p50':>11}{'p99':>9}{'100 keys p50':>14}{'p99':>9}{'per-key ratio':>15}")
