@@ -85,6 +85,11 @@ def train():
             "reason": result["context"]["reason"],
             "mlflow_run_id": result["mlflow_run_id"],
         }
+        from tasks.reports import publish_model_card
+
+        card = publish_model_card(cfg, result)
+        if card:
+            extra["model_card_report"] = f"/airloop/reports/{card.kind}/{card.name}"
         outlet_events[registered_model].extra = extra
         return extra
 

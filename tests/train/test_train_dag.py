@@ -79,3 +79,10 @@ def test_drift_triggered_run_trains_registers_and_links_to_mlflow(
 
     card = requests.get(links["model_card"], timeout=30)
     assert card.status_code == 200 and "<html" in card.text.lower()
+    # and the card is listed in the airloop reports view of the Airflow UI
+    from config import load_config
+    from tasks import reports
+
+    [listed] = reports.list_reports(load_config(), "model_cards")
+    assert listed.model_version == extra["version"] and extra["model_card_report"].endswith(listed.name)
+    assert reports.read_report(load_config(), "model_cards", listed.name) == card.text
