@@ -340,6 +340,105 @@ class Serving(_Model):
         return f"http://{host}:{self.port}{self.route_prefix.rstrip('/')}"
 
 
+DriftMethod = Literal[
+    "wasserstein",
+    "ks",
+    "psi",
+    "jensenshannon",
+    "chisquare",
+    "kl_div",
+    "hellinger",
+    "TVD",
+    "anderson",
+    "cramer_von_mises",
+    "ed",
+    "es",
+    "mannw",
+    "t_test",
+    "z",
+    "g_test",
+    "fisher_exact",
+    "empirical_mmd",
+]
+"""Evidently's drift tests by name. Distances (``wasserstein``, ``psi``, ``jensenshannon``,
+``kl_div``, ``hellinger``, ``TVD``, ``ed``) flag drift at or above their threshold; the others are
+statistical tests whose score is a p-value, flagged at or below it."""
+
+
+class MonitorDrift(_Model):
+    """Data drift per input column and prediction (score) drift, computed by Evidently."""
+
+    numeric_method: DriftMethod = "wasserstein"
+    numeric_threshold: float | None = 0.1
+    """``None``: the test's own default threshold."""
+    categorical_method: DriftMethod = "jensenshannon"
+    categorical_threshold: float | None = 0.1
+    per_column_method: dict[str, DriftMethod] = {}
+    per_column_threshold: dict[str, float] = {}
+    share_threshold: float = Field(0.3, gt=0, le=1)
+    """Data drift: at least this share of the model's input columns drifted."""
+    prediction_method: DriftMethod = "psi"
+    prediction_threshold: float | None = 0.1
+    min_rows: int = Field(500, ge=1)
+    """A window with fewer live predictions is recorded but not judged."""
+    max_rows: int = Field(50_000, ge=1000)
+    """Uniform sample size per side (window, reference) above which drift runs on a sample; the
+    bound on the error this adds is recorded with every window (see ``tasks.monitoring.drift``)."""
+    error_confidence: float = Field(0.95, gt=0, lt=1)
+    """Confidence of the recorded sampling error bound (Dvoretzky-Kiefer-Wolfowitz)."""
+    seed: int = 0
+
+
+class MonitorPerformance(_Model):
+    """Live performance on predictions whose delayed labels have arrived, against the champion's
+    numbers on its own hold-out (same threshold, same code)."""
+
+    lookback_hours: float = Field(24.0, gt=0)
+    """Labelled predictions made in the last this-many hours before the window's end count."""
+    threshold: float | None = Field(None, ge=0, le=1)
+    """Decision threshold for precision and recall; ``None``: ``serving.threshold``."""
+    min_labels: int = Field(500, ge=1)
+    min_positives: int = Field(30, ge=1)
+    """Fewer labelled rows or fraud labels: performance is reported but not judged."""
+    roc_auc_tolerance: float | None = Field(0.05, ge=0)
+    """Degraded when live ROC AUC is below the hold-out's by more than this (``None``: not checked)."""
+    recall_tolerance: float | None = Field(0.25, ge=0)
+    precision_tolerance: float | None = Field(None, ge=0)
+
+
+class MonitorDecision(_Model):
+    """When a window's drift or performance leads to a retrain."""
+
+    cooldown_hours: float = Field(6.0, ge=0)
+    """No retrain within this long after the last one (no retrain storms)."""
+    confirm_windows: int = Field(2, ge=1)
+    """Drift must hold in this many consecutive windows (this one included) to trigger."""
+    on_prediction_drift: bool = True
+    """Prediction drift alone triggers a retrain (reason ``drift``)."""
+
+
+class Monitor(_Model):
+    """The monitor DAG: when it looks, what it compares, when it asks for a retrain."""
+
+    cron: str = "*/15 * * * *"
+    min_new_predictions: int = Field(1000, ge=1)
+    """The sensor waits until the inference log holds this many live predictions since the last
+    monitored window."""
+    poke_interval_seconds: float = Field(60.0, gt=0)
+    sensor_timeout_hours: float = Field(6.0, gt=0)
+    first_window_hours: float = Field(24.0, gt=0)
+    """With no window monitored yet, the first one starts this long before its end."""
+    routes: list[str] = ["champion", "challenger"]
+    """Inference-log routes that are live traffic (``shadow`` mirrors them, ``smoke`` is a test)."""
+    store_dir: str = "monitoring"
+    """Metrics and decisions per window, under ``storage.data_uri``."""
+    reports_dir: str = "monitoring"
+    """HTML reports, under ``storage.reports_uri``."""
+    drift: MonitorDrift = MonitorDrift()
+    performance: MonitorPerformance = MonitorPerformance()
+    decision: MonitorDecision = MonitorDecision()
+
+
 class AirflowStack(_Model):
     home: str
     host: str = "127.0.0.1"
@@ -371,6 +470,7 @@ class Settings(_Model):
     training_pod: TrainingPod = TrainingPod()
     gate: Gate
     serving: Serving = Serving()
+    monitor: Monitor = Monitor()
 
     @field_validator("storage", mode="before")
     @classmethod
