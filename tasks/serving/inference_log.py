@@ -1,0 +1,343 @@
+"""The inference log: every prediction serving made, append-only, readable by time window.
+
+Layout under ``storage.data_uri/<serving.inference_log.path>/`` (``file://`` or ``s3://``)::
+
+    predictions/date=2026-01-02/hour=13/part-<unix ns>-<writer>-<seq>.parquet
+    labels/date=2026-01-03/hour=08/labels-<unix ns>-<uuid>.parquet
+
+A prediction row holds the request id, the prediction time (``timestamp``, UTC: the partition),
+the endpoint and ``route`` (``champion``, ``challenger``, ``shadow``, ``smoke``), the model version,
+score, decision and threshold, the end-to-end latency, the transaction as it was sent (entity
+keys, amount, categories, event time) and every feature the model saw, with ``customer_found`` /
+``merchant_found``. A shadow prediction shares the request id of the live one it mirrors.
+
+``InferenceLogWriter`` buffers rows in memory and writes a file per hour touched when
+``flush_rows`` rows are buffered or the oldest is ``flush_seconds`` old, from a background thread:
+the request path only appends to a list. Files are written whole (temp file then rename locally,
+a single PUT on S3), so a reader never sees half a file. If storage fails, rows stay buffered (up
+to ``max_buffer_rows``, then new rows are dropped and counted) and the next flush retries.
+
+Labels arrive later (``POST /labels`` or ``write_labels``) keyed by ``request_id`` or
+``transaction_id``; ``read_predictions`` joins the latest label of each prediction.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import logging
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from tasks import storage
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from config import Settings
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS = "predictions"
+LABELS = "labels"
+TIME = "timestamp"
+LABELED_AT = "labeled_at"
+LABEL_COLUMNS = ("request_id", "transaction_id", "label", LABELED_AT)
+_PARTITION = re.compile(r"date=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/")
+
+
+def root_uri(settings: Settings) -> str:
+    return storage.join(settings.storage.data_uri, settings.serving.inference_log.path)
+
+
+def predictions_uri(settings: Settings) -> str:
+    return storage.join(root_uri(settings), PREDICTIONS)
+
+
+def labels_uri(settings: Settings) -> str:
+    return storage.join(root_uri(settings), LABELS)
+
+
+def _utc(value: datetime | str | pd.Timestamp) -> pd.Timestamp:
+    import pandas as pd
+
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _partition(hour: pd.Timestamp) -> str:
+    return f"date={hour:%Y-%m-%d}/hour={hour:%H}"
+
+
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), sink, compression="zstd")
+    return sink.getvalue()
+
+
+def _write_hourly(base_uri: str, frame: pd.DataFrame, time_column: str, name: str) -> list[str]:
+    """One file per hour of ``time_column`` in ``frame``, named ``<name>`` in its partition."""
+    uris = []
+    hours = frame[time_column].dt.floor("h")
+    for hour, part in frame.groupby(hours, sort=True):
+        uri = storage.join(base_uri, _partition(hour), name)
+        storage.write_bytes(uri, _parquet_bytes(part.reset_index(drop=True)))
+        uris.append(uri)
+    return uris
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+
+class InferenceLogWriter:
+    """Buffers prediction rows and writes them as hourly Parquet files off the request path."""
+
+    def __init__(self, settings: Settings, writer_id: str | None = None) -> None:
+        storage.configure(settings.storage.s3_endpoint_url)
+        self.cfg = settings.serving.inference_log
+        self.base_uri = predictions_uri(settings)
+        self.writer_id = re.sub(r"[^A-Za-z0-9_-]", "_", writer_id or f"{os.getpid()}-{uuid.uuid4().hex[:6]}")
+        self._chunks: list[tuple[pd.DataFrame, dict[str, Any] | None]] = []
+        self._rows = 0
+        self._oldest: float | None = None
+        self._buffer_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._seq = itertools.count()
+        self.rows_written = 0
+        self.files_written = 0
+        self.rows_dropped = 0
+        self.flush_errors = 0
+        self.last_error: str | None = None
+        self._thread = threading.Thread(target=self._run, name="inference-log-writer", daemon=True)
+        self._thread.start()
+
+    def append(self, frame: pd.DataFrame, first: dict[str, Any] | None = None) -> bool:
+        """Queue rows for writing; never waits on storage. ``first``: columns (name -> one value
+        or one per row) put before the frame's own when the rows are written, so the request
+        path does not pay for joining them. False when the buffer is full and the rows were
+        dropped (counted in ``rows_dropped``)."""
+        if frame.empty:
+            return True
+        with self._buffer_lock:
+            if self._rows + len(frame) > self.cfg.max_buffer_rows:
+                self.rows_dropped += len(frame)
+                return False
+            self._chunks.append((frame, first))
+            self._rows += len(frame)
+            if self._oldest is None:
+                self._oldest = time.monotonic()
+            full = self._rows >= self.cfg.flush_rows
+        if full:
+            self._wake.set()
+        return True
+
+    @property
+    def buffered(self) -> int:
+        return self._rows
+
+    def _due(self) -> bool:
+        with self._buffer_lock:
+            if not self._rows:
+                return False
+            return (
+                self._rows >= self.cfg.flush_rows
+                or time.monotonic() - (self._oldest or 0.0) >= self.cfg.flush_seconds
+            )
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(timeout=min(self.cfg.flush_seconds, 1.0))
+            self._wake.clear()
+            if self._due():
+                self.flush()
+
+    def flush(self) -> int:
+        """Write everything buffered now; returns the rows written (0 on failure: kept for retry)."""
+        import pandas as pd
+
+        with self._flush_lock:
+            with self._buffer_lock:
+                chunks, self._chunks = self._chunks, []
+                rows, self._rows, self._oldest = self._rows, 0, None
+            if not chunks:
+                return 0
+            try:
+                frames = [
+                    pd.concat([pd.DataFrame(first, index=f.index), f], axis=1) if first else f
+                    for f, first in chunks
+                ]
+                frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+                name = f"part-{time.time_ns()}-{self.writer_id}-{next(self._seq):06d}.parquet"
+                uris = _write_hourly(self.base_uri, frame, TIME, name)
+            except Exception as exc:  # noqa: BLE001 - storage trouble must not lose rows or crash serving
+                self.flush_errors += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("inference log: flush of %d rows failed (kept for retry): %s", rows, exc)
+                with self._buffer_lock:
+                    self._chunks = chunks + self._chunks
+                    self._rows += rows
+                    self._oldest = time.monotonic()
+                return 0
+            self.rows_written += rows
+            self.files_written += len(uris)
+            self.last_error = None
+            return rows
+
+    def close(self) -> None:
+        """Stop the background thread and write what is left."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+        self.flush()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "uri": self.base_uri,
+            "buffered": self._rows,
+            "rows_written": self.rows_written,
+            "files_written": self.files_written,
+            "rows_dropped": self.rows_dropped,
+            "flush_errors": self.flush_errors,
+            "last_error": self.last_error,
+        }
+
+
+def write_labels(
+    settings: Settings, labels: pd.DataFrame | Iterable[dict[str, Any]], now: Any = None
+) -> list[str]:
+    """Land delayed labels (``request_id`` and/or ``transaction_id``, ``label``) now; returns the
+    files written. Each needs a key and a 0/1 label (``ValueError`` otherwise, nothing written)."""
+    import pandas as pd
+
+    storage.configure(settings.storage.s3_endpoint_url)
+    frame = labels.copy() if isinstance(labels, pd.DataFrame) else pd.DataFrame(list(labels))
+    if frame.empty:
+        return []
+    for col in ("request_id", "transaction_id"):
+        frame[col] = frame[col].astype("object").where(frame[col].notna(), None) if col in frame else None
+    if "label" not in frame:
+        raise ValueError("labels need a 'label' column")
+    keyless = frame["request_id"].isna() & frame["transaction_id"].isna()
+    bad = ~frame["label"].isin([0, 1])
+    if keyless.any() or bad.any():
+        rows = sorted(set(frame.index[keyless | bad].tolist()))[:10]
+        raise ValueError(f"labels need request_id or transaction_id and a 0/1 label; bad rows: {rows}")
+    frame["label"] = frame["label"].astype("int8")
+    frame[LABELED_AT] = _utc(now) if now is not None else pd.Timestamp.now(tz="UTC")
+    frame = frame[list(LABEL_COLUMNS)]
+    return _write_hourly(
+        labels_uri(settings), frame, LABELED_AT, f"labels-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
+    )
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+def _files(base_uri: str, start: pd.Timestamp, end: pd.Timestamp) -> list[str]:
+    """Parquet files of the hour partitions that overlap ``[start, end)``."""
+    fs, base = storage.filesystem(base_uri)
+    if not fs.exists(base):
+        return []
+    first, last = start.floor("h"), end
+    days = {(first + timedelta(days=i)).strftime("%Y-%m-%d") for i in range((last - first).days + 2)}
+    found = []
+    for day_dir in fs.ls(base, detail=False):
+        day = day_dir.rstrip("/").rsplit("date=", 1)[-1]
+        if day not in days:
+            continue
+        for path in fs.glob(f"{day_dir.rstrip('/')}/hour=*/*.parquet"):
+            m = _PARTITION.search(path)
+            if not m:
+                continue
+            hour = _utc(f"{m.group(1)}T{m.group(2)}:00:00")
+            if first <= hour < last:
+                found.append(storage.to_uri(fs, path))
+    return sorted(found)
+
+
+def _read(uris: list[str]) -> pd.DataFrame:
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    frames = [pq.read_table(io.BytesIO(storage.read_bytes(u))).to_pandas() for u in uris]
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def read_labels(settings: Settings, start: Any = None, end: Any = None) -> pd.DataFrame:
+    """Labels landed in ``[start, end)`` (default: all), one row per landing, oldest first."""
+    import pandas as pd
+
+    storage.configure(settings.storage.s3_endpoint_url)
+    lo = _utc(start) if start is not None else _utc("1970-01-01")
+    hi = _utc(end) if end is not None else pd.Timestamp.now(tz="UTC") + timedelta(hours=1)
+    frame = _read(_files(labels_uri(settings), lo, hi))
+    if frame.empty:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in LABEL_COLUMNS})
+    frame = frame[(frame[LABELED_AT] >= lo) & (frame[LABELED_AT] < hi)]
+    return frame.sort_values(LABELED_AT, kind="stable").reset_index(drop=True)
+
+
+def read_predictions(
+    settings: Settings,
+    start: Any,
+    end: Any,
+    *,
+    labels: bool = True,
+    routes: Iterable[str] | None = None,
+) -> pd.DataFrame:
+    """Predictions made in ``[start, end)`` (UTC; naive times are taken as UTC), oldest first.
+
+    ``routes``: keep only these (e.g. ``["champion", "challenger"]`` for live traffic, or
+    ``["shadow"]``). With ``labels``, adds ``label`` (float: 1.0, 0.0 or NaN while unknown) and
+    ``labeled_at``: the latest label landed by ``end + label_lookahead_hours`` for the prediction's
+    ``request_id``, else for its ``transaction_id``.
+    """
+    import numpy as np
+    import pandas as pd
+
+    storage.configure(settings.storage.s3_endpoint_url)
+    lo, hi = _utc(start), _utc(end)
+    frame = _read(_files(predictions_uri(settings), lo, hi))
+    if frame.empty:
+        frame = pd.DataFrame(
+            {
+                "request_id": pd.Series(dtype="object"),
+                TIME: pd.Series(dtype="datetime64[ns, UTC]"),
+                "route": pd.Series(dtype="object"),
+                "model_version": pd.Series(dtype="object"),
+                "score": pd.Series(dtype="float64"),
+            }
+        )
+    frame = frame[(frame[TIME] >= lo) & (frame[TIME] < hi)]
+    if routes is not None:
+        frame = frame[frame["route"].isin(list(routes))]
+    frame = frame.sort_values(TIME, kind="stable").reset_index(drop=True)
+    if not labels:
+        return frame
+    lookahead = timedelta(hours=settings.serving.inference_log.label_lookahead_hours)
+    landed = read_labels(settings, lo, hi + lookahead)
+    frame["label"] = np.nan
+    frame[LABELED_AT] = pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns, UTC]")
+    if landed.empty or frame.empty:
+        return frame
+    for key in ("request_id", "transaction_id"):
+        if key not in frame:
+            continue
+        latest = landed.dropna(subset=[key]).drop_duplicates(key, keep="last").set_index(key)
+        todo = frame["label"].isna() & frame[key].notna()
+        keys = frame.loc[todo, key]
+        frame.loc[todo, "label"] = keys.map(latest["label"]).astype("float64")
+        frame.loc[todo, LABELED_AT] = keys.map(latest[LABELED_AT])
+    return frame
