@@ -38,7 +38,6 @@ from PyPI, so its nvidia/cuda base must match. Read it off a resolve, e.g.
 
 PENDING_MODULES = {
     "tasks.train": "tasks/train.py (the training entrypoint, DESIGN.md loop step 3) is not written yet",
-    "tasks.serve": "tasks/serve.py (the Ray Serve application, DESIGN.md loop step 5) is not written yet",
 }
 """Entrypoint modules referenced before they exist; their check xfails until they land."""
 

@@ -1,0 +1,224 @@
+"""Loading a registered model for serving: resolve, download, verify, load, check the contract.
+
+A model is served only after its downloaded files hash (``registry.artifact_sha256``) to the
+``model_sha256`` tag recorded when it was registered, and only if it was trained on the feature
+service serving fetches (``feast.service``) and takes no input serving cannot give it. Anything
+else raises ``ModelRefused`` with a kind the control API maps to a status code; the slot that
+asked keeps the model it had.
+
+Scoring calls the model's Python object directly (``FraudModel.predict``) on a frame already typed
+as its signature says: MLflow's pyfunc schema enforcement costs more than the model itself on one
+row, and the frame is built here to the signature anyway.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from config import Settings
+
+
+class ModelRefused(RuntimeError):
+    """A model that must not be served; ``kind`` says why (``not_found``, ``integrity``,
+    ``contract``, ``load``)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+    def as_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "message": str(self)}
+
+
+@dataclass
+class LoadedModel:
+    """A verified model in memory, ready to score frames that have ``columns``."""
+
+    name: str
+    version: str
+    source: str
+    """How it was asked for: ``alias champion`` or ``version 7``."""
+    sha256: str
+    run_id: str | None
+    feature_service: str | None
+    columns: list[str]
+    numeric: list[str]
+    path: Path
+    predict_fn: Callable[[pd.DataFrame], Any]
+    loaded_at: float = field(default_factory=time.time)
+
+    def frame(self, scoring: pd.DataFrame) -> pd.DataFrame:
+        """The model's input: its signature's columns, numbers as float64, others as objects."""
+        out = scoring[self.columns]
+        return out.astype({c: "float64" for c in self.numeric}, copy=False) if self.numeric else out
+
+    def predict(self, scoring: pd.DataFrame) -> np.ndarray:
+        import numpy as np
+
+        scores = np.asarray(self.predict_fn(self.frame(scoring)), dtype="float64").reshape(-1)
+        if len(scores) != len(scoring):
+            raise RuntimeError(
+                f"model version {self.version} returned {len(scores)} scores for {len(scoring)} rows"
+            )
+        if not np.all(np.isfinite(scores)):
+            raise RuntimeError(f"model version {self.version} returned non-finite scores")
+        return scores
+
+    def info(self) -> dict[str, Any]:
+        from datetime import UTC, datetime
+
+        return {
+            "version": self.version,
+            "source": self.source,
+            "sha256": self.sha256,
+            "run_id": self.run_id,
+            "feature_service": self.feature_service,
+            "loaded_at": datetime.fromtimestamp(self.loaded_at, UTC).isoformat(),
+        }
+
+    def discard(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def resolve(settings: Settings, *, version: str | None = None, alias: str | None = None) -> Any:
+    """The registered ``ModelVersion`` for a version number or an alias (``ModelRefused`` if none)."""
+    from mlflow.exceptions import MlflowException
+
+    from tasks import registry
+
+    name = settings.mlflow.registered_model
+    mc = registry.client(settings.mlflow.url)
+    if alias is not None:
+        found = registry.version_for_alias(mc, name, alias)
+        if found is None:
+            raise ModelRefused("not_found", f"model {name!r} has no alias {alias!r}")
+        return found
+    try:
+        return mc.get_model_version(name, str(version))
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            raise ModelRefused("not_found", f"model {name!r} has no version {version}") from exc
+        raise
+
+
+def available_columns(settings: Settings, features: list[str]) -> set[str]:
+    """What serving can put in front of a model: the feature service's features and the request's
+    own columns (every contract column but the label)."""
+    schema = settings.schema_
+    return set(features) | {c.name for c in schema.columns if c.name != schema.label}
+
+
+def load(
+    settings: Settings,
+    *,
+    version: str | None = None,
+    alias: str | None = None,
+    features: list[str] | None = None,
+    cache_dir: str | Path | None = None,
+) -> LoadedModel:
+    """Resolve, download, verify and load one model version (see the module docstring).
+
+    ``features``: the feature service's columns; when given, a model needing any other input is
+    refused. Files go to a fresh folder under ``cache_dir`` (default: the temp dir), removed again
+    when the model is refused.
+    """
+    import mlflow
+
+    from tasks import registry
+
+    mv = resolve(settings, version=version, alias=alias)
+    source = f"alias {alias}" if alias is not None else f"version {version}"
+    name = settings.mlflow.registered_model
+    folder = Path(tempfile.mkdtemp(prefix=f"airloop-{name}-v{mv.version}-", dir=cache_dir))
+    try:
+        try:
+            # The version's artifact location, resolved with this registry explicitly: a bare
+            # ``models:/`` URI would be resolved against the process's default registry URI.
+            mc = registry.client(settings.mlflow.url)
+            download_uri = mc.get_model_version_download_uri(name, mv.version)
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=download_uri, dst_path=str(folder), tracking_uri=settings.mlflow.url
+                )
+            )
+        except Exception as exc:
+            raise ModelRefused("load", f"{name} version {mv.version}: download failed: {exc}") from exc
+        expected = mv.tags.get(registry.TAG_MODEL_SHA256)
+        actual = registry.artifact_sha256(local)
+        if not expected or expected != actual:
+            raise ModelRefused(
+                "integrity",
+                f"{name} version {mv.version} refused: its files hash to {actual}, the "
+                f"{registry.TAG_MODEL_SHA256} recorded at registration is {expected or 'missing'}",
+            )
+        service = mv.tags.get(registry.TAG_FEATURE_SERVICE)
+        if service and service != settings.feast.service:
+            raise ModelRefused(
+                "contract",
+                f"{name} version {mv.version} was trained on feature service {service!r}, "
+                f"serving fetches {settings.feast.service!r}",
+            )
+        try:
+            model = mlflow.pyfunc.load_model(str(local))
+        except Exception as exc:
+            raise ModelRefused("load", f"{name} version {mv.version} does not load: {exc}") from exc
+        columns, numeric = _signature_columns(model)
+        if features is not None:
+            missing = sorted(set(columns) - available_columns(settings, features))
+            if missing:
+                raise ModelRefused(
+                    "contract", f"{name} version {mv.version} needs inputs serving does not have: {missing}"
+                )
+        return LoadedModel(
+            name=name,
+            version=str(mv.version),
+            source=source,
+            sha256=actual,
+            run_id=mv.run_id,
+            feature_service=service,
+            columns=columns,
+            numeric=numeric,
+            path=folder,
+            predict_fn=_predictor(model),
+        )
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _signature_columns(model: Any) -> tuple[list[str], list[str]]:
+    schema = model.metadata.get_input_schema()
+    if schema is None or not schema.has_input_names():
+        raise ModelRefused(
+            "contract", "the model has no named input signature; serving cannot build its input"
+        )
+    names = list(schema.input_names())
+    numeric = [
+        n
+        for n, t in zip(names, schema.input_types(), strict=True)
+        if str(getattr(t, "name", t)) in ("double", "float", "long", "integer")
+    ]
+    return names, numeric
+
+
+def _predictor(model: Any) -> Callable[[pd.DataFrame], Any]:
+    """The fastest correct way to score a frame already shaped to the signature."""
+    import inspect
+
+    try:
+        python_model = model.unwrap_python_model()
+    except Exception:  # noqa: BLE001 - not a PythonModel flavor: go through pyfunc
+        return model.predict
+    if "context" in inspect.signature(python_model.predict).parameters:
+        return lambda frame: python_model.predict(None, frame)
+    return python_model.predict

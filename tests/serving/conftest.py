@@ -1,0 +1,196 @@
+"""Serving fixtures: one real stack per session, the app started once.
+
+- a private AIRLOOP_HOME with three simulated hours ingested, turned into features, applied to
+  Feast and materialized into the SQLite online store (the real path of the features DAG);
+- a real ``mlflow server`` (``tasks.stack.MLFLOW``) on a free port;
+- models registered through ``tasks.registry.register``: real ``FraudModel`` objects with a
+  constant scorer, so a score tells which version answered (v1 0.02 = champion, v2 0.9 =
+  challenger, v3 0.3 = spare for swaps, v4 fails on every call);
+- the Ray Serve application started by ``tasks.serve.start`` on a local Ray with two CPUs, its
+  HTTP port free, its inference log flushed every second.
+
+``client`` resets the application to v1 champion, v2 challenger, no traffic on the challenger and
+shadow off before each test.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from config import Settings, read_config
+from tests.services import free_port
+
+START = "2026-01-01T00:00:00+00:00"
+HOURS, ROWS = 3, 1500
+RATES = {"1": 0.02, "2": 0.9, "3": 0.3}
+"""Registered versions and the constant probability each returns."""
+
+
+@dataclass
+class ServingWorld:
+    home: Path
+    env: dict[str, str]
+    settings: Settings
+    events: pd.DataFrame
+    versions: dict[str, str] = field(default_factory=dict)
+    """``{"good", "spare", "broken", "challenger", "champion"}`` -> registered version."""
+    url: str = ""
+
+    def transaction(self, i: int = 0, **overrides) -> dict:
+        """A valid request for a known customer and merchant (the i-th landed event)."""
+        row = self.events.iloc[i]
+        body = {
+            "transaction_id": f"t-{i}-{os.urandom(3).hex()}",
+            "customer_id": int(row.customer_id),
+            "merchant_id": int(row.merchant_id),
+            "amount": float(row.amount),
+            "merchant_category": row.merchant_category,
+            "channel": row.channel,
+            "region": row.region,
+            "event_timestamp": "2026-01-01T03:30:00+00:00",
+        }
+        return {**body, **overrides}
+
+
+def _signature(spec):
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema, TensorSpec
+
+    inputs = [ColSpec("double", c, required=True) for c in [*spec.features, *spec.raw_numeric]]
+    inputs += [ColSpec("string", c, required=False) for c in spec.raw_categorical]
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema([TensorSpec(np.dtype("float64"), (-1,))]))
+
+
+def register_model(settings: Settings, scorer, events: pd.DataFrame) -> str:
+    """Log a ``FraudModel`` with ``scorer`` and register it the way training does; its version."""
+    from importlib.metadata import version as pkg_version
+
+    import mlflow
+
+    from tasks import feature_store, registry
+    from tasks.models.base import Encoder, FraudModel, InputSpec
+
+    features = feature_store.feature_names(settings)
+    spec = InputSpec.from_settings(settings, features)
+    frame = events.head(200).copy()
+    for name in features:
+        frame[name] = float("nan")
+    model = FraudModel(
+        spec=spec, encoder=Encoder.fit(frame, spec, dense=False), scorer=scorer, family="test", params={}
+    )
+    mlflow.set_tracking_uri(settings.mlflow.url)
+    mlflow.set_experiment(settings.mlflow.experiment)
+    with mlflow.start_run() as run:
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=model,
+            signature=_signature(spec),
+            pip_requirements=[f"mlflow=={pkg_version('mlflow')}"],
+        )
+    reg = registry.register(
+        settings,
+        settings.mlflow.url,
+        logged_model_uri=info.model_uri,
+        logged_model_id=info.model_id,
+        run_id=run.info.run_id,
+        tags={registry.TAG_FEATURE_SERVICE: settings.feast.service, registry.TAG_FAMILY: "test"},
+        model_card_uri="none",
+    )
+    return reg.version
+
+
+def artifact_dir(settings: Settings, version: str) -> Path:
+    """Where the MLflow server keeps a registered version's files (to tamper with them)."""
+    from mlflow import MlflowClient
+
+    mc = MlflowClient(settings.mlflow.url)
+    mv = mc.get_model_version(settings.mlflow.registered_model, version)
+    model_id = mv.model_id or mv.source.removeprefix("models:/")  # registered from models:/<model id>
+    location = mc.get_logged_model(model_id).artifact_location  # mlflow-artifacts:/<exp>/models/...
+    root = settings.mlflow.artifacts_destination.removeprefix("file://")
+    return Path(root) / location.split(":", 1)[1].lstrip("/")
+
+
+@pytest.fixture(scope="session")
+def serving_world(tmp_path_factory) -> Iterator[ServingWorld]:
+    from tasks import feature_store, features, simulate, stack
+    from tasks.ingest import ingest_batch, read_curated
+    from tests.serving.scorers import ConstantScorer, FailingScorer
+
+    home = tmp_path_factory.mktemp("airloop-serving")
+    env = {
+        "AIRLOOP_HOME": str(home),
+        "AIRLOOP__MLFLOW__PORT": str(free_port()),
+        "AIRLOOP__SERVING__PORT": str(free_port()),
+        "AIRLOOP__SERVING__REPLICA_CPUS": "0.1",
+        "AIRLOOP__SERVING__INFERENCE_LOG__FLUSH_SECONDS": "1",
+        "AIRLOOP__MLFLOW__REGISTERED_MODEL": "fraud-serving-test",
+    }
+    settings = read_config("local", env)
+    # The MLflow server starts (a subprocess, ~20 s) while this process lands data and features.
+    mlflow_up = ThreadPoolExecutor(1).submit(
+        stack.start, settings, services=[stack.MLFLOW], timeout=180, quiet=True
+    )
+    try:
+        for i in range(HOURS):
+            frame = simulate.generate_batch(settings, "stable", index=i, rows=ROWS, start=START)
+            uri = simulate.write_batch(frame, settings.storage.landing_uri, simulate.batch_name("stable", i))
+            assert ingest_batch(uri, settings).status == "ingested"
+        changed = features.refresh(settings)
+        feature_store.apply(settings)
+        feature_store.materialize(settings, changed)
+        events = read_curated(settings).reset_index(drop=True)
+        mlflow_up.result()
+        world = ServingWorld(home=home, env=env, settings=settings, events=events)
+        for version, rate in RATES.items():
+            assert register_model(settings, ConstantScorer(rate), events) == version
+        world.versions = {"good": "1", "challenger": "2", "spare": "3"}
+        world.versions["broken"] = register_model(settings, FailingScorer(), events)
+        from tasks import registry
+
+        registry.client(settings.mlflow.url).set_registered_model_alias(
+            settings.mlflow.registered_model, registry.CHALLENGER, world.versions["challenger"]
+        )
+        yield world
+    finally:
+        stack.stop(settings, services=[stack.MLFLOW], quiet=True)
+
+
+@pytest.fixture(scope="session")
+def serving_app(serving_world) -> Iterator[ServingWorld]:
+    """The application on a local Ray; it starts with the aliases: champion v1, challenger v2."""
+    from tasks import serve
+
+    settings = serving_world.settings
+    serving_world.url = serve.start(settings, num_cpus=2, include_dashboard=False)
+    try:
+        yield serving_world
+    finally:
+        serve.stop(settings, shutdown_ray=True)
+
+
+@pytest.fixture
+def client(serving_app):
+    """A client of the running app, reset to v1 champion / v2 challenger, no traffic, no shadow."""
+    from tasks.serving.client import ServingClient
+
+    c = ServingClient(serving_app.url)
+    c.set_traffic(challenger_weight=0.0, shadow=False)
+    status = c.status()["slots"]
+    if status["champion"].get("version") != serving_app.versions["good"]:
+        c.load("champion", version=serving_app.versions["good"])
+    if status["challenger"].get("version") != serving_app.versions["challenger"]:
+        c.load("challenger", version=serving_app.versions["challenger"])
+    return c
