@@ -1,0 +1,121 @@
+"""Pieces of the serving path on their own, without Ray: batching, the request contract, auth."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import ValidationError
+
+from tasks.serving import schemas
+from tasks.serving.batching import MicroBatcher
+
+
+def _batcher(log: list[list[int]], delay: float = 0.05, max_batch_size: int = 100) -> MicroBatcher:
+    async def prepare(items: list[int]) -> list[int]:
+        log.append(list(items))
+        await asyncio.sleep(delay)
+        return [i * 10 for i in items]
+
+    async def finish(items: list[int], state: list[int]) -> list[int | BaseException]:
+        return [ValueError(f"odd {i}") if i == 13 else s for i, s in zip(items, state, strict=True)]
+
+    return MicroBatcher(prepare, finish, max_batch_size=max_batch_size)
+
+
+def test_an_idle_batcher_sends_each_request_at_once_and_a_busy_one_batches():
+    async def scenario() -> tuple[list[list[int]], list[int]]:
+        log: list[list[int]] = []
+        batcher = _batcher(log)
+        first = await batcher.submit(1)  # alone: no waiting for company
+        second = asyncio.ensure_future(batcher.submit(2))
+        await asyncio.sleep(0.01)  # [2] is being prepared now
+        burst = await asyncio.gather(*(batcher.submit(i) for i in range(3, 12)))
+        return log, [first, await second, *burst]
+
+    log, results = asyncio.run(scenario())
+    assert results == [i * 10 for i in range(1, 12)]
+    assert log[0] == [1]
+    assert log[1] == [2] and log[2] == list(range(3, 12))  # queued while [2] was being prepared
+
+
+def test_batches_respect_the_size_limit_and_errors_stay_with_their_request():
+    async def scenario() -> tuple[list[list[int]], list[object]]:
+        log: list[list[int]] = []
+        batcher = _batcher(log, delay=0.01, max_batch_size=4)
+        out = await asyncio.gather(*(batcher.submit(i) for i in range(10, 20)), return_exceptions=True)
+        return log, out
+
+    log, out = asyncio.run(scenario())
+    assert max(len(b) for b in log) <= 4 and sorted(i for b in log for i in b) == list(range(10, 20))
+    assert isinstance(out[3], ValueError) and [o for i, o in enumerate(out) if i != 3] == [
+        i * 10 for i in range(10, 20) if i != 13
+    ]
+
+
+def test_a_failing_first_stage_fails_its_batch_only():
+    async def scenario() -> list[object]:
+        calls = 0
+
+        async def prepare(items: list[int]) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("feature store down")
+
+        async def finish(items: list[int], state: None) -> list[int | BaseException]:
+            return list(items)
+
+        batcher = MicroBatcher(prepare, finish, max_batch_size=10)
+        first = await asyncio.gather(batcher.submit(1), return_exceptions=True)
+        second = await batcher.submit(2)
+        return [*first, second]
+
+    first, second = asyncio.run(scenario())
+    assert isinstance(first, RuntimeError) and second == 2
+
+
+def test_the_contract_comes_from_the_config(settings):
+    contract = schemas.Contract(settings)
+    body = {
+        "customer_id": 1,
+        "merchant_id": 2,
+        "amount": 12.5,
+        "merchant_category": "grocery",
+        "channel": "online",
+        "region": "north",
+    }
+    txn = contract.transaction.model_validate(body)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    (row,) = contract.rows([txn], now=now)
+    assert row["event_timestamp"] == now and row["transaction_id"] is None
+    naive = contract.transaction.model_validate({**body, "event_timestamp": "2026-02-01T10:00:00"})
+    assert contract.rows([naive])[0]["event_timestamp"].tzinfo is not None
+    allowed = settings.schema_.column("channel").allowed
+    with pytest.raises(ValidationError):
+        contract.transaction.model_validate({**body, "channel": "x" + allowed[0]})
+    assert set(contract.transaction.model_fields) == {c.name for c in settings.schema_.columns} - {"is_fraud"}
+
+
+def test_admin_routes_need_the_token_when_one_is_configured(settings):
+    from starlette.requests import Request
+
+    from tasks.serving.app import Ingress
+
+    # The class as written, under the ASGI wrapper @serve.ingress puts around it.
+    cls = next(
+        c for c in Ingress.func_or_class.__mro__ if c.__name__ == "Ingress" and "_authorize" in vars(c)
+    )
+    ingress = cls.__new__(cls)
+
+    def request(header: str | None) -> Request:
+        headers = [(b"authorization", header.encode())] if header else []
+        return Request({"type": "http", "headers": headers})
+
+    ingress.cfg = settings.serving
+    assert ingress._authorize(request(None)) is None  # no token configured: open
+    ingress.cfg = settings.serving.model_copy(update={"admin_token": "s3cret"})
+    assert ingress._authorize(request(None)).status_code == 401
+    assert ingress._authorize(request("Bearer wrong")).status_code == 401
+    assert ingress._authorize(request("Bearer s3cret")) is None
