@@ -434,6 +434,8 @@ class Monitor(_Model):
     """Metrics and decisions per window, under ``storage.data_uri``."""
     reports_dir: str = "monitoring"
     """HTML reports, under ``storage.reports_uri``."""
+    summary_days: float = Field(7.0, gt=0)
+    """The summary page (``index.html``) covers this many days."""
     drift: MonitorDrift = MonitorDrift()
     performance: MonitorPerformance = MonitorPerformance()
     decision: MonitorDecision = MonitorDecision()
