@@ -1,0 +1,241 @@
+"""The reference a window is compared with: the champion's training set and its hold-out scores.
+
+For the registered version behind the ``champion`` alias, ``champion_reference``:
+
+- reads the training set its ``training_set_uri`` tag names (``tasks.training_data.read``, which
+  re-hashes the file; the hash must also equal the version's ``data_sha256`` tag);
+- splits it by time exactly as training did (``tasks.evaluate.time_split``) and scores the
+  hold-out split with the registered model, downloaded and checked against its SHA-256
+  (``tasks.registry.fetch_verified``): these scores are the reference for prediction drift, and
+  their metrics at the monitor's threshold are the baseline for live performance;
+- keeps a uniform sample of at most ``monitor.drift.max_rows`` training rows (the model's input
+  columns, plus ``score`` on hold-out rows) as the reference for data drift.
+
+The result is cached under ``storage.data_uri/<monitor.store_dir>/reference/`` per model version,
+data hash and sample size, so the monitor loads and scores a champion once, not every window.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from tasks import storage
+from tasks.monitoring.drift import SCORE, sample_frame
+from tasks.monitoring.performance import Scores, scores, threshold_for
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import pandas as pd
+
+    from config import Settings
+
+LABEL = "label"
+
+
+class NoChampion(LookupError):
+    """The registered model has no ``champion`` version: there is nothing to monitor yet."""
+
+
+@dataclass
+class Reference:
+    """What a window is compared with, for one champion version."""
+
+    model_name: str
+    model_version: str
+    training_set_uri: str
+    data_sha256: str
+    rows: int
+    """Rows of the training set (the sample in ``frame`` may be smaller)."""
+    numeric: list[str]
+    categorical: list[str]
+    frame: pd.DataFrame
+    """Uniform sample of the training set: the input columns, and ``score`` on hold-out rows."""
+    holdout: pd.DataFrame
+    """The hold-out split's labels and champion scores (``label``, ``score``), every row."""
+    holdout_start: str
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    @property
+    def columns(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+    def baseline(self, threshold: float) -> Scores:
+        """The champion's metrics on its hold-out at ``threshold``."""
+        return scores(self.holdout[LABEL], self.holdout[SCORE], threshold)
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "training_set_uri": self.training_set_uri,
+            "data_sha256": self.data_sha256,
+            "rows": self.rows,
+            "numeric": self.numeric,
+            "categorical": self.categorical,
+            "holdout_start": self.holdout_start,
+            "created_at": self.created_at,
+        }
+
+
+def build_reference(
+    settings: Settings,
+    frame: pd.DataFrame,
+    predict: Callable[[pd.DataFrame], Any],
+    *,
+    features: list[str],
+    model_name: str,
+    model_version: str,
+    training_set_uri: str = "",
+    data_sha256: str = "",
+) -> Reference:
+    """A reference from a training set (``tasks.training_data`` columns) and a model's ``predict``
+    (model-input frame -> fraud probabilities): the pure part of ``champion_reference``."""
+    import numpy as np
+    import pandas as pd
+
+    from tasks import evaluate
+    from tasks.models.base import InputSpec, model_input
+
+    spec = InputSpec.from_settings(settings, features)
+    split = evaluate.time_split(frame, settings)
+    p = np.asarray(predict(model_input(split.holdout, spec)), dtype="float64").reshape(-1)
+    label = settings.schema_.label
+    holdout = pd.DataFrame({LABEL: split.holdout[label].to_numpy(dtype="int64"), SCORE: p})
+    parts = [model_input(part, spec) for part in (split.train, split.valid, split.holdout)]
+    parts[2] = parts[2].assign(**{SCORE: p})
+    full = pd.concat(parts, ignore_index=True)
+    cfg = settings.monitor.drift
+    return Reference(
+        model_name=model_name,
+        model_version=str(model_version),
+        training_set_uri=training_set_uri,
+        data_sha256=data_sha256,
+        rows=len(full),
+        numeric=list(spec.numeric),
+        categorical=list(spec.raw_categorical),
+        frame=sample_frame(full, cfg.max_rows, cfg.seed),
+        holdout=holdout,
+        holdout_start=split.holdout_start,
+    )
+
+
+# --- cache ----------------------------------------------------------------------------------
+
+
+def reference_dir(settings: Settings) -> str:
+    return storage.join(settings.storage.data_uri, settings.monitor.store_dir, "reference")
+
+
+def _cache_base(settings: Settings, name: str, version: str, sha: str) -> str:
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+    n = settings.monitor.drift.max_rows
+    return storage.join(reference_dir(settings), f"{safe}-v{version}-{sha[:16]}-n{n}")
+
+
+def _parquet(frame: pd.DataFrame) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), sink, compression="zstd")
+    return sink.getvalue()
+
+
+def _frame(uri: str) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(io.BytesIO(storage.read_bytes(uri))).to_pandas()
+
+
+def save(settings: Settings, ref: Reference) -> str:
+    """Cache ``ref``; returns the URI of its metadata file."""
+    base = _cache_base(settings, ref.model_name, ref.model_version, ref.data_sha256)
+    storage.write_bytes(f"{base}.sample.parquet", _parquet(ref.frame))
+    storage.write_bytes(f"{base}.holdout.parquet", _parquet(ref.holdout))
+    return storage.write_text(f"{base}.json", json.dumps(ref.meta(), indent=2))
+
+
+def load_cached(settings: Settings, name: str, version: str, sha: str) -> Reference | None:
+    base = _cache_base(settings, name, version, sha)
+    if not storage.exists(f"{base}.json"):
+        return None
+    meta = json.loads(storage.read_bytes(f"{base}.json"))
+    return Reference(
+        **meta, frame=_frame(f"{base}.sample.parquet"), holdout=_frame(f"{base}.holdout.parquet")
+    )
+
+
+# --- the registered champion ------------------------------------------------------------------
+
+
+def champion_reference(
+    settings: Settings, tracking_uri: str | None = None, *, alias: str = "champion"
+) -> Reference:
+    """The reference of ``mlflow.registered_model@alias``, from the cache or built and cached.
+
+    Raises ``NoChampion`` when the alias does not exist, and ``tasks.training_data``'s
+    ``TrainingDataError`` when the training set is gone or no longer matches its hash.
+    """
+    import tempfile
+
+    from tasks import registry, training_data
+
+    storage.configure(settings.storage.s3_endpoint_url)
+    tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or settings.mlflow.url
+    name = settings.mlflow.registered_model
+    version = registry.version_for_alias(registry.client(tracking_uri), name, alias)
+    if version is None:
+        raise NoChampion(f"{name} has no '{alias}' version in {tracking_uri}: nothing to monitor yet")
+    tags = version.tags or {}
+    uri, sha = tags.get(registry.TAG_TRAINING_SET), tags.get(registry.TAG_DATA_SHA256, "")
+    if not uri:
+        raise training_data.TrainingDataError(
+            f"{name} v{version.version} has no {registry.TAG_TRAINING_SET} tag: its training data is unknown"
+        )
+    cached = load_cached(settings, name, str(version.version), sha)
+    if cached is not None:
+        return cached
+    frame, data = training_data.read(settings, uri)
+    if sha and data.sha256 != sha:
+        raise training_data.TrainingDataError(
+            f"{name} v{version.version} was trained on {uri} with SHA-256 {sha}; "
+            f"the file now hashes to {data.sha256}"
+        )
+    with tempfile.TemporaryDirectory(prefix="airloop-monitor-") as tmp:
+        model, loaded = _load_model(tracking_uri, name, alias, tmp)
+        if str(loaded) != str(version.version):
+            raise RuntimeError(f"{name}@{alias} moved from v{version.version} to v{loaded} while loading it")
+        ref = build_reference(
+            settings,
+            frame,
+            model.predict,
+            features=data.features,
+            model_name=name,
+            model_version=str(version.version),
+            training_set_uri=uri,
+            data_sha256=data.sha256,
+        )
+    save(settings, ref)
+    return ref
+
+
+def _load_model(tracking_uri: str, name: str, alias: str, dst: str) -> tuple[Any, str]:
+    """The pyfunc model behind ``name@alias`` (files checked against its SHA-256) and its version."""
+    import mlflow
+
+    from tasks import registry
+
+    local, version = registry.fetch_verified(tracking_uri, name, alias, dst)
+    return mlflow.pyfunc.load_model(str(local)), str(version.version)
+
+
+def describe(ref: Reference, settings: Settings) -> dict[str, Any]:
+    """The reference in a few numbers, for logs and reports."""
+    base = ref.baseline(threshold_for(settings))
+    return ref.meta() | {"sample_rows": len(ref.frame), "holdout": base.as_dict()}
