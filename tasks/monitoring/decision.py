@@ -1,0 +1,313 @@
+"""Retrain or not, and why: one decision per monitored window, every one recorded.
+
+A window *triggers* when
+
+- **drift**: the share of drifted input columns reached ``monitor.drift.share_threshold``, or the
+  score drifted (when ``monitor.decision.on_prediction_drift``), in this window and in the
+  ``confirm_windows - 1`` windows before it of the same model version (one noisy window does not
+  retrain a model);
+- **performance**: live performance was judged and at least one metric fell below the champion's
+  hold-out number by more than its tolerance (the lookback already spans many windows, so no
+  confirmation is needed).
+
+The reason is ``performance`` when performance triggered (the labels say the model is wrong),
+else ``drift``; ``triggers`` lists every threshold crossed, with its numbers. A triggered window
+retrains unless a retrain is running (``blocked_by="running"``) or the last one started less than
+``monitor.decision.cooldown_hours`` ago (``blocked_by="cooldown"``): no retrain storms. The last
+retrain is the later of what the caller knows (the train DAG's last run, from Airflow) and the
+last retrain this monitor decided (from the store), so a storm is stopped even when the caller
+knows nothing.
+
+``decide`` is pure; ``decide_and_record`` reads the store, decides once per window (a retried
+task gets the recorded decision back instead of a second one) and records the decision.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from tasks.monitoring import store
+from tasks.monitoring.window import WindowResult, _plain, utc
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from config import Settings
+
+DRIFT = "drift"
+PERFORMANCE = "performance"
+NONE = "none"
+RUNNING = "running"
+COOLDOWN = "cooldown"
+
+
+@dataclass
+class Decision:
+    """The decision on one window: what the train DAG is told (``conf``) and what is recorded."""
+
+    window_id: str
+    end: str
+    decided_at: str
+    retrain: bool
+    reason: str
+    """``drift``, ``performance`` or ``none``."""
+    detail: str
+    """One line that says why."""
+    triggers: list[str] = field(default_factory=list)
+    blocked_by: str | None = None
+    """``running`` or ``cooldown`` when a trigger did not lead to a retrain."""
+    pending: list[str] = field(default_factory=list)
+    """Drift seen but not yet confirmed by enough consecutive windows."""
+    cooldown_until: str | None = None
+    last_retrain_at: str | None = None
+    model_name: str = ""
+    model_version: str = ""
+    report_uri: str | None = None
+    numbers: dict[str, Any] = field(default_factory=dict)
+    replayed: bool = False
+    """True when this decision was recorded before (a retried task) and is returned as it was."""
+
+    @property
+    def triggered(self) -> bool:
+        return self.reason != NONE
+
+    def conf(self) -> dict[str, Any]:
+        """The train DAG run's conf: ``reason`` and, under ``drift``, the window and its numbers
+        (``tasks.train.RunContext`` reads both)."""
+        return _plain(
+            {
+                "reason": self.reason,
+                "drift": {
+                    "window_id": self.window_id,
+                    "window_end": self.end,
+                    "model": f"{self.model_name} v{self.model_version}",
+                    "triggers": self.triggers,
+                    "report_uri": self.report_uri,
+                    **self.numbers,
+                },
+            }
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return _plain(asdict(self) | {"conf": self.conf() if self.retrain else None})
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "window_id": self.window_id,
+            "end": utc(self.end),
+            "decided_at": utc(self.decided_at),
+            "retrain": self.retrain,
+            "reason": self.reason,
+            "detail": self.detail,
+            "triggers": json.dumps(self.triggers),
+            "blocked_by": self.blocked_by or "",
+            "pending": json.dumps(self.pending),
+            "cooldown_until": self.cooldown_until or "",
+            "last_retrain_at": self.last_retrain_at or "",
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "report_uri": self.report_uri or "",
+            "numbers": json.dumps(_plain(self.numbers)),
+        }
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any], *, replayed: bool = False) -> Decision:
+        return cls(
+            window_id=str(row["window_id"]),
+            end=utc(row["end"]).isoformat(),
+            decided_at=utc(row["decided_at"]).isoformat(),
+            retrain=bool(row["retrain"]),
+            reason=str(row["reason"]),
+            detail=str(row["detail"]),
+            triggers=json.loads(row["triggers"] or "[]"),
+            blocked_by=row["blocked_by"] or None,
+            pending=json.loads(row["pending"] or "[]"),
+            cooldown_until=row["cooldown_until"] or None,
+            last_retrain_at=row["last_retrain_at"] or None,
+            model_name=str(row["model_name"]),
+            model_version=str(row["model_version"]),
+            report_uri=row["report_uri"] or None,
+            numbers=json.loads(row["numbers"] or "{}"),
+            replayed=replayed,
+        )
+
+
+def _drift_lines(settings: Settings, result: WindowResult) -> list[str]:
+    """What crossed a drift threshold in this window (empty: nothing)."""
+    d = result.drift
+    lines = []
+    if d.data_drift:
+        cols = ", ".join(d.drifted_columns)
+        lines.append(
+            f"data drift: {len(d.drifted_columns)} of {len(d.tested)} input columns drifted "
+            f"(share {d.share:.2f} >= {d.share_threshold:.2f}): {cols}"
+        )
+    if settings.monitor.decision.on_prediction_drift and d.prediction_drift and d.prediction:
+        p = d.prediction
+        lines.append(f"prediction drift: score {p.method} {p.score:.4g} (threshold {p.threshold:g})")
+    return lines
+
+
+def _drifted_row(settings: Settings, row: pd.Series) -> bool:
+    if bool(row.get("data_drift", False)):
+        return True
+    return settings.monitor.decision.on_prediction_drift and bool(row.get("prediction_drift", False))
+
+
+def _consecutive(settings: Settings, result: WindowResult, history: pd.DataFrame | None) -> int:
+    """How many windows right before this one (same model version) drifted too."""
+    if history is None or history.empty:
+        return 0
+    before = history[(history["window_id"] != result.window_id) & (history["end"] <= utc(result.end))]
+    before = before.sort_values("end")
+    n = 0
+    for _, row in before[::-1].iterrows():
+        if str(row["model_version"]) != result.model_version or not _drifted_row(settings, row):
+            break
+        n += 1
+    return n
+
+
+def _numbers(result: WindowResult) -> dict[str, Any]:
+    d, p = result.drift, result.performance
+    return {
+        "rows": result.rows,
+        "drift_share": d.share,
+        "share_threshold": d.share_threshold,
+        "drifted_columns": d.drifted_columns,
+        "columns_tested": len(d.tested),
+        "prediction_method": d.prediction.method if d.prediction else None,
+        "prediction_score": d.prediction.score if d.prediction else None,
+        "prediction_threshold": d.prediction.threshold if d.prediction else None,
+        "labelled_rows": p.live.rows,
+        "labelled_positives": p.live.positives,
+        "roc_auc": p.live.roc_auc,
+        "recall": p.live.recall,
+        "precision": p.live.precision,
+        "holdout_roc_auc": p.baseline.roc_auc,
+        "holdout_recall": p.baseline.recall,
+        "holdout_precision": p.baseline.precision,
+        "threshold": p.live.threshold,
+        "error_bound": d.error_bound,
+    }
+
+
+def decide(
+    settings: Settings,
+    result: WindowResult,
+    *,
+    history: pd.DataFrame | None = None,
+    last_retrain_at: Any = None,
+    retrain_running: bool = False,
+    now: Any = None,
+) -> Decision:
+    """Retrain or not after ``result``, given the windows recorded before it (``history``, the
+    store's rows), when the last retrain started and whether one is running now."""
+    cfg = settings.monitor.decision
+    decided = utc(now) if now is not None else utc(datetime.now(UTC))
+    last = utc(last_retrain_at) if last_retrain_at is not None and str(last_retrain_at) else None
+    out = Decision(
+        window_id=result.window_id,
+        end=result.end,
+        decided_at=decided.isoformat(),
+        retrain=False,
+        reason=NONE,
+        detail="",
+        last_retrain_at=last.isoformat() if last is not None else None,
+        model_name=result.model_name,
+        model_version=result.model_version,
+        report_uri=result.report_uri,
+        numbers=_numbers(result),
+    )
+    drift_lines = _drift_lines(settings, result)
+    if drift_lines:
+        seen = _consecutive(settings, result, history) + 1
+        if seen >= cfg.confirm_windows:
+            out.triggers += drift_lines
+        else:
+            out.pending = [
+                *drift_lines,
+                f"drift in {seen} consecutive window(s), {cfg.confirm_windows} needed",
+            ]
+    perf_lines = [f"performance: {line}" for line in result.performance.degraded]
+    out.triggers += perf_lines
+    if not out.triggers:
+        out.detail = "; ".join(out.pending) if out.pending else _calm(result)
+        return out
+
+    out.reason = PERFORMANCE if perf_lines else DRIFT
+    cooldown = timedelta(hours=cfg.cooldown_hours)
+    if retrain_running:
+        out.blocked_by = RUNNING
+        out.detail = f"{out.reason} would retrain, but a retrain is running"
+    elif last is not None and decided - last < cooldown:
+        out.blocked_by = COOLDOWN
+        out.cooldown_until = (last + cooldown).isoformat()
+        out.detail = (
+            f"{out.reason} would retrain, but the last retrain started {last.isoformat()}, "
+            f"within the {cfg.cooldown_hours:g} h cooldown (until {out.cooldown_until})"
+        )
+    else:
+        out.retrain = True
+        out.detail = f"retrain ({out.reason}): " + "; ".join(out.triggers)
+    return out
+
+
+def _calm(result: WindowResult) -> str:
+    d, p = result.drift, result.performance
+    parts = []
+    if d.judged:
+        share = d.share
+        parts.append(
+            f"drift share {share:.2f} < {d.share_threshold:.2f}" if share is not None else "no drift test"
+        )
+        if d.prediction is not None and d.prediction.judged:
+            parts.append(f"score {d.prediction.method} {d.prediction.score:.4g}")
+    else:
+        parts.append(d.note or "drift not judged")
+    parts.append("performance within tolerance" if p.judged else (p.note or "performance not judged"))
+    return "no retrain: " + "; ".join(parts)
+
+
+def decide_and_record(
+    settings: Settings,
+    result: WindowResult,
+    *,
+    last_retrain_at: Any = None,
+    retrain_running: bool = False,
+    now: Any = None,
+) -> Decision:
+    """``decide`` with the store's history and last retrain, recorded; once per window.
+
+    ``last_retrain_at`` and ``retrain_running`` come from Airflow (the train DAG's runs); the
+    monitor's own last retrain decision counts too. A window decided before gets its recorded
+    decision back (``replayed=True``), so a retried task never triggers a second retrain.
+    """
+    from tasks.monitoring import report
+
+    recorded = store.decision_for(settings, result.window_id, result.end)
+    if recorded is not None:
+        return Decision.from_row(recorded, replayed=True)
+    decided = utc(now) if now is not None else utc(datetime.now(UTC))
+    cfg = settings.monitor.decision
+    end = utc(result.end)
+    history = store.history(settings, since=end - timedelta(days=7), until=end + timedelta(seconds=1))
+    horizon = decided - timedelta(hours=cfg.cooldown_hours) - timedelta(days=1)
+    ours = store.last_retrain(settings, since=horizon)
+    given = utc(last_retrain_at) if last_retrain_at is not None and str(last_retrain_at) else None
+    known = [t for t in (given, ours) if t is not None]
+    made = decide(
+        settings,
+        result,
+        history=history,
+        last_retrain_at=max(known) if known else None,
+        retrain_running=retrain_running,
+        now=decided,
+    )
+    store.record_decision(settings, made.row())
+    if result.report_uri:
+        report.write_summary(settings, now=end)
+    return made
