@@ -57,8 +57,12 @@ def start(settings: Settings, **ray_init: Any) -> str:
     cfg = settings.serving
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"address": cfg.ray_address, "log_to_driver": False}
-        if cfg.ray_address is None and cfg.ray_num_cpus is not None:
-            kwargs["num_cpus"] = cfg.ray_num_cpus
+        if cfg.ray_address is None:
+            # A local Ray: its dashboard (and Serve REST API, port 8265) on the same interface as
+            # the HTTP proxy, so a container's published port reaches it (Ray's token auth is on).
+            kwargs["dashboard_host"] = cfg.host
+            if cfg.ray_num_cpus is not None:
+                kwargs["num_cpus"] = cfg.ray_num_cpus
         ray.init(**{**kwargs, **ray_init})
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     serve.run(build(settings), name=cfg.app_name, route_prefix=cfg.route_prefix)
