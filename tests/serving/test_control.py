@@ -8,6 +8,8 @@ from tasks.serving import inference_log
 from tasks.serving.client import ServingError
 from tests.serving.conftest import artifact_dir
 
+pytestmark = pytest.mark.slow  # the session's Ray Serve app takes a minute or more to start
+
 
 def _rows(world, n: int) -> list[dict]:
     return [world.transaction(i % 200) for i in range(n)]

@@ -133,6 +133,7 @@ def test_storage_failure_keeps_rows_and_a_full_buffer_drops_and_counts(log_setti
     assert len(inference_log.read_predictions(small, "2026-03-06", "2026-03-07", labels=False)) == 15
 
 
+@pytest.mark.slow
 def test_scored_requests_are_readable_by_window_with_labels_posted_later(client, serving_app):
     settings = serving_app.settings
     before = pd.Timestamp.now(tz="UTC")

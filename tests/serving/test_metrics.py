@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import requests
+
+pytestmark = pytest.mark.slow  # the session's Ray Serve app takes a minute or more to start
 
 
 def _value(metrics: dict, name: str, **labels: str) -> float:

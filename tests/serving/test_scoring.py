@@ -9,6 +9,8 @@ import pytest
 from tasks import feature_store
 from tasks.serving import inference_log
 
+pytestmark = pytest.mark.slow  # the session's Ray Serve app takes a minute or more to start
+
 UNKNOWN_CUSTOMER, UNKNOWN_MERCHANT = 90_000_001, 90_000_002
 
 

@@ -7,6 +7,8 @@ import json
 import pytest
 import requests
 
+pytestmark = pytest.mark.slow  # the session's Ray Serve app takes a minute or more to start
+
 MISSING = object()
 
 

@@ -19,6 +19,8 @@ import pytest
 
 from tasks.serving.client import ServingError
 
+pytestmark = pytest.mark.slow  # the session's Ray Serve app takes a minute or more to start
+
 CLIENTS = 24
 """Concurrent connections (one asyncio loop in a thread, so the client itself stays cheap)."""
 BATCH_ROWS = 5
