@@ -47,6 +47,9 @@ status:
 bench: setup  ## benchmarks: ratios against baselines measured in the same run
 	@$(PY) -m benchmarks.dag_parse
 	@$(PY) -m benchmarks.feature_store
+	@$(PY) -m benchmarks.train
+	@$(PY) -m benchmarks.train_dag
+	@$(PY) -m benchmarks.serving
 
 lock:  ## re-resolve requirements.lock from requirements.txt
 	@$(BIN)/uv pip compile -q requirements.txt -o requirements.lock --python $(PY)
