@@ -211,11 +211,10 @@ def fetch_verified(tracking_uri: str, name: str, alias: str, dst: str | Path) ->
 
     mc = client(tracking_uri)
     version = mc.get_model_version_by_alias(name, alias)
-    local = Path(
-        mlflow.artifacts.download_artifacts(
-            f"models:/{name}/{version.version}", dst_path=str(dst), tracking_uri=tracking_uri
-        )
-    )
+    # The version's own artifact URI: a ``models:/`` URI would be resolved against the process's
+    # default registry, not ``tracking_uri`` (it failed that way in fresh serving replicas).
+    source = mc.get_model_version_download_uri(name, version.version)
+    local = Path(mlflow.artifacts.download_artifacts(source, dst_path=str(dst), tracking_uri=tracking_uri))
     expected = version.tags.get(TAG_MODEL_SHA256)
     actual = artifact_sha256(local)
     if not expected or expected != actual:

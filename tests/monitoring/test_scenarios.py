@@ -159,7 +159,7 @@ def test_reference_is_the_champion_training_set_and_its_logged_holdout(world, ch
     from tasks.monitoring.reference import champion_reference
 
     settings = world.settings()
-    mc = MlflowClient(tracking_uri=world.tracking_uri)
+    mc = MlflowClient(tracking_uri=world.tracking_uri, registry_uri=world.tracking_uri)
     version = mc.get_model_version_by_alias(settings.mlflow.registered_model, "champion")
     assert champion.model_version == str(version.version) == world.version
     assert champion.training_set_uri == version.tags[registry.TAG_TRAINING_SET]

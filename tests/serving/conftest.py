@@ -115,7 +115,7 @@ def artifact_dir(settings: Settings, version: str) -> Path:
     """Where the MLflow server keeps a registered version's files (to tamper with them)."""
     from mlflow import MlflowClient
 
-    mc = MlflowClient(settings.mlflow.url)
+    mc = MlflowClient(tracking_uri=settings.mlflow.url, registry_uri=settings.mlflow.url)
     mv = mc.get_model_version(settings.mlflow.registered_model, version)
     model_id = mv.model_id or mv.source.removeprefix("models:/")  # registered from models:/<model id>
     location = mc.get_logged_model(model_id).artifact_location  # mlflow-artifacts:/<exp>/models/...
