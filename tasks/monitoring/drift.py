@@ -198,8 +198,8 @@ def _typed(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> p
         values = pd.to_numeric(frame[col], errors="coerce").astype("float64")
         out[col] = values.where(np.isfinite(values))
     for col in categorical:
-        values = frame[col].astype("object")
-        out[col] = values.where(values.notna(), None).map(lambda v: v if v is None else str(v))
+        values = frame[col]
+        out[col] = values.astype(str).astype("object").where(values.notna(), None)
     return out
 
 

@@ -114,13 +114,27 @@ def _hours(lo: pd.Timestamp, hi: pd.Timestamp) -> list[tuple[pd.Timestamp, pd.Ti
     return list(itertools.pairwise(edges))
 
 
+def _key_hash(values: pd.Series) -> Any:
+    """64-bit hashes of label keys: a label map of a million keys takes 16 MB, not hundreds
+    (two keys share a hash with probability ~1e-8 at a billion keys)."""
+    import pandas as pd
+
+    if not (pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)):
+        values = values.astype(str)
+    return pd.util.hash_array(values.to_numpy(dtype=object), categorize=False)
+
+
 def _label_maps(labels: pd.DataFrame) -> dict[str, pd.Series]:
-    """Latest landed label per ``request_id`` and per ``transaction_id`` (labels oldest first)."""
+    """Latest landed label per ``request_id`` and per ``transaction_id`` (labels oldest first),
+    keyed by the key's hash."""
+    import pandas as pd
+
     maps = {}
     for key in ("request_id", "transaction_id"):
         if key in labels:
-            known = labels.dropna(subset=[key]).drop_duplicates(key, keep="last")
-            maps[key] = known.set_index(key)["label"]
+            known = labels[[key, "label"]].dropna(subset=[key])
+            hashed = pd.Series(known["label"].to_numpy(dtype="float64"), index=_key_hash(known[key]))
+            maps[key] = hashed[~hashed.index.duplicated(keep="last")]
     return maps
 
 
@@ -134,7 +148,9 @@ def _join_labels(chunk: pd.DataFrame, maps: dict[str, pd.Series]) -> pd.Series:
         if key not in chunk or known.empty:
             continue
         todo = out.isna() & chunk[key].notna()
-        out[todo] = chunk.loc[todo, key].map(known).astype("float64")
+        if todo.any():
+            hashed = pd.Index(_key_hash(chunk.loc[todo, key]))
+            out[todo] = known.reindex(hashed).to_numpy()
     return out
 
 

@@ -248,7 +248,7 @@ def run_pass(
 
 @pytest.fixture(scope="session")
 def stable_pass(world, champion) -> Pass:
-    return run_pass(world, champion, STABLE, {"stable": {"monitor__min_new_predictions": 1500}})
+    return run_pass(world, champion, STABLE, {"stable": {}})
 
 
 @pytest.fixture(scope="session")
