@@ -82,6 +82,50 @@ def next_window(settings: Settings, end: Any = None) -> Window:
     return Window.of(lo, hi)
 
 
+def count_predictions(settings: Settings, start: Any, end: Any = None) -> int:
+    """Live predictions (``monitor.routes``) logged in ``[start, end)`` (``end`` default: now),
+    reading only the time and route columns of the hour partitions in range: what the monitor's
+    sensor compares with ``monitor.min_new_predictions``."""
+    import io
+
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from tasks import storage
+    from tasks.serving import inference_log
+
+    storage.configure(settings.storage.s3_endpoint_url)
+    lo = utc(start)
+    hi = utc(end) if end is not None else utc(datetime.now(UTC))
+    fs, base = storage.filesystem(inference_log.predictions_uri(settings))
+    if not fs.exists(base) or lo >= hi:
+        return 0
+    total = 0
+    for day in sorted(fs.ls(base, detail=False)):
+        date = day.rstrip("/").rsplit("date=", 1)[-1]
+        if not (f"{lo:%Y-%m-%d}" <= date <= f"{hi:%Y-%m-%d}"):
+            continue
+        for hour_dir in fs.ls(day, detail=False):
+            hour = utc(f"{date}T{hour_dir.rstrip('/').rsplit('hour=', 1)[-1]}:00:00")
+            if hour + timedelta(hours=1) <= lo or hour >= hi:
+                continue
+            for path in fs.glob(f"{hour_dir.rstrip('/')}/*.parquet"):
+                table = pq.read_table(io.BytesIO(fs.cat_file(path)), columns=[inference_log.TIME, ROUTE])
+                ts = table.column(inference_log.TIME)
+                keep = pc.and_(
+                    pc.and_(pc.greater_equal(ts, lo.to_pydatetime()), pc.less(ts, hi.to_pydatetime())),
+                    pc.is_in(table.column(ROUTE), value_set=_strings(settings.monitor.routes)),
+                )
+                total += int(pc.sum(pc.cast(keep, "int64")).as_py() or 0)
+    return total
+
+
+def _strings(values: list[str]) -> Any:
+    import pyarrow as pa
+
+    return pa.array(values, type=pa.string())
+
+
 # --- reading -----------------------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 
 import pandas as pd
@@ -190,3 +191,35 @@ def test_a_large_window_is_sampled_with_its_error_bound_recorded(world, champion
     assert result.drift.rows == data.rows and result.drift.sample_rows == 1000
     assert result.drift.data_drift  # the sample still sees the covariate drift
     assert result.performance.live.rows > 1000  # performance uses every labelled row, unsampled
+
+
+def test_the_sensor_count_is_live_predictions_only(world, stable_pass):
+    settings = stable_pass.settings["stable"]
+    first = stable_pass.results[0]
+    assert window.count_predictions(settings, first.start, first.end) == first.rows
+    log = world.predictions
+    start, end = STABLE[0] + pd.Timedelta(minutes=30), STABLE[1]
+    live = log[(log["route"] == "champion") & (log["timestamp"] >= start) & (log["timestamp"] < end)]
+    everything = (log["timestamp"] >= start) & (log["timestamp"] < end)
+    assert window.count_predictions(settings, start, end) == len(live) < everything.sum()
+    assert window.count_predictions(settings, COVARIATE[1], COVARIATE[1] + pd.Timedelta(days=1)) == 0
+
+
+def test_the_module_entrypoint_runs_a_window_and_decides(world, champion, monkeypatch, capsys):
+    for name in [k for k in os.environ if k.startswith("AIRLOOP")]:
+        monkeypatch.delenv(name)
+    env = {**world.env, "AIRLOOP__MONITOR__STORE_DIR": "cli", "AIRLOOP__MONITOR__REPORTS_DIR": "cli"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", world.tracking_uri)
+    end = COVARIATE[0] + pd.Timedelta(hours=14)
+    args = ["--start", (end - pd.Timedelta(hours=4)).isoformat(), "--end", end.isoformat(), "--decide"]
+    assert window.main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["window"]["window_id"] == "20260115T100000Z-20260115T140000Z"
+    assert out["window"]["model_version"] == champion.model_version and out["window"]["drift"]["data_drift"]
+    assert out["decision"]["reason"] == "none" and out["decision"]["pending"]  # first drifted window
+    assert window.main(["--end", (end + pd.Timedelta(hours=3)).isoformat(), "--decide"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["window"]["start"] == end.isoformat()  # continues from the last recorded window
+    assert again["decision"]["retrain"] and again["decision"]["conf"]["reason"] == "drift"
