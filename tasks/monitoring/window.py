@@ -303,6 +303,23 @@ class WindowResult:
             }
         )
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WindowResult:
+        """The result back from ``as_dict()`` (e.g. from XCom, for the decide task)."""
+        from tasks.monitoring.drift import ColumnDrift
+        from tasks.monitoring.performance import Scores
+
+        d = dict(data["drift"])
+        for derived in ("share", "drifted_columns", "data_drift", "prediction_drift"):
+            d.pop(derived, None)
+        d["columns"] = [ColumnDrift(**c) for c in d["columns"]]
+        d["prediction"] = ColumnDrift(**d["prediction"]) if d.get("prediction") else None
+        p = dict(data["performance"])
+        p.pop("is_degraded", None)
+        p["live"], p["baseline"] = Scores(**p["live"]), Scores(**p["baseline"])
+        fields = {k: v for k, v in data.items() if k not in ("drift", "performance")}
+        return cls(**fields, drift=DriftResult(**d), performance=Performance(**p))
+
     def row(self) -> dict[str, Any]:
         """One flat metrics row: scalars, with lists and per-column scores as JSON text."""
         d, p = self.drift, self.performance

@@ -96,6 +96,18 @@ def _window(
     return w
 
 
+def test_a_window_result_survives_xcom(airloop_home):
+    import json
+
+    for w in (_window(3, share=0.5, score=0.3, roc_auc=0.8), _window(0)):
+        back = WindowResult.from_dict(json.loads(json.dumps(w.as_dict())))
+        assert back.as_dict() == w.as_dict()
+        assert pd.Series(back.row()).equals(pd.Series(w.row()))  # NaN where NaN
+        settings = _settings(decision__confirm_windows=1)
+        made = decision.decide(settings, back, now=T0)
+        assert made.as_dict() == decision.decide(settings, w, now=T0).as_dict()
+
+
 def test_calm_window_does_not_retrain(airloop_home):
     made = decision.decide(_settings(), _window(0), now=T0)
     assert not made.retrain and made.reason == "none" and not made.triggers

@@ -106,8 +106,9 @@ def test_every_decision_is_recorded_with_its_reason_and_numbers(covariate_pass):
     numbers = json.loads(retrain["numbers"])
     assert numbers["drift_share"] >= numbers["share_threshold"] and numbers["rows"] > 0
     assert store.last_retrain(settings) == pd.Timestamp(retrain["decided_at"])
-    # deciding a window again (a retried task) returns the recorded decision, not a new one
-    result = covariate_pass.results[-1]
+    # deciding a window again (a retried task, its result through XCom) returns the recorded decision
+    xcom = json.loads(json.dumps(covariate_pass.results[-1].as_dict()))
+    result = window.WindowResult.from_dict(xcom)
     again = decision.decide_and_record(settings, result, last_retrain_at=None, now=pd.Timestamp(result.end))
     assert again.replayed and again.retrain == made[-1].retrain and again.detail == made[-1].detail
     assert len(store.decisions(settings)) == len(made)
