@@ -50,6 +50,7 @@ bench: setup  ## benchmarks: ratios against baselines measured in the same run
 	@$(PY) -m benchmarks.train
 	@$(PY) -m benchmarks.train_dag
 	@$(PY) -m benchmarks.serving
+	@$(PY) -m benchmarks.drift
 
 lock:  ## re-resolve requirements.lock from requirements.txt
 	@$(BIN)/uv pip compile -q requirements.txt -o requirements.lock --python $(PY)
