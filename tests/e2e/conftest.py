@@ -9,7 +9,6 @@ service logs are attached to that test's report.
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -18,6 +17,7 @@ import pytest
 
 from config import Settings, read_config
 from tasks import airflow_api, stack
+from tests.services import free_port
 
 STARTUP_TIMEOUT_S = 300.0
 """A cold start on 2 cores takes about a minute (no bytecode cache: every import compiles)."""
@@ -41,19 +41,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("e2e_last") is not None)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _airloop_vars(home: Path) -> dict[str, str]:
     """The AIRLOOP_* environment of the stack (replacing any the test process has)."""
     return {
         "AIRLOOP_HOME": str(home),
         "AIRLOOP_PROFILE": "local",
-        "AIRLOOP__AIRFLOW__PORT": str(_free_port()),
-        "AIRLOOP__MLFLOW__PORT": str(_free_port()),
+        "AIRLOOP__AIRFLOW__PORT": str(free_port()),
+        "AIRLOOP__MLFLOW__PORT": str(free_port()),
         # Quoted: override values are parsed as YAML, where a bare `*` starts an alias.
         "AIRLOOP__INGEST__CRON": "* * * * *",
     }

@@ -21,7 +21,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import contextlib
-import socket
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from config import Settings, read_config
+from tests.services import free_port
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -51,12 +51,6 @@ FAST = {
     "AIRLOOP__TRAIN__LATENCY_ROWS": "500",
     "AIRLOOP__TRAIN__DEVICE": "cpu",
 }
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -94,7 +88,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     from tasks import stack
 
     home = tmp_path_factory.mktemp("airloop-train")
-    env = {"AIRLOOP_HOME": str(home), "AIRLOOP__MLFLOW__PORT": str(_free_port()), **FAST}
+    env = {"AIRLOOP_HOME": str(home), "AIRLOOP__MLFLOW__PORT": str(free_port()), **FAST}
     settings = read_config("local", env)
     with ThreadPoolExecutor(max_workers=1) as pool:
         starting = pool.submit(stack.start, settings, services=[stack.MLFLOW], timeout=180, quiet=True)
