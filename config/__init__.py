@@ -302,6 +302,12 @@ class Serving(_Model):
     route_prefix: str = "/"
     ray_address: str | None = None
     """``None``: start a local Ray in the serving process; ``auto`` or ``ray://...``: join a cluster."""
+    client_url: str | None = None
+    """How Airflow tasks reach the application (``None``: ``host:port`` on this machine)."""
+    dashboard_url: str | None = None
+    """The Ray dashboard whose Serve REST API (``PUT /api/serve/applications/``) the deploy DAG
+    uses to put the application on a running cluster when it is missing (``None``: local profile,
+    the application runs in ``python -m tasks.serve``)."""
     ray_num_cpus: int | None = None
     """CPUs of a local Ray (``None``: all of the machine's)."""
     replica_cpus: float = Field(0.5, gt=0)
@@ -336,8 +342,69 @@ class Serving(_Model):
 
     @property
     def url(self) -> str:
+        if self.client_url:
+            return self.client_url.rstrip("/")
         host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
         return f"http://{host}:{self.port}{self.route_prefix.rstrip('/')}"
+
+
+class RolloutStep(_Model):
+    """One traffic step of a rollout: held until both ``hold_seconds`` have passed and the
+    challenger has answered ``min_requests``, then judged."""
+
+    weight: float = Field(gt=0, le=1)
+    hold_seconds: float = Field(300.0, ge=0)
+    min_requests: int = Field(200, ge=1)
+
+
+class RolloutShadow(_Model):
+    enabled: bool = True
+    hold_seconds: float = Field(300.0, ge=0)
+    min_requests: int = Field(200, ge=1)
+
+
+class RolloutJudge(_Model):
+    """What a challenger must show at every step, measured on ``/metrics`` over the step."""
+
+    max_error_rate: float = Field(0.01, ge=0, le=1)
+    """Challenger errors (served by the champion instead) over its requests."""
+    max_p99_ms: float = Field(250.0, gt=0)
+    """Absolute: the challenger route's request-to-prediction p99."""
+    max_latency_ratio: float = Field(2.0, ge=1)
+    latency_slack_ms: float = Field(10.0, ge=0)
+    """Relative: the challenger's model-call p99 may be at most ``ratio x champion's + slack``."""
+    max_score_psi: float = Field(0.2, gt=0)
+    """Score distribution shift (PSI over the score histogram) against the champion's, same step."""
+
+
+class Rollout(_Model):
+    """The deploy DAG (``tasks.rollout``): smoke, shadow, canary steps, then promotion."""
+
+    smoke_rows: int = Field(50, ge=1)
+    """The newest curated transactions, scored on the challenger slot before it sees traffic."""
+    shadow: RolloutShadow = RolloutShadow()
+    canary: list[RolloutStep] = [
+        RolloutStep(weight=0.1, hold_seconds=300, min_requests=200),
+        RolloutStep(weight=0.5, hold_seconds=300, min_requests=500),
+        RolloutStep(weight=1.0, hold_seconds=300, min_requests=500),
+    ]
+    max_hold_seconds: float = Field(1800.0, gt=0)
+    """A step still short of ``min_requests`` by then fails: too little traffic to judge."""
+    poll_seconds: float = Field(5.0, gt=0)
+    """How often a held step reads ``/metrics`` (errors fail a step as soon as they are seen)."""
+    judge: RolloutJudge = RolloutJudge()
+    history_dir: str = "rollouts"
+    """Rollout records (JSON, one per rollout), under ``storage.data_uri``."""
+    ready_timeout_seconds: float = Field(300.0, gt=0)
+    """How long the deploy DAG waits for the serving application to answer."""
+
+    @field_validator("canary")
+    @classmethod
+    def _ends_at_full_traffic(cls, steps: list[RolloutStep]) -> list[RolloutStep]:
+        weights = [s.weight for s in steps]
+        if weights != sorted(weights):
+            raise ValueError(f"canary weights must not decrease: {weights}")
+        return steps
 
 
 DriftMethod = Literal[
@@ -426,6 +493,9 @@ class Monitor(_Model):
     monitored window."""
     poke_interval_seconds: float = Field(60.0, gt=0)
     sensor_timeout_hours: float = Field(6.0, gt=0)
+    log_lag_seconds: float = Field(60.0, ge=0)
+    """A window ends this long before the sensor's check, so predictions still buffered by
+    serving's inference-log writers (``serving.inference_log.flush_seconds``) are in it when read."""
     first_window_hours: float = Field(24.0, gt=0)
     """With no window monitored yet, the first one starts this long before its end."""
     routes: list[str] = ["champion", "challenger"]
@@ -472,6 +542,7 @@ class Settings(_Model):
     training_pod: TrainingPod = TrainingPod()
     gate: Gate
     serving: Serving = Serving()
+    rollout: Rollout = Rollout()
     monitor: Monitor = Monitor()
 
     @field_validator("storage", mode="before")

@@ -2,15 +2,19 @@
 
 Under ``storage.reports_uri/<monitor.reports_dir>/``::
 
-    <window_id>.html    Evidently's report: per column, the drift test, its score and threshold,
-                        and the reference vs window distributions (plots)
-    <window_id>.json    the window's numbers (``WindowResult.as_dict()``), for tools and the UI
-    index.html          summary: drift share, score drift and live ROC AUC over the last
-                        ``monitor.summary_days`` days (inline SVG, no scripts, no network), and
-                        a table of windows, latest first, with their decisions and report links
+    <window_id>.html          Evidently's report: per column, the drift test, its score and
+                              threshold, and the reference vs window distributions (plots)
+    <window_id>.json          its entry in the reports index (``tasks.reports``: title, model
+                              version, creation time, the headline numbers in ``meta``)
+    <window_id>.numbers.json  the window's numbers (``WindowResult.as_dict()``), for tools
+    index.html, index.json    summary: drift share, score drift and live ROC AUC over the last
+                              ``monitor.summary_days`` days (inline SVG, no scripts, no network),
+                              and a table of windows, latest first, with their decisions and
+                              report links; and its index entry
 
-Pages are self-contained (Evidently inlines its scripts), so the Airflow UI plugin can serve
-them as files.
+Pages are self-contained (Evidently inlines its scripts), so the Airflow UI plugin lists and serves
+them as files: with ``monitor.reports_dir: monitoring`` (the default) they are the UI's
+``monitoring`` reports, at ``/airloop/reports/monitoring/<window_id>``.
 """
 
 from __future__ import annotations
@@ -40,9 +44,46 @@ def report_uri(settings: Settings, window_id: str) -> str:
     return storage.join(reports_dir(settings), f"{window_id}.html")
 
 
+def numbers_uri(settings: Settings, window_id: str) -> str:
+    return storage.join(reports_dir(settings), f"{window_id}.numbers.json")
+
+
+def _index_entry(settings: Settings, uri: str, title: str, model_version: str | None, **meta: Any) -> None:
+    """The report's entry in the reports index the UI lists (``tasks.reports``), beside it."""
+    from tasks.monitoring.window import _plain
+    from tasks.reports import Report
+
+    name = uri.rsplit("/", 1)[-1].removesuffix(".html")
+    entry = Report(
+        kind=settings.monitor.reports_dir,
+        name=name,
+        title=title,
+        created_at=datetime.now(UTC).isoformat(),
+        model_version=model_version,
+        meta=_plain(meta),
+    )
+    text = json.dumps(entry.as_dict(), indent=2, default=str)
+    storage.write_text(uri.removesuffix(".html") + ".json", text)
+
+
+def _title(result: WindowResult) -> str:
+    w, d = result.window, result.drift
+    span = f"{w.start:%Y-%m-%d %H:%M} to {w.end:%Y-%m-%d %H:%M} UTC"
+    if not d.judged:
+        return f"Window {span}: not judged"
+    found = []
+    if d.data_drift:
+        found.append(f"data drift ({len(d.drifted_columns)} of {len(d.tested)} columns)")
+    if d.prediction_drift:
+        found.append("score drift")
+    if result.performance.is_degraded:
+        found.append("performance degraded")
+    return f"Window {span}: {', '.join(found) or 'no drift'}"
+
+
 def write_report(settings: Settings, result: WindowResult, snapshot: Any) -> str:
     """Write the window's Evidently report (or, when nothing could be tested, a page that says
-    why) and its numbers as JSON beside it; returns the report's URI."""
+    why), its numbers as JSON and its entry in the reports index; returns the report's URI."""
     storage.configure(settings.storage.s3_endpoint_url)
     uri = report_uri(settings, result.window_id)
     if snapshot is not None:
@@ -52,7 +93,24 @@ def write_report(settings: Settings, result: WindowResult, snapshot: Any) -> str
         body = f"<p>No drift report for this window: {html.escape(why)}</p>"
         page = _page(f"Window {result.window_id}", body)
     storage.write_text(uri, page)
-    storage.write_text(uri.removesuffix(".html") + ".json", json.dumps(result.as_dict(), indent=2))
+    storage.write_text(numbers_uri(settings, result.window_id), json.dumps(result.as_dict(), indent=2))
+    d = result.drift
+    _index_entry(
+        settings,
+        uri,
+        _title(result),
+        result.model_version,
+        model_name=result.model_name,
+        window_id=result.window_id,
+        start=result.start,
+        end=result.end,
+        rows=result.rows,
+        drift_share=d.share,
+        drifted_columns=d.drifted_columns,
+        data_drift=d.data_drift,
+        prediction_drift=d.prediction_drift,
+        degraded=result.performance.is_degraded,
+    )
     return uri
 
 
@@ -229,4 +287,7 @@ def write_summary(settings: Settings, now: Any = None) -> str:
     since = end - timedelta(days=settings.monitor.summary_days)
     windows, decisions = store.history(settings, since=since), store.decisions(settings, since=since)
     page = render_summary(settings, windows, decisions)
-    return storage.write_text(storage.join(reports_dir(settings), INDEX), page)
+    uri = storage.write_text(storage.join(reports_dir(settings), INDEX), page)
+    days = f"{settings.monitor.summary_days:g}"
+    _index_entry(settings, uri, f"Monitoring summary (last {days} days)", None, windows=len(windows))
+    return uri

@@ -144,8 +144,15 @@ def test_html_report_is_written_with_its_plots_and_the_summary_links_it(covariat
     for col in result.drift.tested:
         assert col.column in page
     assert len(re.findall(r'"type": "big_graph"', page)) >= len(result.drift.tested)
-    numbers = json.loads(storage.read_bytes(result.report_uri.removesuffix(".html") + ".json"))
+    numbers = json.loads(storage.read_bytes(report.numbers_uri(settings, result.window_id)))
     assert numbers["window_id"] == result.window_id and numbers["drift"]["data_drift"] is True
+    # listed in the reports index the Airflow UI plugin serves (with the summary page)
+    from tasks import reports
+
+    listed = {r.name: r for r in reports.list_reports(settings, settings.monitor.reports_dir)}
+    entry = listed[result.window_id]
+    assert entry.model_version == result.model_version and entry.meta["data_drift"] is True
+    assert "data drift" in entry.title and "index" in listed
 
     summary = storage.read_bytes(result.summary_uri).decode()
     assert summary.count("<svg") == 3 and "<polyline" in summary

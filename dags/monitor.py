@@ -1,0 +1,104 @@
+"""
+### monitor: new predictions → drift and live performance → retrain decision → train
+
+On the cron from `config` (`monitor.cron`, every 15 minutes by default); one run at a time.
+
+`wait_for_predictions` is a deferrable sensor: it waits in the triggerer (no worker slot) until
+the inference log holds `monitor.min_new_predictions` live predictions (`monitor.routes`) since
+the end of the last monitored window, polling every `monitor.poke_interval_seconds`, and fails
+after `monitor.sensor_timeout_hours`. `drift_and_performance` measures that window against the
+champion's training reference with Evidently (data drift per input column, score drift) and, on
+predictions whose delayed labels have arrived, live ROC AUC, precision and recall against the
+champion's hold-out; it stores the metrics and writes the HTML report (the task's "Drift report"
+and "Monitoring summary" buttons). `decide` retrains when drift or performance crosses its
+threshold, unless a `train` run is queued or running or the last retrain is within
+`monitor.decision.cooldown_hours`; every decision is recorded with its reason. `should_retrain`
+lets `trigger_train` run only on a retrain, which starts `train` with the reason and the numbers as
+its conf.
+
+Params `start` / `end` (ISO 8601) monitor a chosen window (a backfill, a replay).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import CronTriggerTimetable, Param, dag, task
+from airflow.sdk.exceptions import AirflowSkipException
+
+from config import load_config
+from plugins.monitoring import LINKS_XCOM_KEY, NewPredictionsSensor, monitoring_task
+
+cfg = load_config()
+TRAIN_DAG_ID = "train"
+
+
+@dag(
+    schedule=CronTriggerTimetable(cfg.monitor.cron, timezone="UTC"),
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["airloop", "monitoring"],
+    doc_md=__doc__,
+    params={
+        "start": Param(None, type=["string", "null"], description="window start (default: last end)"),
+        "end": Param(None, type=["string", "null"], description="window end (default: when enough came)"),
+    },
+    default_args={"owner": cfg.owner, "retries": 1, "retry_delay": timedelta(minutes=1)},
+)
+def monitor():
+    wait = NewPredictionsSensor(
+        task_id="wait_for_predictions",
+        min_new_predictions=cfg.monitor.min_new_predictions,
+        start="{{ params.start or '' }}",
+        end="{{ params.end or '' }}",
+        poke_interval=cfg.monitor.poke_interval_seconds,
+        timeout=cfg.monitor.sensor_timeout_hours * 3600,
+    )
+
+    @monitoring_task
+    def drift_and_performance(window: dict, ti=None) -> dict:
+        """Drift and live performance of the window, stored, with its HTML report."""
+        from plugins.monitoring import report_links
+        from tasks.monitoring.reference import NoChampion
+        from tasks.monitoring.window import Window, run_window
+
+        try:
+            result = run_window(cfg, Window.of(window["start"], window["end"]))
+        except NoChampion as exc:
+            raise AirflowSkipException(str(exc)) from exc
+        ti.xcom_push(key=LINKS_XCOM_KEY, value=report_links(cfg, result.window_id))
+        return result.as_dict()
+
+    @monitoring_task
+    def decide(result: dict, ti=None) -> dict:
+        """Retrain or not, and why; recorded once per window."""
+        from plugins.monitoring import report_links
+        from tasks.monitoring.decision import decide_and_record
+        from tasks.monitoring.window import WindowResult
+
+        window = WindowResult.from_dict(result)
+        running = ti.get_dr_count(dag_id=TRAIN_DAG_ID, states=["queued", "running"])
+        # the last retrain: the monitor's own last decision to retrain, from its store
+        made = decide_and_record(cfg, window, retrain_running=running > 0)
+        ti.xcom_push(key=LINKS_XCOM_KEY, value=report_links(cfg, window.window_id))
+        print(f"decision on {made.window_id}: {made.detail}")  # the task log says why
+        return made.as_dict()
+
+    @task.short_circuit
+    def should_retrain(decision: dict) -> dict | bool:
+        """The train DAG's conf when the decision is to retrain; otherwise skip the trigger."""
+        return decision["conf"] if decision["retrain"] else False
+
+    TriggerDagRunOperator(
+        task_id="trigger_train",
+        trigger_dag_id=TRAIN_DAG_ID,
+        trigger_run_id="monitor__{{ ti.xcom_pull(task_ids='decide')['window_id'] }}",
+        conf=should_retrain(decide(drift_and_performance(wait.output))),
+        skip_when_already_exists=True,
+        openlineage_inject_parent_info=False,
+    )
+
+
+monitor()
