@@ -7,7 +7,10 @@ processes with one environment (``airflow_env``) so the CLI, the tests and the d
 same stack: SQLite and the LocalExecutor under ``cfg.airflow.home``, SimpleAuthManager with the
 configured admin password, the project's ``dags/`` and ``plugins/``.
 
-    python -m tasks.stack start|stop|restart|status|env
+    python -m tasks.stack start|stop|restart|status|env [--serve]
+
+``--serve`` starts the serving application too (``python -m tasks.serve``: Ray Serve on a local
+Ray, ``serve.run``), which the deploy DAG rolls models out on.
 
 MLflow runs as ``mlflow server`` with a SQLite backend and artifacts proxied by the server
 (``--serve-artifacts``) into a local folder, both under the data dir (``mlflow`` in config).
@@ -275,6 +278,21 @@ SERVICES: list[Service] = [
     ),
 ]
 SERVICES.append(MLFLOW)
+
+SERVE = Service(
+    "serve",
+    # The serving application on a local Ray (serve.run): what the deploy DAG rolls models out on.
+    lambda s: [sys.executable, "-m", "tasks.serve", "run"],
+    port=lambda s: s.serving.port,
+    ready_paths=("/-/healthz",),  # Ray Serve's proxy; the app itself may have no champion yet
+    match="tasks.serve",
+    host=lambda s: s.serving.host,
+    env=lambda s: {"RAY_USAGE_STATS_ENABLED": "0"},
+    airflow=False,
+    port_setting="AIRLOOP__SERVING__PORT",
+)
+LOOP: list[Service] = [*SERVICES, SERVE]
+"""The whole loop: ``python -m tasks.stack start --serve`` (the demo starts it too)."""
 
 
 def pid_file(settings: Settings, service: Service) -> Path:
@@ -653,7 +671,8 @@ def status(settings: Settings, *, services: Iterable[Service] | None = None) -> 
 
 
 def _print_status(settings: Settings) -> int:
-    st = status(settings)
+    serving = service_pid(settings, SERVE) is not None
+    st = status(settings, services=LOOP if serving else SERVICES)
     print(f"airloop stack at {st['url']}, MLflow at {st['mlflow_url']} (home {st['home']})")
     for name, s in st["services"].items():
         state = f"running pid {s['pid']}" if s["running"] else "stopped"
@@ -670,13 +689,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tasks.stack", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["start", "stop", "restart", "status", "env"])
     parser.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for health")
+    parser.add_argument("--serve", action="store_true", help="start the serving application (Ray Serve) too")
     args = parser.parse_args(argv)
     settings = load_config()
     try:
         if args.command in ("stop", "restart"):
-            stop(settings)
+            stop(settings, services=LOOP)
         if args.command in ("start", "restart"):
-            start(settings, timeout=args.timeout)
+            start(settings, timeout=args.timeout, services=LOOP if args.serve else SERVICES)
         elif args.command == "status":
             return _print_status(settings)
         elif args.command == "env":

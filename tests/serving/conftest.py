@@ -136,7 +136,6 @@ def serving_world(tmp_path_factory) -> Iterator[ServingWorld]:
         "AIRLOOP__SERVING__PORT": str(free_port()),
         "AIRLOOP__SERVING__REPLICA_CPUS": "0.1",
         "AIRLOOP__SERVING__INFERENCE_LOG__FLUSH_SECONDS": "1",
-        "AIRLOOP__MLFLOW__REGISTERED_MODEL": "fraud-serving-test",
     }
     settings = read_config("local", env)
     # The MLflow server starts (a subprocess, ~20 s) while this process lands data and features.

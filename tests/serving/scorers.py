@@ -29,3 +29,31 @@ class FailingScorer:
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         raise RuntimeError("this model is broken on purpose")
+
+
+@dataclass
+class SlowScorer:
+    """A constant probability ``p`` that takes ``seconds`` per call: a challenger too slow to serve."""
+
+    p: float
+    seconds: float
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        import time
+
+        time.sleep(self.seconds)
+        return np.full(len(x), math.log(self.p / (1 - self.p)))
+
+
+@dataclass
+class SmallBatchFailingScorer:
+    """Scores large batches (so it passes a smoke test) and fails on the small batches of live
+    traffic: a challenger whose errors only show under real requests."""
+
+    p: float
+    min_rows: int = 20
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        if len(x) < self.min_rows:
+            raise RuntimeError(f"fails on batches under {self.min_rows} rows on purpose")
+        return np.full(len(x), math.log(self.p / (1 - self.p)))

@@ -3,21 +3,15 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
+
+from tests.dag_runs import load_dag, xcom
 
 pytestmark = pytest.mark.slow
 
 
 def _train_dag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    from tests.conftest import ROOT
-
-    bag = DagBag(str(ROOT / "dags" / "train.py"))
-    assert not bag.import_errors, bag.import_errors
-    return bag.get_dag("train")
+    return load_dag("train.py", "train")
 
 
 def _asset_extras(run, name: str) -> list[dict]:
@@ -33,20 +27,6 @@ def _asset_extras(run, name: str) -> list[dict]:
             .where(AssetEvent.source_run_id == run.run_id)
         ).all()
     return [r[0] for r in rows]
-
-
-def _xcom(run, task_id: str, key: str):
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        value = session.execute(
-            select(XComModel.value).where(
-                XComModel.run_id == run.run_id, XComModel.task_id == task_id, XComModel.key == key
-            )
-        ).scalar_one()
-    return json.loads(value) if isinstance(value, str) else value
 
 
 def test_drift_triggered_run_trains_registers_and_links_to_mlflow(
@@ -77,7 +57,7 @@ def test_drift_triggered_run_trains_registers_and_links_to_mlflow(
     assert version.tags[registry.TAG_DAG_RUN_ID] == run.run_id
     assert version.tags[registry.TAG_REASON] == "drift"
     # the task page links to the MLflow run and the model card
-    links = _xcom(run, "train", "training_links")
+    links = xcom(run, "train", "training_links")
     assert links["run"].startswith(world.tracking_uri) and extra["mlflow_run_id"] in links["run"]
     assert "get-artifact" in links["model_card"]
     import requests
