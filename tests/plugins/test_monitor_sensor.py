@@ -165,6 +165,7 @@ def _sensor(**kwargs):
 def test_sensor_defers_to_the_trigger_when_too_few(settings):
     write_predictions(settings, 40, tag="d")
     sensor = _sensor()
+    deferred_at = datetime.now(UTC)
     with pytest.raises(TaskDeferred) as deferred:
         sensor.execute(context={})
     trigger = deferred.value.trigger
@@ -173,7 +174,7 @@ def test_sensor_defers_to_the_trigger_when_too_few(settings):
     assert trigger.min_new_predictions == 100 and trigger.poke_interval == 7
     assert trigger.start is not None and trigger.end is None  # the start is fixed, the end moves
     timeout_at = pd.Timestamp(trigger.timeout_at)
-    assert pd.Timedelta(minutes=9) < timeout_at - pd.Timestamp(NOW) < pd.Timedelta(minutes=11)
+    assert pd.Timedelta(minutes=9) < timeout_at - pd.Timestamp(deferred_at) < pd.Timedelta(minutes=11)
     assert deferred.value.timeout >= timedelta(seconds=600)  # Airflow's own net, after the trigger's
 
 
