@@ -282,7 +282,11 @@ def training_set(settings: Settings, events: pd.DataFrame) -> pd.DataFrame:
             frame = _as_of_join(frame, views[projection.name], [f.name for f in projection.features])
     for projection in service.feature_view_projections:
         if projection.name in odfvs:
-            out = odfvs[projection.name].transform_arrow(pa.Table.from_pandas(frame, preserve_index=False))
+            odfv = odfvs[projection.name]
+            inputs = [f.name for src in odfv.source_request_sources.values() for f in src.schema]
+            inputs += [f.name for p in odfv.source_feature_view_projections.values() for f in p.features]
+            table = pa.Table.from_pandas(frame[list(dict.fromkeys(inputs))], preserve_index=False)
+            out = odfv.transform_arrow(table)
             for feature in projection.features:
                 frame[feature.name] = out.column(feature.name).to_numpy(zero_copy_only=False)
     frame = frame.sort_values("_row")
@@ -350,16 +354,19 @@ def online_features(settings: Settings, requests: pd.DataFrame | dict[str, list]
 
     frame = pd.DataFrame(requests)
     rows = {
-        "customer_id": frame["customer_id"].astype("int64").tolist(),
-        "merchant_id": frame["merchant_id"].astype("int64").tolist(),
-        "amount": frame["amount"].astype("float64").tolist(),
+        "customer_id": frame["customer_id"].to_numpy(dtype="int64").tolist(),
+        "merchant_id": frame["merchant_id"].to_numpy(dtype="int64").tolist(),
+        "amount": frame["amount"].to_numpy(dtype="float64").tolist(),
         REQUEST_TIME: unix_seconds(frame[TIMESTAMP]).tolist(),
     }
     response = get_store(settings).get_online_features(
         features=_feature_service(settings), entity_rows=rows, full_feature_names=False
     )
     names = feature_names(settings)
-    out = response.to_df()[names].astype("float64")
+    # from the response's lists, not its DataFrame: a one-row lookup spent more time building
+    # that frame than Feast spent reading the store (None becomes NaN here)
+    values = response.to_dict()
+    out = pd.DataFrame({name: np.array(values[name], dtype="float64") for name in names}, columns=names)
     proto = response.proto
     index = {name: i for i, name in enumerate(proto.metadata.feature_names.val)}
     for table in TABLES:

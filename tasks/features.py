@@ -150,9 +150,19 @@ def utc_us(series: pd.Series) -> pd.Series:
 
 
 def unix_seconds(series: pd.Series) -> pd.Series:
+    """Seconds since the epoch at microsecond resolution (NaN for a missing time).
+
+    The one conversion of every path (feature tables, training sets, online lookups), so they
+    agree to the last bit; integer microseconds / 1e6, which is also cheap for one row."""
+    import numpy as np
     import pandas as pd
 
-    return (utc_us(series) - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    if not isinstance(series.dtype, pd.DatetimeTZDtype):
+        series = pd.to_datetime(series, utc=True)
+    micros = series.to_numpy(dtype="datetime64[us]")
+    seconds = micros.astype("int64") / 1e6
+    seconds[np.isnat(micros)] = np.nan
+    return pd.Series(seconds, index=series.index, name=series.name)
 
 
 # --- incremental refresh of the tables ------------------------------------------------------

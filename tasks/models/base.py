@@ -67,13 +67,26 @@ def model_input(frame: pd.DataFrame, spec: InputSpec) -> pd.DataFrame:
     missing = [c for c in spec.columns if c not in frame.columns]
     if missing:
         raise KeyError(f"model input lacks columns {missing}; the model needs {spec.columns}")
-    out = pd.DataFrame(index=frame.index)
-    for name in [*spec.features, *spec.raw_numeric]:
-        out[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
+    # Built column by column as arrays and framed once: per-column assignment into a DataFrame
+    # cost ~0.3 ms a column, most of a one-row request's model time.
+    data: dict[str, np.ndarray] = {}
+    numeric = [*spec.features, *spec.raw_numeric]
+    block = frame[numeric]
+    if all(dtype.kind in "fiub" for dtype in block.dtypes):
+        values = block.to_numpy(dtype="float64", na_value=np.nan)
+        data.update({name: values[:, i] for i, name in enumerate(numeric)})
+    else:
+        for name in numeric:
+            col = frame[name]
+            if col.dtype.kind not in "fiub":
+                col = pd.to_numeric(col, errors="coerce")
+            data[name] = col.to_numpy(dtype="float64", na_value=np.nan)
     for name in spec.raw_categorical:
-        col = frame[name].astype("object")
-        out[name] = col.where(col.notna(), None).map(lambda v: v if v is None else str(v))
-    return out
+        col = frame[name]
+        values = col.astype(str).to_numpy(dtype=object)
+        values[col.isna().to_numpy()] = None
+        data[name] = values
+    return pd.DataFrame(data, index=frame.index, columns=spec.columns, copy=False)
 
 
 def _signed_log(x: np.ndarray) -> np.ndarray:
@@ -116,9 +129,12 @@ class Encoder:
     def _one_hot(self, frame: pd.DataFrame) -> np.ndarray:
         blocks = []
         for col, known in self.categories.items():
+            # unknown categories and missing values get code -1 (an all-zero block row)
             index = {v: i for i, v in enumerate(known)}
-            codes = frame[col].map(lambda v, index=index: index.get(v, -1) if isinstance(v, str) else -1)
-            codes = codes.to_numpy(dtype="int64")
+            values = frame[col].to_numpy(dtype=object)
+            codes = np.fromiter(
+                (index.get(v, -1) if isinstance(v, str) else -1 for v in values), "int64", len(values)
+            )
             block = np.zeros((len(frame), len(known)), dtype="float32")
             hit = codes >= 0
             block[np.nonzero(hit)[0], codes[hit]] = 1.0

@@ -59,8 +59,17 @@ class LoadedModel:
 
     def frame(self, scoring: pd.DataFrame) -> pd.DataFrame:
         """The model's input: its signature's columns, numbers as float64, others as objects."""
-        out = scoring[self.columns]
-        return out.astype({c: "float64" for c in self.numeric}, copy=False) if self.numeric else out
+        import numpy as np
+        import pandas as pd
+
+        numeric = set(self.numeric)
+        data = {
+            c: scoring[c].to_numpy(dtype="float64", na_value=np.nan)
+            if c in numeric
+            else scoring[c].to_numpy()
+            for c in self.columns
+        }
+        return pd.DataFrame(data, index=scoring.index, columns=self.columns, copy=False)
 
     def predict(self, scoring: pd.DataFrame) -> np.ndarray:
         import numpy as np
