@@ -26,14 +26,15 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.decorators.python import _PythonDecoratedOperator
-from airflow.sdk import BaseOperatorLink, BaseSensorOperator, PokeReturnValue
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.bases.decorator import task_decorator_factory
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from plugins.links import XComLink
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
-    from airflow.sdk.types import TaskInstanceKey
 
     from config import Settings
 
@@ -279,14 +280,8 @@ def report_links(settings: Settings, window_id: str) -> dict[str, str]:
     return {"report": report_url(kind, window_id), "summary": report_url(kind, INDEX.removesuffix(".html"))}
 
 
-class _MonitoringLink(BaseOperatorLink):
-    field = ""
-
-    def get_link(self, operator: Any, *, ti_key: TaskInstanceKey) -> str:
-        from airflow.sdk.execution_time.xcom import XCom
-
-        links = XCom.get_value(ti_key=ti_key, key=LINKS_XCOM_KEY) or {}
-        return links.get(self.field, "")
+class _MonitoringLink(XComLink):
+    source_key = LINKS_XCOM_KEY
 
 
 class MonitoringReportLink(_MonitoringLink):

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, BaseOperatorLink
+from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from plugins.links import XComLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-    from airflow.sdk.types import TaskInstanceKey
 
     from config import Settings
 
@@ -23,15 +24,11 @@ LINK_XCOM_KEY = "rollout_history"
 STEPS = ("begin", "smoke", "shadow", "canary", "promote", "rollback")
 
 
-class RolloutHistoryLink(BaseOperatorLink):
+class RolloutHistoryLink(XComLink):
     """The rollout history page (steps on a timeline, judgments, the model's earlier rollouts)."""
 
     name = "Rollout history"
-
-    def get_link(self, operator: Any, *, ti_key: TaskInstanceKey) -> str:
-        from airflow.sdk.execution_time.xcom import XCom
-
-        return XCom.get_value(ti_key=ti_key, key=LINK_XCOM_KEY) or ""
+    source_key = LINK_XCOM_KEY
 
 
 def version_from_events(context: Context) -> str | None:

@@ -19,12 +19,12 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
-from airflow.sdk import BaseOperatorLink
 from airflow.sdk.exceptions import AirflowException
+
+from plugins.links import XComLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-    from airflow.sdk.types import TaskInstanceKey
 
     from config import Settings
 
@@ -32,14 +32,8 @@ LINKS_XCOM_KEY = "training_links"
 ENTRYPOINT = ["python", "-m", "tasks.train"]
 
 
-class _TrainingLink(BaseOperatorLink):
-    field = ""
-
-    def get_link(self, operator: Any, *, ti_key: TaskInstanceKey) -> str:
-        from airflow.sdk.execution_time.xcom import XCom
-
-        links = XCom.get_value(ti_key=ti_key, key=LINKS_XCOM_KEY) or {}
-        return links.get(self.field, "")
+class _TrainingLink(XComLink):
+    source_key = LINKS_XCOM_KEY
 
 
 class MLflowRunLink(_TrainingLink):
