@@ -1,9 +1,13 @@
 """The whole loop on the local profile, on simulated data: what `make demo` runs.
 
-Starts the local stack, then plays the upstream systems: drops transaction batches in the landing
-zone and posts an asset event for each (plus one bad batch, to show quarantine), waits for the
-ingest runs they trigger and the features runs those trigger, and prints what happened and where
-to look. Later stages of the loop (train, deploy, monitor) join here as they land.
+Starts the local stack with the serving application, then plays the upstream systems: drops
+transaction batches in the landing zone and posts an asset event for each (plus one bad batch, to
+show quarantine), waits for the ingest runs they trigger and the features runs those trigger,
+triggers a training run, waits for the deploy run its registered model triggers (the first model
+goes live after its smoke test), sends live traffic with delayed labels to the served model, and
+prints what happened and where to look. The monitor DAG takes it from there on its cron.
+
+``--until features`` stops after the features runs (no training, no serving).
 """
 
 from __future__ import annotations
@@ -99,29 +103,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=None, help="rows per batch (default: config)")
     parser.add_argument("--bad", default="nulls", choices=[*simulate.BAD_KINDS, "none"])
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--until", choices=["features", "serve"], default="serve")
+    parser.add_argument("--traffic-seconds", type=float, default=30.0)
     args = parser.parse_args(argv)
     settings = load_config()
     rows = args.rows or settings.simulate.batch_rows
+    whole = args.until == "serve"
+    steps = 7 if whole else 4
 
-    _say("==> 1/4 starting the local stack")
-    stack.start(settings)
+    _say(f"==> 1/{steps} starting the local stack" + (" and the serving application" if whole else ""))
+    stack.start(settings, services=stack.LOOP if whole else stack.SERVICES)
     client = airflow_api.AirflowClient.from_settings(settings)
     client.wait_for_dag("ingest", timeout=180)
 
-    _say(f"==> 2/4 upstream: {args.batches} batches of {rows} rows into {settings.storage.landing_uri}")
+    _say(f"==> 2/{steps} upstream: {args.batches} batches of {rows} rows into {settings.storage.landing_uri}")
     since = datetime.now(UTC)
     uris = land_batches(settings, args.batches, rows, None if args.bad == "none" else args.bad)
 
-    _say("==> 3/4 waiting for the ingest runs the asset events triggered")
+    _say(f"==> 3/{steps} waiting for the ingest runs the asset events triggered")
     runs = wait_for_ingest(client, uris, since, args.timeout)
     for run in sorted(runs, key=lambda r: r["run_after"]):
         note = "  (red on purpose: it quarantined the bad batch)" if run["state"] == "failed" else ""
         _say(f"  {run['dag_run_id']:<60} {run['run_type']:<16} {run['state']}{note}")
-    _say("==> 4/4 waiting for the features runs the curated asset triggered")
+    _say(f"==> 4/{steps} waiting for the features runs the curated asset triggered")
     for run in wait_for_runs(client, "features", since, args.timeout):
         _say(f"  {run['dag_run_id']:<60} {run['run_type']:<16} {run['state']}")
     from tasks.feature_store import watermarks
 
+    served = train_deploy_and_serve(settings, client, args) if whole else None
     quarantined = _quarantine_dirs(settings)
     _say("\nsummary")
     _say(f"  curated rows     {curated_row_count(settings)}  ({settings.storage.curated_uri})")
@@ -132,12 +141,55 @@ def main(argv: list[str] | None = None) -> int:
         summary = json.loads(storage.read_bytes(storage.join(folder, "validation.json")))["summary"]
         _say(f"    {storage.basename(folder)}: {summary['reason']}")
         _say(f"      report {folder}/validation.html")
+    if served:
+        _say(f"  served           {served}")
+        _say(f"  MLflow           {settings.mlflow.url}  (model {settings.mlflow.registered_model})")
+        _say(f"  scoring          POST {settings.serving.url}/score   metrics {settings.serving.url}/metrics")
+        _say(f"  reports          {settings.airflow.url}/airloop/  (model cards, rollouts, drift)")
+        _say("  more traffic     .venv/bin/python -m tasks.traffic --rate 50 --seconds 600")
     _say(
         f"  Airflow UI       {settings.airflow.url}/dags/ingest  ({settings.airflow.username} / "
         f"{settings.airflow.password})"
     )
     _say("  stop the stack   make down")
     return 0
+
+
+def _run_line(run: dict) -> str:
+    return f"  {run['dag_run_id']:<60} {run['run_type']:<16} {run['state']}"
+
+
+def train_deploy_and_serve(
+    settings: Settings, client: airflow_api.AirflowClient, args: argparse.Namespace
+) -> str:
+    """Train now, wait for the deploy run that follows, send traffic; what served it, in a line."""
+    from tasks import traffic
+
+    _say("==> 5/7 training: triggering the train DAG (reason: demo)")
+    since = datetime.now(UTC)
+    run = client.trigger("train", {"reason": "demo"})
+    done = client.wait_for_run_state("train", run["dag_run_id"], timeout=args.timeout)
+    _say(_run_line(done))
+    tasks_done = {t["task_id"]: t["state"] for t in client.task_instances("train", run["dag_run_id"])}
+    if tasks_done.get("publish") != "success":
+        return (
+            "nothing: the gate registered no model on this little data (the train task's log says "
+            "which check failed); land more batches with `make demo` and train again"
+        )
+    _say("==> 6/7 deploying: the registered model triggered the deploy DAG")
+    for deploy in wait_for_runs(client, "deploy", since, args.timeout):
+        _say(_run_line(deploy))
+    _say(f"==> 7/7 live traffic for {args.traffic_seconds:.0f} s (labels posted 5 s after each answer)")
+    stats = traffic.play(
+        settings,
+        rate=20,
+        seconds=args.traffic_seconds,
+        label_delay=5.0,
+        progress=_say,
+        progress_every=10.0,
+    )
+    versions = ", ".join(f"version {v}: {n}" for v, n in sorted(stats.versions.items())) or "none"
+    return f"{stats.ok} of {stats.sent} requests answered ({versions}), {stats.labels_posted} labels posted"
 
 
 def _quarantine_dirs(settings: Settings) -> list[str]:

@@ -203,6 +203,9 @@ class Service:
     airflow: bool = True
     """An Airflow component: needs the migrated metadata DB before it starts."""
     port_setting: str = "AIRLOOP__AIRFLOW__PORT"
+    term_group: bool = True
+    """SIGTERM goes to the whole process group; ``False``: to the leader only, which stops its own
+    children (Ray's processes must outlive the serving process's shutdown, which talks to them)."""
 
 
 def _client_host(host: str) -> str:
@@ -290,6 +293,7 @@ SERVE = Service(
     env=lambda s: {"RAY_USAGE_STATS_ENABLED": "0"},
     airflow=False,
     port_setting="AIRLOOP__SERVING__PORT",
+    term_group=False,
 )
 LOOP: list[Service] = [*SERVICES, SERVE]
 """The whole loop: ``python -m tasks.stack start --serve`` (the demo starts it too)."""
@@ -538,18 +542,22 @@ def start(
         # Leave nothing half-started behind (a failed or interrupted start stops what it began).
         stop(settings, quiet=True, services=[s for s in missing if s.name in pids])
         raise
-    _banner(settings, quiet)
+    _banner(settings, quiet, serving=SERVE in services)
     return pids
 
 
-def _banner(settings: Settings, quiet: bool) -> None:
+def _banner(settings: Settings, quiet: bool, serving: bool = False) -> None:
     url = api_url(settings)
+    serve_line = (
+        f"Serving      {settings.serving.url}   (POST /score, /metrics, /admin/status)\n" if serving else ""
+    )
     _say(
         f"\nAirflow UI   {url}\n"
         f"  log in as  {settings.airflow.username} / {settings.airflow.password}"
         "   (AIRLOOP__AIRFLOW__PASSWORD to change)\n"
         f"REST API     {url}/api/v2   (JWT: POST {url}/auth/token)\n"
         f"MLflow UI    {settings.mlflow.url}   (MLFLOW_TRACKING_URI; runs, registry, model cards)\n"
+        f"{serve_line}"
         f"logs         {log_dir(settings)}/<service>.log\n"
         "stop with    python -m tasks.stack stop",
         quiet,
@@ -578,8 +586,13 @@ def stop(
     waves = [[n for n in targets if n not in needed], [n for n in targets if n in needed]]
     t0 = time.monotonic()
     for wave in filter(None, waves):
+        by_name = {s.name: s for s in services}
         for name in wave:
-            _signal_group(targets[name], signal.SIGTERM)
+            if by_name[name].term_group:
+                _signal_group(targets[name], signal.SIGTERM)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(targets[name], signal.SIGTERM)
         deadline = time.monotonic() + timeout
         left = list(wave)
         while left:
