@@ -356,6 +356,11 @@ class RolloutStep(_Model):
     hold_seconds: float = Field(300.0, ge=0)
     min_requests: int = Field(200, ge=1)
 
+    @property
+    def name(self) -> str:
+        """The step's name in the rollout record and its task id in the deploy DAG."""
+        return f"canary_{round(self.weight * 100)}"
+
 
 class RolloutShadow(_Model):
     enabled: bool = True

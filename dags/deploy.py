@@ -56,9 +56,7 @@ def deploy():
     )
     chain = [begin, step("smoke", "smoke"), step("shadow", "shadow")]
     for i, canary in enumerate(cfg.rollout.canary):
-        chain.append(
-            step(f"canary_{round(canary.weight * 100)}", "canary", canary_index=i, trigger_rule="none_failed")
-        )
+        chain.append(step(canary.name, "canary", canary_index=i, trigger_rule="none_failed"))
     chain.append(step("promote", "promote", trigger_rule="none_failed"))
     for upstream, downstream in itertools.pairwise(chain):
         upstream >> downstream

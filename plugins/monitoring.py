@@ -93,6 +93,12 @@ def check(settings: Settings, start: Any = None, end: Any = None) -> dict[str, A
 # --- trigger ---------------------------------------------------------------------------------------
 
 
+def _enough(log: Any, seen: dict[str, Any], needed: int) -> bool:
+    """Whether a count reached ``needed``; logged either way (the sensor and the trigger)."""
+    log.info("%d of %d live predictions in [%s, %s)", seen["count"], needed, seen["start"], seen["end"])
+    return seen["count"] >= needed
+
+
 class NewPredictionsTrigger(BaseTrigger):
     """Polls the inference log until ``min_new_predictions`` live predictions are in the window.
 
@@ -159,17 +165,9 @@ class NewPredictionsTrigger(BaseTrigger):
                 if errors >= self.max_errors:
                     yield TriggerEvent({"status": ERROR, "message": f"{type(exc).__name__}: {exc}"})
                     return
-            if seen is not None:
-                self.log.info(
-                    "%d of %d live predictions in [%s, %s)",
-                    seen["count"],
-                    self.min_new_predictions,
-                    seen["start"],
-                    seen["end"],
-                )
-                if seen["count"] >= self.min_new_predictions:
-                    yield TriggerEvent({"status": READY, **seen})
-                    return
+            if seen is not None and _enough(self.log, seen, self.min_new_predictions):
+                yield TriggerEvent({"status": READY, **seen})
+                return
             if deadline is not None and datetime.now(UTC) >= deadline:
                 yield TriggerEvent({"status": TIMEOUT, "timeout_at": self.timeout_at, **(seen or {})})
                 return
@@ -214,14 +212,7 @@ class NewPredictionsSensor(BaseSensorOperator):
         self.deferrable = deferrable
 
     def _enough(self, seen: dict[str, Any]) -> bool:
-        self.log.info(
-            "%d of %d live predictions in [%s, %s)",
-            seen["count"],
-            self.min_new_predictions,
-            seen["start"],
-            seen["end"],
-        )
-        return seen["count"] >= self.min_new_predictions
+        return _enough(self.log, seen, self.min_new_predictions)
 
     def poke(self, context: Context) -> PokeReturnValue:
         seen = check(_settings(), self.start or None, self.end or None)

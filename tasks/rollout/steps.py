@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from tasks.rollout import judge
@@ -34,7 +34,7 @@ from tasks.rollout.record import (
 )
 
 if TYPE_CHECKING:
-    from config import RolloutStep, Settings
+    from config import Settings
     from tasks.serving.client import ServingClient
 
 log = logging.getLogger(__name__)
@@ -69,10 +69,6 @@ def _mlflow(settings: Settings):
     from tasks import registry
 
     return registry.client(settings.mlflow.url)
-
-
-def canary_name(step: RolloutStep) -> str:
-    return f"canary_{round(step.weight * 100)}"
 
 
 # --- the serving application ----------------------------------------------------------------
@@ -389,7 +385,7 @@ def canary(
 
     record = load(settings, rollout_id)
     spec = settings.rollout.canary[index]
-    name = canary_name(spec)
+    name = spec.name
     if record.first:
         if not record.finished:
             _end(_start(record, name, "canary", weight=spec.weight), SKIPPED, "first model")
@@ -478,10 +474,3 @@ def rollback(
     save(settings, record)
     _say(f"rolled back {name} version {record.version}: {reason}")
     return record
-
-
-def elapsed(record: RolloutRecord) -> float | None:
-    if not record.ended_at:
-        return None
-    end = datetime.fromisoformat(record.ended_at)
-    return (end - datetime.fromisoformat(record.started_at).astimezone(UTC)).total_seconds()
