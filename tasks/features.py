@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from tasks import storage
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
     from config import Settings
@@ -149,20 +152,37 @@ def utc_us(series: pd.Series) -> pd.Series:
     return pd.to_datetime(series, utc=True).astype("datetime64[us, UTC]")
 
 
-def unix_seconds(series: pd.Series) -> pd.Series:
+def unix_seconds(series: pd.Series | Sequence[Any]) -> pd.Series | np.ndarray:
     """Seconds since the epoch at microsecond resolution (NaN for a missing time).
 
     The one conversion of every path (feature tables, training sets, online lookups), so they
-    agree to the last bit; integer microseconds / 1e6, which is also cheap for one row."""
+    agree to the last bit; integer microseconds / 1e6, which is also cheap for one row. A plain
+    sequence of datetimes (a serving batch) is converted without pandas, same arithmetic, and
+    comes back as an array."""
     import numpy as np
     import pandas as pd
 
+    if not isinstance(series, pd.Series):
+        if all(v is None or isinstance(v, datetime) for v in series):
+            seconds = [math.nan if v is None or pd.isna(v) else _micros(v) / 1e6 for v in series]
+            return np.array(seconds, dtype="float64")
+        return unix_seconds(pd.Series(list(series))).to_numpy()
     if not isinstance(series.dtype, pd.DatetimeTZDtype):
         series = pd.to_datetime(series, utc=True)
     micros = series.to_numpy(dtype="datetime64[us]")
     seconds = micros.astype("int64") / 1e6
     seconds[np.isnat(micros)] = np.nan
     return pd.Series(seconds, index=series.index, name=series.name)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _micros(value: datetime) -> int:
+    """Integer microseconds since the epoch; a naive time is UTC (as ``pd.to_datetime(utc=True)``)."""
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return (aware - _EPOCH) // _MICROSECOND
 
 
 # --- incremental refresh of the tables ------------------------------------------------------

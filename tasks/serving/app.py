@@ -51,7 +51,6 @@ from tasks.serving.metrics import ServingMetrics
 
 if TYPE_CHECKING:
     import numpy as np
-    import pandas as pd
     from ray.serve.deployment import Application
     from ray.serve.handle import DeploymentHandle
 
@@ -111,11 +110,23 @@ class Pending:
     transaction_id: str | None = None
 
 
+Columns = dict[str, Any]
+"""A batch as columns: the request's as lists, the features as float arrays (``_take`` subsets)."""
+
+
+def _take(columns: Columns, rows: np.ndarray) -> Columns:
+    """The ``rows`` of every column."""
+    return {
+        name: values[rows] if hasattr(values, "dtype") else [values[i] for i in rows]
+        for name, values in columns.items()
+    }
+
+
 @dataclass
 class Batch:
     """A batch after the feature lookup: the request rows joined with their features."""
 
-    frame: pd.DataFrame
+    columns: Columns
     unknown: list[list[str]]
     started: float
     fields: list[str] = field(default_factory=list)
@@ -169,13 +180,16 @@ class ModelSlot:
         err = exc.as_dict() if isinstance(exc, models.ModelRefused) else {"kind": "load", "message": str(exc)}
         return {**err, "at": datetime.now(UTC).isoformat()}
 
-    def predict(self, frame: pd.DataFrame) -> dict[str, Any]:
-        """Scores of the frame's rows and the version that made them (``None``: slot empty)."""
+    async def predict(self, columns: dict[str, Any]) -> dict[str, Any]:
+        """Scores of the rows and the version that made them (``None``: slot empty).
+
+        A coroutine on purpose: it runs on the replica's event loop. A batch is scored in about
+        a millisecond, less than a hop to Serve's thread pool and back would cost."""
         model = self.model  # one read: a swap during the call does not mix versions
         if model is None:
             return {"version": None, "scores": None, "seconds": 0.0}
         started = time.perf_counter()
-        scores = model.predict(frame)
+        scores = model.predict(columns)
         return {"version": model.version, "scores": scores, "seconds": time.perf_counter() - started}
 
     async def load(
@@ -264,16 +278,14 @@ class Ingress:
         """Open the feature store and run one lookup now, so the first request does not pay
         Feast's imports and registry load (seconds). A store that is not ready yet (no features
         applied) is retried on each request until it is."""
-        import pandas as pd
-
         try:
             from tasks import feature_store
             from tasks.features import TABLES
 
             names = feature_store.feature_names(self.settings)
-            now = pd.Timestamp.now(tz="UTC")
+            now = datetime.now(UTC)
             probe = {"customer_id": [0], "merchant_id": [0], "amount": [1.0], self.contract.timestamp: [now]}
-            feature_store.online_features(self.settings, pd.DataFrame(probe))
+            feature_store.online_columns(self.settings, probe)
             stored = {f: t.entity for t in TABLES for f in t.features}
             self._entity_of = {f: stored.get(f) for f in names}
             self._features = names
@@ -282,10 +294,9 @@ class Ingress:
             self.features_error = f"{type(exc).__name__}: {exc}"
             log.warning("feature store not ready: %s", self.features_error)
 
-    def _lookup(self, rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[list[str]]]:
+    def _lookup(self, rows: list[dict[str, Any]]) -> tuple[Columns, list[list[str]]]:
         """The batch's request rows joined with their online features; unknown entities per row."""
         import numpy as np
-        import pandas as pd
 
         from tasks import feature_store
         from tasks.features import TABLES
@@ -294,24 +305,23 @@ class Ingress:
             self._warm_features()
             if self._features is None:
                 raise Unavailable("features", f"online features unavailable: {self.features_error}")
-        request = pd.DataFrame(rows)
+        request = {name: [row[name] for row in rows] for name in rows[0]}
         try:
-            feats = feature_store.online_features(self.settings, request)
+            feats = feature_store.online_columns(self.settings, request)
         except Exception as exc:
             raise Unavailable(
                 "features", f"online feature lookup failed: {type(exc).__name__}: {exc}"
             ) from exc
-        found = {t.entity: feats[f"{t.entity}_found"].to_numpy(dtype=bool) for t in TABLES}
+        found = {t.entity: feats[f"{t.entity}_found"] for t in TABLES}
         any_unknown = ~np.logical_and.reduce(list(found.values()))
         for name, value in self.cfg.unknown_entity_defaults.items():
             if name not in feats:
                 continue
             entity = self._entity_of.get(name)
             rows_unknown = ~found[entity] if entity else any_unknown
-            feats.loc[rows_unknown & feats[name].isna().to_numpy(), name] = float(value)
-        unknown = [[e for e in found if not found[e][i]] for i in range(len(request))]
-        frame = pd.concat([request.reset_index(drop=True), feats.reset_index(drop=True)], axis=1)
-        return frame, unknown
+            feats[name][rows_unknown & np.isnan(feats[name])] = float(value)
+        unknown = [[e for e in found if not found[e][i]] for i in range(len(rows))]
+        return {**request, **feats}, unknown
 
     # --- the batch pipeline -----------------------------------------------------------------
 
@@ -321,13 +331,13 @@ class Ingress:
 
     async def _prepare(self, items: list[Pending]) -> Batch:
         started = time.perf_counter()
-        frame, unknown = await asyncio.to_thread(self._lookup, [it.row for it in items])
+        columns, unknown = await asyncio.to_thread(self._lookup, [it.row for it in items])
         self.metrics.stage_latency.labels("features").observe(time.perf_counter() - started)
-        return Batch(frame=frame, unknown=unknown, started=started)
+        return Batch(columns=columns, unknown=unknown, started=started)
 
-    async def _call_slot(self, slot: str, frame: pd.DataFrame) -> tuple[str | None, np.ndarray | None]:
+    async def _call_slot(self, slot: str, columns: Columns) -> tuple[str | None, np.ndarray | None]:
         started = time.perf_counter()
-        out = await self.slots[slot].predict.remote(frame)
+        out = await self.slots[slot].predict.remote(columns)
         self.metrics.stage_latency.labels(f"model_{slot}").observe(time.perf_counter() - started)
         self.metrics.stage_latency.labels(f"compute_{slot}").observe(out["seconds"])
         return out["version"], out["scores"]
@@ -350,7 +360,11 @@ class Ingress:
         versions: list[str | None] = [None] * n
         routes = np.where(to_challenger, CHALLENGER, CHAMPION).astype(object)
         idx = {CHAMPION: np.flatnonzero(~to_challenger), CHALLENGER: np.flatnonzero(to_challenger)}
-        calls = {s: self._call_slot(s, batch.frame.iloc[i]) for s, i in idx.items() if len(i)}
+        calls = {
+            s: self._call_slot(s, batch.columns if len(i) == n else _take(batch.columns, i))
+            for s, i in idx.items()
+            if len(i)
+        }
         outcomes = dict(
             zip(calls, await asyncio.gather(*calls.values(), return_exceptions=True), strict=True)
         )
@@ -369,7 +383,7 @@ class Ingress:
             idx[CHAMPION] = np.arange(n)
             routes[:] = CHAMPION
             outcomes[CHAMPION] = await asyncio.gather(
-                self._call_slot(CHAMPION, batch.frame), return_exceptions=True
+                self._call_slot(CHAMPION, batch.columns), return_exceptions=True
             )
             outcomes[CHAMPION] = outcomes[CHAMPION][0]
             outcomes.pop(CHALLENGER)
@@ -442,7 +456,7 @@ class Ingress:
 
         scores, done = scored.scores, scored.done
 
-        frame = batch.frame if rows is None else batch.frame.iloc[rows]
+        columns = batch.columns if rows is None else _take(batch.columns, rows)
         chosen = items if rows is None else [items[i] for i in rows]
         first = {
             "request_id": [it.request_id for it in chosen],
@@ -455,7 +469,7 @@ class Ingress:
             "threshold": self.cfg.threshold,
             "latency_ms": [(done - it.arrived) * 1000.0 for it in chosen],
         }
-        self.writer.append(frame, first)
+        self.writer.append(columns, first)
 
     def _mirror(self, items: list[Pending], batch: Batch, rows: np.ndarray) -> None:
         """Score the champion's rows on the challenger too, in the background: logged, never returned."""
@@ -466,7 +480,7 @@ class Ingress:
         async def mirror() -> None:
             async with self._shadow_slots:
                 try:
-                    version, scores = await self._call_slot(CHALLENGER, batch.frame.iloc[rows])
+                    version, scores = await self._call_slot(CHALLENGER, _take(batch.columns, rows))
                 except Exception as exc:  # noqa: BLE001 - shadow failures are counted, never raised
                     self.metrics.errors.labels(items[0].endpoint, "shadow", "shadow").inc(len(rows))
                     log.warning("shadow scoring failed: %s", exc)
@@ -712,7 +726,7 @@ class Ingress:
         except Unavailable as exc:
             return _json({"error": str(exc), "kind": exc.kind}, 503)
         try:
-            version, scores = await self._call_slot(slot, batch.frame)
+            version, scores = await self._call_slot(slot, batch.columns)
         except Exception as exc:  # noqa: BLE001 - a smoke test reports the model's failure
             self.metrics.errors.labels("smoke", "model", slot).inc(len(rows))
             return _json(

@@ -2,10 +2,11 @@
 
 Why not ``@serve.batch``: it forms the next batch as soon as the previous one is handed off,
 before that one has finished (its semaphore limits execution, not formation), so a batch is what
-arrives within ``batch_wait_timeout_s``. The online store costs ~10 ms per call whatever the rows,
-so a short timeout runs many one-row batches and collapses under load (200 rps: batches of 1,
-p50 seconds), while a timeout near the fixed cost holds up under load but makes every request
-wait it when traffic is light (``benchmarks/serving.py`` measures both). Here a batch is
+arrives within ``batch_wait_timeout_s``. A batch has a fixed cost whatever its rows (the online
+store read, the hop to the model replica: milliseconds here), so a short timeout runs many
+one-row batches and collapses under load, while a timeout near the fixed cost holds up under
+load but makes every request wait it when traffic is light (``benchmarks/serving.py`` compares
+both on a synthetic stage). Here a batch is
 everything that queued while the previous batch's first stage ran: one row at once when idle (no
 added wait), more under load (the fixed cost shared), with no timeout to tune. The second stage
 (model calls, logging, replies) runs while the next batch's first stage does, so the online store

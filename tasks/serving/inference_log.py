@@ -31,7 +31,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 PREDICTIONS = "predictions"
 LABELS = "labels"
 TIME = "timestamp"
+COMPACT_SECONDS = 0.5
+"""How often the writer thread folds newly appended rows into a frame (see ``_compact``)."""
 LABELED_AT = "labeled_at"
 LABEL_COLUMNS = ("request_id", "transaction_id", "label", LABELED_AT)
 _PARTITION = re.compile(r"date=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/")
@@ -106,7 +108,9 @@ class InferenceLogWriter:
         self.cfg = settings.serving.inference_log
         self.base_uri = predictions_uri(settings)
         self.writer_id = re.sub(r"[^A-Za-z0-9_-]", "_", writer_id or f"{os.getpid()}-{uuid.uuid4().hex[:6]}")
-        self._chunks: list[tuple[pd.DataFrame, dict[str, Any] | None]] = []
+        self._chunks: list[tuple[pd.DataFrame | Mapping[str, Any], dict[str, Any] | None]] = []
+        self._compacted: list[pd.DataFrame] = []
+        """Chunks already folded into frames by ``_compact``, oldest first."""
         self._rows = 0
         self._oldest: float | None = None
         self._buffer_lock = threading.Lock()
@@ -122,19 +126,20 @@ class InferenceLogWriter:
         self._thread = threading.Thread(target=self._run, name="inference-log-writer", daemon=True)
         self._thread.start()
 
-    def append(self, frame: pd.DataFrame, first: dict[str, Any] | None = None) -> bool:
-        """Queue rows for writing; never waits on storage. ``first``: columns (name -> one value
-        or one per row) put before the frame's own when the rows are written, so the request
-        path does not pay for joining them. False when the buffer is full and the rows were
-        dropped (counted in ``rows_dropped``)."""
-        if frame.empty:
+    def append(self, frame: pd.DataFrame | Mapping[str, Any], first: dict[str, Any] | None = None) -> bool:
+        """Queue rows (a frame, or equal-length columns) for writing; never waits on storage.
+        ``first``: columns (name -> one value or one per row) put before the rows' own when they
+        are written, so the request path does not pay for joining them (nor for a DataFrame).
+        False when the buffer is full and the rows were dropped (counted in ``rows_dropped``)."""
+        rows = len(frame) if hasattr(frame, "columns") else len(next(iter(frame.values()), ()))
+        if not rows:
             return True
         with self._buffer_lock:
-            if self._rows + len(frame) > self.cfg.max_buffer_rows:
-                self.rows_dropped += len(frame)
+            if self._rows + rows > self.cfg.max_buffer_rows:
+                self.rows_dropped += rows
                 return False
             self._chunks.append((frame, first))
-            self._rows += len(frame)
+            self._rows += rows
             if self._oldest is None:
                 self._oldest = time.monotonic()
             full = self._rows >= self.cfg.flush_rows
@@ -157,10 +162,29 @@ class InferenceLogWriter:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(timeout=min(self.cfg.flush_seconds, 1.0))
+            self._wake.wait(timeout=min(self.cfg.flush_seconds, COMPACT_SECONDS))
             self._wake.clear()
             if self._due():
                 self.flush()
+            else:
+                self._compact()
+
+    def _compact(self) -> None:
+        """Fold the chunks appended since the last pass into one frame, a few hundred rows at a
+        time, so that a flush only concatenates frames. Built all at once, a flush of 5000
+        one-row chunks held the GIL long enough to stall the request path by a third of a second."""
+        with self._flush_lock:
+            with self._buffer_lock:
+                chunks, self._chunks = self._chunks, []
+            if not chunks:
+                return
+            try:
+                frame = _combine(chunks)
+            except Exception:  # noqa: BLE001 - left for flush, which reports it
+                with self._buffer_lock:
+                    self._chunks = chunks + self._chunks
+                return
+            self._compacted.append(frame)
 
     def flush(self) -> int:
         """Write everything buffered now; returns the rows written (0 on failure: kept for retry)."""
@@ -170,13 +194,11 @@ class InferenceLogWriter:
             with self._buffer_lock:
                 chunks, self._chunks = self._chunks, []
                 rows, self._rows, self._oldest = self._rows, 0, None
-            if not chunks:
+            compacted, self._compacted = self._compacted, []
+            if not chunks and not compacted:
                 return 0
             try:
-                frames = [
-                    pd.concat([pd.DataFrame(first, index=f.index), f], axis=1) if first else f
-                    for f, first in chunks
-                ]
+                frames = [*compacted, _combine(chunks)] if chunks else compacted
                 frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
                 name = f"part-{time.time_ns()}-{self.writer_id}-{next(self._seq):06d}.parquet"
                 uris = _write_hourly(self.base_uri, frame, TIME, name)
@@ -184,6 +206,7 @@ class InferenceLogWriter:
                 self.flush_errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("inference log: flush of %d rows failed (kept for retry): %s", rows, exc)
+                self._compacted = compacted + self._compacted
                 with self._buffer_lock:
                     self._chunks = chunks + self._chunks
                     self._rows += rows
@@ -211,6 +234,35 @@ class InferenceLogWriter:
             "flush_errors": self.flush_errors,
             "last_error": self.last_error,
         }
+
+
+def _combine(chunks: list[tuple[pd.DataFrame | Mapping[str, Any], dict[str, Any] | None]]) -> pd.DataFrame:
+    """One frame from the buffered chunks, column by column: thousands of one-row chunks become
+    one DataFrame in tens of milliseconds, where a frame per chunk took seconds of a flush
+    thread holding the GIL (and stalled the request path with it)."""
+    import numpy as np
+    import pandas as pd
+
+    parts: dict[str, list[Any]] = {}
+    for chunk, first in chunks:
+        n = len(chunk) if isinstance(chunk, pd.DataFrame) else len(next(iter(chunk.values()), ()))
+        own = {c: chunk[c].to_numpy() for c in chunk.columns} if isinstance(chunk, pd.DataFrame) else chunk
+        for name, values in {**(first or {}), **own}.items():
+            if isinstance(values, (list, tuple, np.ndarray, pd.Series)):
+                piece = np.asarray(values) if not isinstance(values, list) else values
+            else:
+                piece = [values] * n  # one value for every row
+            parts.setdefault(name, []).append(piece)
+    if any(len(pieces) != len(chunks) for pieces in parts.values()):
+        raise ValueError("inference log chunks disagree on their columns")
+    columns = {}
+    for name, pieces in parts.items():
+        kinds = {p.dtype.kind if isinstance(p, np.ndarray) else "list" for p in pieces}
+        if len(kinds) == 1 and kinds <= set("fiubmM"):  # one numeric or time kind: as arrays
+            columns[name] = np.concatenate(pieces)
+        else:
+            columns[name] = [v for p in pieces for v in (p.tolist() if isinstance(p, np.ndarray) else p)]
+    return pd.DataFrame(columns)
 
 
 def write_labels(

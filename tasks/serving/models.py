@@ -6,17 +6,18 @@ service serving fetches (``feast.service``) and takes no input serving cannot gi
 else raises ``ModelRefused`` with a kind the control API maps to a status code; the slot that
 asked keeps the model it had.
 
-Scoring calls the model's Python object directly (``FraudModel.predict``) on a frame already typed
-as its signature says: MLflow's pyfunc schema enforcement costs more than the model itself on one
-row, and the frame is built here to the signature anyway.
+Scoring calls the model's Python object directly (``FraudModel.score``) on arrays already typed as
+its signature says: MLflow's pyfunc schema enforcement and pandas cost more than the model itself
+on one row, and the input is built here to the signature anyway.
 """
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,31 +55,39 @@ class LoadedModel:
     columns: list[str]
     numeric: list[str]
     path: Path
-    predict_fn: Callable[[pd.DataFrame], Any]
+    predict_fn: Callable[[dict[str, np.ndarray]], Any]
+    """Scores of typed input columns (``inputs``)."""
     loaded_at: float = field(default_factory=time.time)
 
-    def frame(self, scoring: pd.DataFrame) -> pd.DataFrame:
-        """The model's input: its signature's columns, numbers as float64, others as objects."""
+    def inputs(self, scoring: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """The model's input columns from the request rows joined with their features (a frame or
+        equal-length arrays): its signature's columns, numbers as float64 (missing as NaN), the
+        others as strings or ``None``, the way ``tasks.models.base.model_input`` types them."""
         import numpy as np
-        import pandas as pd
 
         numeric = set(self.numeric)
-        data = {
-            c: scoring[c].to_numpy(dtype="float64", na_value=np.nan)
-            if c in numeric
-            else scoring[c].to_numpy()
-            for c in self.columns
-        }
-        return pd.DataFrame(data, index=scoring.index, columns=self.columns, copy=False)
+        out: dict[str, np.ndarray] = {}
+        for c in self.columns:
+            values = scoring[c]
+            if c in numeric:
+                out[c] = np.asarray(values, dtype="float64")
+            else:
+                out[c] = np.array([_category(v) for v in values], dtype=object)
+        return out
 
-    def predict(self, scoring: pd.DataFrame) -> np.ndarray:
+    def frame(self, scoring: Mapping[str, Any]) -> pd.DataFrame:
+        """The model's input as a frame (what ``mlflow models serve`` takes)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.inputs(scoring), columns=self.columns)
+
+    def predict(self, scoring: Mapping[str, Any]) -> np.ndarray:
         import numpy as np
 
-        scores = np.asarray(self.predict_fn(self.frame(scoring)), dtype="float64").reshape(-1)
-        if len(scores) != len(scoring):
-            raise RuntimeError(
-                f"model version {self.version} returned {len(scores)} scores for {len(scoring)} rows"
-            )
+        n = len(scoring) if hasattr(scoring, "columns") else len(next(iter(scoring.values()), ()))
+        scores = np.asarray(self.predict_fn(self.inputs(scoring)), dtype="float64").reshape(-1)
+        if len(scores) != n:
+            raise RuntimeError(f"model version {self.version} returned {len(scores)} scores for {n} rows")
         if not np.all(np.isfinite(scores)):
             raise RuntimeError(f"model version {self.version} returned non-finite scores")
         return scores
@@ -198,7 +207,7 @@ def load(
             columns=columns,
             numeric=numeric,
             path=folder,
-            predict_fn=_predictor(model),
+            predict_fn=_predictor(model, columns),
         )
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
@@ -220,14 +229,25 @@ def _signature_columns(model: Any) -> tuple[list[str], list[str]]:
     return names, numeric
 
 
-def _predictor(model: Any) -> Callable[[pd.DataFrame], Any]:
-    """The fastest correct way to score a frame already shaped to the signature."""
+def _category(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):  # missing
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def _predictor(model: Any, columns: list[str]) -> Callable[[dict[str, np.ndarray]], Any]:
+    """The fastest correct way to score typed input columns: a ``FraudModel`` straight from the
+    arrays (``score``), any other pyfunc through a frame."""
     import inspect
+
+    import pandas as pd
 
     try:
         python_model = model.unwrap_python_model()
     except Exception:  # noqa: BLE001 - not a PythonModel flavor: go through pyfunc
-        return model.predict
+        return lambda inputs: model.predict(pd.DataFrame(inputs, columns=columns))
+    if callable(getattr(python_model, "score", None)):
+        return python_model.score
     if "context" in inspect.signature(python_model.predict).parameters:
-        return lambda frame: python_model.predict(None, frame)
-    return python_model.predict
+        return lambda inputs: python_model.predict(None, pd.DataFrame(inputs, columns=columns))
+    return lambda inputs: python_model.predict(pd.DataFrame(inputs, columns=columns))

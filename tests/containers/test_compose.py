@@ -24,6 +24,7 @@ import yaml
 from packaging.utils import canonicalize_name
 
 from config import read_config
+from tasks import serve
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yaml"
@@ -537,6 +538,10 @@ def test_ray_head_serves_from_the_serve_image():
     assert "ray start --head" in text and "--dashboard-host=0.0.0.0" in text
     assert "serve start --http-host 0.0.0.0 --http-port 8000" in text
     assert environment("ray-head")["AIRLOOP_PROFILE"] == "production"
+    production = read_config("production", {"POSTGRES_PASSWORD": "x"})
+    assert serve.serve_env(production).items() <= environment("ray-head").items(), (
+        "the Ray head must run Serve in the mode config/production.yaml asks for"
+    )
     assert "localhost:8000/-/healthz" in " ".join(argv(spec["healthcheck"]["test"]))
 
 

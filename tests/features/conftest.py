@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -59,3 +60,35 @@ def fresh_store(settings):
     feature_store.forget_stores()
     yield settings
     feature_store.forget_stores()
+
+
+def assert_matches_feast(settings, requests: pd.DataFrame) -> None:
+    """``online_columns`` (our direct read of the online store) returns exactly what Feast's own
+    ``get_online_features`` returns for the same rows: every feature service value, on-demand
+    features included, and NaN wherever Feast has no value."""
+    from feature_repo.definitions import REQUEST_TIME
+    from tasks import feature_store
+    from tasks.features import unix_seconds
+
+    rows = {
+        "customer_id": requests["customer_id"].astype("int64").tolist(),
+        "merchant_id": requests["merchant_id"].astype("int64").tolist(),
+        "amount": requests["amount"].astype("float64").tolist(),
+        REQUEST_TIME: unix_seconds(requests["event_timestamp"]).tolist(),
+    }
+    store = feature_store.get_store(settings)
+    service = store.get_feature_service(settings.feast.service)
+    reference = store.get_online_features(features=service, entity_rows=rows).to_dict()
+    # the serving path hands over plain columns: ints, floats and datetime objects
+    columns = {
+        "customer_id": rows["customer_id"],
+        "merchant_id": rows["merchant_id"],
+        "amount": rows["amount"],
+        "event_timestamp": [t.to_pydatetime() for t in requests["event_timestamp"]],
+    }
+    ours = feature_store.online_columns(settings, columns)
+    names = feature_store.feature_names(settings)
+    assert list(ours)[: len(names)] == names
+    for name in names:
+        expected = np.array([np.nan if v is None else v for v in reference[name]], dtype="float64")
+        np.testing.assert_array_equal(ours[name], expected, err_msg=name)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from tasks import feature_store, features
-from tests.features.conftest import brute_force, events, land
+from tests.features.conftest import assert_matches_feast, brute_force, events, land
 
 pytestmark = pytest.mark.slow
 
@@ -131,6 +131,26 @@ def test_unknown_keys_come_back_as_explicit_missing_values(fresh_store):
     assert online.loc[1, list(features.CUSTOMER_ACTIVITY.features)].isna().all()
     assert online[list(features.MERCHANT_RISK.features)].isna().all().all()
     assert np.isnan(online.loc[1, "seconds_since_last_txn"])
+
+
+def test_direct_online_read_returns_what_feast_returns(fresh_store):
+    """Serving reads the online store directly (``online_columns``); for known, unknown and
+    repeated keys, and a zero amount, it must give Feast's ``get_online_features`` values."""
+    settings = fresh_store
+    _cycle(settings, 0, 1)
+    history = events(settings)
+    known = history.drop_duplicates("customer_id").head(20)
+    customers = [*known["customer_id"], 10**9, int(known["customer_id"].iloc[0])]
+    merchants = [*known["merchant_id"], int(known["merchant_id"].iloc[0]), 10**9]
+    requests = pd.DataFrame(
+        {
+            "customer_id": customers,
+            "merchant_id": merchants,
+            "amount": [0.0, *np.linspace(1, 900, len(customers) - 1)],
+            "event_timestamp": history["event_timestamp"].max() + pd.Timedelta("7min"),
+        }
+    )
+    assert_matches_feast(settings, requests)
 
 
 def test_training_and_serving_agree_for_the_same_entity_and_time(fresh_store):

@@ -67,3 +67,22 @@ def test_refresh_without_new_batches_rewrites_nothing(settings):
     again = features.refresh(settings)
     assert first["rows"]["customer_activity"] > 0
     assert again == {"batches": [], "dates": [], "rows": {}, "start": None, "end": None}
+
+
+def test_unix_seconds_of_datetimes_equals_the_pandas_conversion():
+    """Serving converts plain datetimes without pandas; it must agree to the last bit with the
+    conversion of the feature tables and training sets (naive = UTC, missing = NaN)."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    values = [
+        datetime(2026, 1, 1, 12, 0, 0, 123457, tzinfo=UTC),
+        None,
+        pd.Timestamp("2026-03-01T00:00:00.5Z"),
+        pd.NaT,
+        datetime(2026, 1, 1, 3, 4, 5),
+        datetime(2026, 6, 1, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=-7))),
+    ]
+    fast = features.unix_seconds(values)
+    reference = features.unix_seconds(pd.Series(values, dtype=object)).to_numpy()
+    np.testing.assert_array_equal(fast, reference)
+    assert np.isnan(fast[1]) and np.isnan(fast[3]) and fast[0] == 1767268800.123457

