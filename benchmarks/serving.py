@@ -332,35 +332,15 @@ RAY, FLOOR = "ray serve /score", "ray serve no-op floor"
 
 def deploy_floor(settings: Any) -> str:
     """The named baseline for what Ray Serve itself costs here: an application of the same shape
-    (FastAPI ingress -> one call to a model deployment) that does no work, in the same Serve
-    instance and mode as airloop's. Its latency is the floor any Serve application pays on this
+    (FastAPI ingress -> one call to a model deployment) that does no work
+    (``benchmarks/serve_floor.py``), in the same Serve instance and mode as airloop's (no CPUs
+    reserved, so it fits beside it). Its latency is the floor any Serve application pays on this
     machine; airloop's minus it is what features, models, routing and logging cost."""
-    import numpy as np
-    from fastapi import FastAPI, Request
-    from fastapi.responses import Response
     from ray import serve
 
-    api = FastAPI()
-    body = b'{"score":0.0}'
+    from benchmarks.serve_floor import app
 
-    @serve.deployment(name="floor_model", ray_actor_options={"num_cpus": settings.serving.replica_cpus})
-    class FloorModel:
-        async def predict(self, columns: dict[str, Any]) -> dict[str, Any]:
-            return {"version": "0", "scores": np.zeros(len(columns["amount"])), "seconds": 0.0}
-
-    @serve.deployment(name="floor_ingress", ray_actor_options={"num_cpus": settings.serving.replica_cpus})
-    @serve.ingress(api)
-    class FloorIngress:
-        def __init__(self, model: Any) -> None:
-            self.model = model
-
-        @api.post("/score")
-        async def score(self, request: Request) -> Response:
-            row = json.loads(await request.body())
-            await self.model.predict.remote({"amount": [row["amount"]]})
-            return Response(body, media_type="application/json")
-
-    serve.run(FloorIngress.bind(FloorModel.bind()), name=FLOOR_APP, route_prefix=FLOOR_ROUTE)
+    serve.run(app, name=FLOOR_APP, route_prefix=FLOOR_ROUTE)
     return f"{settings.serving.url}{FLOOR_ROUTE}/score"
 
 

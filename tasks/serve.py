@@ -32,6 +32,14 @@ def _say(msg: str) -> None:
     print(f"[serve] {msg}", flush=True)
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def serve_env(settings: Settings) -> dict[str, str]:
     """Ray Serve's mode, for every Ray process (controller, HAProxy manager, replicas); a Ray
     cluster's head sets the same (``docker-compose.yaml`` ``ray-head``).
@@ -63,6 +71,11 @@ def start(settings: Settings, **ray_init: Any) -> str:
     Deploying again over a running application updates it in place.
     """
     os.environ.update(process_env(settings))
+    if settings.serving.throughput_optimized and settings.serving.ray_address is None:
+        # HAProxy's stats and Prometheus listeners default to fixed ports (8404, 9101): a second
+        # local Serve on the machine (the tests, a benchmark beside the stack) could not bind them.
+        for var in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
+            os.environ.setdefault(var, str(_free_port()))
     import ray
     from ray import serve
 

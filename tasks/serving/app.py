@@ -4,10 +4,12 @@
                                └─▶ ModelSlot "challenger"  (canary share, shadow mirror, smoke tests)
 
 Ingress, per request: validate the transaction against the data contract (422 naming the field),
-queue it for the next batch (``batching.MicroBatcher``), and for the batch: one online-store call
-for every row's features (``tasks.feature_store.online_features``), unknown entities scored with
+queue it for the next batch (``batching.MicroBatcher``), and for the batch: one online-store read
+per feature view for every row's features (``tasks.feature_store.online_columns``; the batch
+stays columns of arrays, no DataFrame on the request path), unknown entities scored with
 ``serving.unknown_entity_defaults`` and flagged, a route drawn per row by the challenger weight,
-one call per slot for its rows, the challenger's rows falling back to the champion if it fails
+one call per slot for its rows (up to ``serving.max_batches_in_flight`` batches' calls under
+way at once), the challenger's rows falling back to the champion if it fails
 (the caller never sees a challenger error), the champion's rows mirrored to the challenger when
 shadow mode is on (logged, never returned), every prediction appended to the inference log
 (``inference_log``) and counted in the Prometheus metrics (``metrics``).
@@ -261,7 +263,7 @@ class Ingress:
             self._finish,
             max_batch_size=self.cfg.max_batch_size,
             wait_s=self.cfg.batch_wait_ms / 1000.0,
-            max_in_flight=1,
+            max_in_flight=self.cfg.max_batches_in_flight,
             on_batch=self._on_batch,
         )
         self._shadow_slots = asyncio.Semaphore(SHADOW_MAX_IN_FLIGHT)
