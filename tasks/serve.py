@@ -72,9 +72,15 @@ def start(settings: Settings, **ray_init: Any) -> str:
     """
     os.environ.update(process_env(settings))
     if settings.serving.throughput_optimized and settings.serving.ray_address is None:
-        # HAProxy's stats and Prometheus listeners default to fixed ports (8404, 9101): a second
-        # local Serve on the machine (the tests, a benchmark beside the stack) could not bind them.
-        for var in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
+        # HAProxy's stats and Prometheus listeners and Serve's fallback proxy default to fixed
+        # ports (8404, 9101, 8500, 9500): a second local Serve on the machine (the tests, a
+        # benchmark beside the stack) could not bind them.
+        for var in (
+            "RAY_SERVE_HAPROXY_STATS_PORT",
+            "RAY_SERVE_HAPROXY_METRICS_PORT",
+            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT",
+            "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT",
+        ):
             os.environ.setdefault(var, str(_free_port()))
     import ray
     from ray import serve
