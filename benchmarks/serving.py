@@ -39,24 +39,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tasks.serve import free_port
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 START = "2026-01-01T00:00:00+00:00"
+
 GOAL_P50_MS, GOAL_P99_MS, GOAL_RATE, GOAL_THROUGHPUT_RATIO = 3.0, 10.0, 200, 1.5
 
 
 def _say(msg: str) -> None:
     print(f"[bench] {msg}", flush=True)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -77,8 +72,8 @@ def prepare(home: Path, hours: int, rows: int) -> tuple[Any, str, Any]:
 
     env = {
         "AIRLOOP_HOME": str(home),
-        "AIRLOOP__MLFLOW__PORT": str(_free_port()),
-        "AIRLOOP__SERVING__PORT": str(_free_port()),
+        "AIRLOOP__MLFLOW__PORT": str(free_port()),
+        "AIRLOOP__SERVING__PORT": str(free_port()),
         "AIRLOOP__SIMULATE__BATCH_MINUTES": "120",
         "AIRLOOP__TRAIN__FAMILIES": "[xgboost]",
         "AIRLOOP__TRAIN__XGBOOST__GRID__MAX_DEPTH": "[6]",
@@ -285,7 +280,7 @@ async def _closed_loop(url: str, bodies: list[bytes], concurrency: int, seconds:
 def start_mlflow_serve(settings: Any, version: str) -> tuple[subprocess.Popen[bytes], str, Path]:
     import requests
 
-    port = _free_port()
+    port = free_port()
     log = Path(tempfile.mkstemp(prefix="mlflow-serve-", suffix=".log")[1])
     from config import PROJECT_ROOT
 
@@ -327,7 +322,7 @@ def start_mlflow_serve(settings: Any, version: str) -> tuple[subprocess.Popen[by
 
 
 FLOOR_APP, FLOOR_ROUTE = "floor", "/floor"
-RAY, FLOOR = "ray serve /score", "ray serve no-op floor"
+MLFLOW, RAY, FLOOR = "mlflow models serve", "ray serve /score", "ray serve no-op floor"
 
 
 def deploy_floor(settings: Any) -> str:
@@ -485,11 +480,11 @@ def run(args: argparse.Namespace, settings: Any, version: str, events: Any) -> d
         floor_url = deploy_floor(settings)
         _say("servers up (Ray Serve's score equals the in-process model's); measuring")
         targets = {
-            "mlflow models serve": f"{mlflow_url}/invocations",
+            MLFLOW: f"{mlflow_url}/invocations",
             FLOOR: floor_url,
             RAY: f"{url}/score",
         }
-        bodies = {"mlflow models serve": mlflow_bodies, FLOOR: ray_bodies, RAY: ray_bodies}
+        bodies = {MLFLOW: mlflow_bodies, FLOOR: ray_bodies, RAY: ray_bodies}
         for name, target in targets.items():  # warm up
             asyncio.run(_closed_loop(target, bodies[name], 4, 3.0, name))
         runs: dict[str, list[Load]] = {name: [] for name in targets}
@@ -509,7 +504,7 @@ def run(args: argparse.Namespace, settings: Any, version: str, events: Any) -> d
 
 def report(args: argparse.Namespace, result: dict[str, Any]) -> None:
     local, rates, stages, runs = result["local"], result["rates"], result["stages"], result["runs"]
-    mlflow_runs, ray_runs, floor_runs = runs["mlflow models serve"], runs[RAY], runs[FLOOR]
+    mlflow_runs, ray_runs, floor_runs = runs[MLFLOW], runs[RAY], runs[FLOOR]
     mode = "throughput-optimized behind HAProxy" if args.throughput_optimized else "default proxy"
     print()
     print(f"Ray Serve mode: {mode}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import threading
 import time
 from datetime import UTC, datetime
 
@@ -177,8 +178,29 @@ def train_deploy_and_serve(
             "which check failed); land more batches with `make demo` and train again"
         )
     _say("==> 6/7 deploying: the registered model triggered the deploy DAG")
-    for deploy in wait_for_runs(client, "deploy", since, args.timeout):
-        _say(_run_line(deploy))
+    # Shadow and canary steps are judged on live traffic: play it while the deploy run holds them
+    # (a first model goes live right after its smoke test and needs none).
+    during = threading.Event()
+    player = threading.Thread(
+        target=traffic.play,
+        args=(settings,),
+        kwargs={
+            "rate": 20,
+            "seconds": args.timeout,
+            "label_delay": 5.0,
+            "progress": None,
+            "stop": during,
+            "first_index": traffic.FIRST_INDEX + 10_000,  # transaction ids apart from step 7's
+        },
+        daemon=True,
+    )
+    player.start()
+    try:
+        for deploy in wait_for_runs(client, "deploy", since, args.timeout):
+            _say(_run_line(deploy))
+    finally:
+        during.set()
+        player.join(timeout=30)
     _say(f"==> 7/7 live traffic for {args.traffic_seconds:.0f} s (labels posted 5 s after each answer)")
     stats = traffic.play(
         settings,

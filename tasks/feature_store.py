@@ -242,10 +242,6 @@ def _service_and_names(settings: Settings) -> tuple[Any, list[str]]:
     return service, names
 
 
-def _feature_service(settings: Settings) -> Any:
-    return _service_and_names(settings)[0]
-
-
 def training_set(settings: Settings, events: pd.DataFrame) -> pd.DataFrame:
     """Point-in-time-correct features for labelled events, in the events' order.
 

@@ -32,7 +32,8 @@ def _say(msg: str) -> None:
     print(f"[serve] {msg}", flush=True)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port nothing listens on now (for listeners a second local instance would clash on)."""
     import socket
 
     with socket.socket() as sock:
@@ -81,7 +82,7 @@ def start(settings: Settings, **ray_init: Any) -> str:
             "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT",
             "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT",
         ):
-            os.environ.setdefault(var, str(_free_port()))
+            os.environ.setdefault(var, str(free_port()))
     import ray
     from ray import serve
 

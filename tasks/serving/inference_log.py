@@ -131,7 +131,7 @@ class InferenceLogWriter:
         ``first``: columns (name -> one value or one per row) put before the rows' own when they
         are written, so the request path does not pay for joining them (nor for a DataFrame).
         False when the buffer is full and the rows were dropped (counted in ``rows_dropped``)."""
-        rows = len(frame) if hasattr(frame, "columns") else len(next(iter(frame.values()), ()))
+        rows = _row_count(frame)
         if not rows:
             return True
         with self._buffer_lock:
@@ -193,7 +193,8 @@ class InferenceLogWriter:
         with self._flush_lock:
             with self._buffer_lock:
                 chunks, self._chunks = self._chunks, []
-                rows, self._rows, self._oldest = self._rows, 0, None
+                # still counted as buffered until written: ``buffered`` never reads 0 mid-write
+                rows, self._oldest = self._rows, None
             compacted, self._compacted = self._compacted, []
             if not chunks and not compacted:
                 return 0
@@ -209,10 +210,11 @@ class InferenceLogWriter:
                 self._compacted = compacted + self._compacted
                 with self._buffer_lock:
                     self._chunks = chunks + self._chunks
-                    self._rows += rows
                     self._oldest = time.monotonic()
                 return 0
-            self.rows_written += rows
+            with self._buffer_lock:
+                self._rows -= rows
+                self.rows_written += rows
             self.files_written += len(uris)
             self.last_error = None
             return rows
@@ -236,25 +238,32 @@ class InferenceLogWriter:
         }
 
 
+def _row_count(chunk: pd.DataFrame | Mapping[str, Any]) -> int:
+    return len(chunk) if hasattr(chunk, "columns") else len(next(iter(chunk.values()), ()))
+
+
 def _combine(chunks: list[tuple[pd.DataFrame | Mapping[str, Any], dict[str, Any] | None]]) -> pd.DataFrame:
     """One frame from the buffered chunks, column by column: thousands of one-row chunks become
     one DataFrame in tens of milliseconds, where a frame per chunk took seconds of a flush
-    thread holding the GIL (and stalled the request path with it)."""
+    thread holding the GIL (and stalled the request path with it). A column a chunk lacks is
+    missing (None) in its rows, as ``pd.concat`` would have it."""
     import numpy as np
     import pandas as pd
 
-    parts: dict[str, list[Any]] = {}
+    tables = []
     for chunk, first in chunks:
-        n = len(chunk) if isinstance(chunk, pd.DataFrame) else len(next(iter(chunk.values()), ()))
         own = {c: chunk[c].to_numpy() for c in chunk.columns} if isinstance(chunk, pd.DataFrame) else chunk
-        for name, values in {**(first or {}), **own}.items():
+        tables.append((_row_count(chunk), {**(first or {}), **own}))
+    names = list(dict.fromkeys(name for _, table in tables for name in table))
+    parts: dict[str, list[Any]] = {name: [] for name in names}
+    for n, table in tables:
+        for name in names:
+            values = table.get(name)
             if isinstance(values, (list, tuple, np.ndarray, pd.Series)):
                 piece = np.asarray(values) if not isinstance(values, list) else values
             else:
-                piece = [values] * n  # one value for every row
-            parts.setdefault(name, []).append(piece)
-    if any(len(pieces) != len(chunks) for pieces in parts.values()):
-        raise ValueError("inference log chunks disagree on their columns")
+                piece = [values] * n  # one value for every row (None: a column this chunk lacks)
+            parts[name].append(piece)
     columns = {}
     for name, pieces in parts.items():
         kinds = {p.dtype.kind if isinstance(p, np.ndarray) else "list" for p in pieces}

@@ -84,8 +84,9 @@ class LoadedModel:
     def predict(self, scoring: Mapping[str, Any]) -> np.ndarray:
         import numpy as np
 
-        n = len(scoring) if hasattr(scoring, "columns") else len(next(iter(scoring.values()), ()))
-        scores = np.asarray(self.predict_fn(self.inputs(scoring)), dtype="float64").reshape(-1)
+        inputs = self.inputs(scoring)
+        n = len(inputs[self.columns[0]])
+        scores = np.asarray(self.predict_fn(inputs), dtype="float64").reshape(-1)
         if len(scores) != n:
             raise RuntimeError(f"model version {self.version} returned {len(scores)} scores for {n} rows")
         if not np.all(np.isfinite(scores)):

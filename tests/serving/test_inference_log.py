@@ -80,6 +80,31 @@ def test_writer_flushes_by_size_and_by_time_in_the_background(log_settings):
     assert len(got) == 155
 
 
+def test_columnar_chunks_are_folded_and_written_with_their_leading_columns(tmp_path):
+    """The ingress appends plain columns (one small chunk per batch) with shared values in
+    ``first``; the writer folds them into frames between flushes. A chunk lacking a column gets
+    missing values there, as a frame concatenation would."""
+    settings = _settings(tmp_path, flush_rows=10_000, flush_seconds=3600)
+    writer = InferenceLogWriter(settings)
+    ts = pd.Timestamp("2026-03-03T09:00:00", tz="UTC")
+    for i in range(40):
+        columns = {"transaction_id": [f"t{i}"], "customer_txn_count_7d": np.array([float(i)])}
+        first = {"request_id": [f"c{i}"], "timestamp": ts, "route": ["champion"], "score": np.array([0.25])}
+        assert writer.append(columns, first)
+    writer.append(_predictions("2026-03-03T09:30:00", 3, 1.0, prefix="f").drop(columns=["transaction_id"]))
+    deadline = time.monotonic() + 10
+    while writer._chunks and time.monotonic() < deadline:  # folded by the writer thread
+        time.sleep(0.05)
+    assert writer.buffered == 43 and writer.flush() == 43
+    writer.close()
+    got = inference_log.read_predictions(settings, "2026-03-03", "2026-03-04", labels=False)
+    assert sorted(got["request_id"]) == sorted([f"c{i}" for i in range(40)] + ["f0", "f1", "f2"])
+    columnar = got[got["request_id"].str.startswith("c")].set_index("request_id")
+    assert columnar.loc["c7", "transaction_id"] == "t7" and columnar.loc["c7", "customer_txn_count_7d"] == 7.0
+    assert (columnar["score"] == 0.25).all() and (columnar["route"] == "champion").all()
+    assert got[got["request_id"].str.startswith("f")]["transaction_id"].isna().all()
+
+
 def test_labels_join_by_request_id_then_transaction_id_latest_wins(log_settings):
     writer = InferenceLogWriter(log_settings, writer_id="w3")
     writer.append(_predictions("2026-03-03T10:00:00", 6, 10.0))
