@@ -20,29 +20,31 @@ $(VENV)/.installed: requirements.txt requirements.lock pyproject.toml
 	@echo "==> $(VENV) ready"
 
 demo: setup  ## start the local stack and run the loop on simulated data
-	@$(PY) -m tasks.demo
+	@$(PY) -m tasks.platform.demo
 
-test: setup  ## the whole suite (unit, DAG, integration, end-to-end), then lint
+test: setup  ## lint, type check, then the whole suite (unit, DAG, integration, end-to-end)
 	@$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	@$(BIN)/mypy
 	@$(PY) -m pytest
 
 test-fast: setup  ## everything but the end-to-end tests that start Airflow processes
 	@$(PY) -m pytest -m "not e2e"
 
-lint: setup
+lint: setup  ## ruff and the type checker (mypy: strict on tasks/ and config/)
 	@$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	@$(BIN)/mypy
 
 format: setup
 	@$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
 up: setup  ## start Airflow (api-server, scheduler, dag-processor, triggerer)
-	@$(PY) -m tasks.stack start
+	@$(PY) -m tasks.platform.stack start
 
 down:  ## stop the local stack
-	@$(PY) -m tasks.stack stop
+	@$(PY) -m tasks.platform.stack stop
 
 status:
-	@$(PY) -m tasks.stack status
+	@$(PY) -m tasks.platform.stack status
 
 bench: setup  ## benchmarks: ratios against baselines measured in the same run
 	@$(PY) -m benchmarks.dag_parse

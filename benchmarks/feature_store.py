@@ -4,11 +4,11 @@ Baselines measured in the same run, on the same data and the same online store:
 - materialize: ``FeatureStore.materialize`` (reads the Parquet feature tables through Feast's file
   offline store, keeps each entity's latest row, writes it online) against
   ``write_to_online_store`` of exactly those latest rows (the write alone).
-- lookups: ``tasks.feature_store.online_features`` (the serving path: feature service, request-time
+- lookups: ``tasks.features.store.online_features`` (the serving path: feature service, request-time
   features, found flags) for 1 and 100 keys, p50/p99, SQLite and Redis; the ratio is per key
   against the 1-key call.
 
-- training sets: ``tasks.feature_store.training_set`` (as-of join per view over the partitions in
+- training sets: ``tasks.features.store.training_set`` (as-of join per view over the partitions in
   range, then the service's on-demand view) against Feast's ``get_historical_features`` through the
   dask file offline store for the same events and the same feature service.
 
@@ -74,8 +74,8 @@ def _settings(home: Path, online: dict[str, str], customers: int):
 
 
 def _land(settings, hours: int, rows: int) -> None:
-    from tasks import simulate
-    from tasks.ingest import ingest_batch
+    from tasks.ingest.batches import ingest_batch
+    from tasks.platform import simulate
 
     for index in range(hours):
         df = simulate.generate_batch(settings, "stable", index=index, rows=rows)
@@ -92,7 +92,8 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
 def _bench_store(label: str, settings, changed: dict, repeats: int) -> dict:
     import pandas as pd
 
-    from tasks import feature_store, features
+    from tasks.features import store as feature_store
+    from tasks.features import tables as features
 
     feature_store.forget_stores()
     feature_store.apply(settings)
@@ -155,8 +156,9 @@ def _bench_training_set(settings, n: int) -> dict:
     import pandas as pd
 
     from feature_repo.definitions import REQUEST_TIME
-    from tasks import feature_store, features
-    from tasks.ingest import read_curated
+    from tasks.features import store as feature_store
+    from tasks.features import tables as features
+    from tasks.ingest.batches import read_curated
 
     feature_store.forget_stores()
     feature_store.apply(settings)
@@ -190,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     logging.disable(logging.WARNING)
-    from tasks import features
+    from tasks.features import tables as features
 
     home = Path(tempfile.mkdtemp(prefix="airloop-bench-fs-"))
     try:

@@ -1,10 +1,10 @@
 """Serving speed: the full Ray Serve path against in-process predict and ``mlflow models serve``.
 
 One run, one machine, one model version (a real XGBoost model trained and registered by
-``tasks.train`` on simulated data), measured three ways:
+``tasks.training.run`` on simulated data), measured three ways:
 
 - **in-process**: ``LoadedModel.predict`` of one row (the model alone), and the same with the
-  online feature lookup in front (``tasks.feature_store.online_features`` + predict): the floor of
+  online feature lookup in front (``tasks.features.store.online_features`` + predict): the floor of
   any serving path with and without features;
 - **mlflow models serve** (``--env-manager local``, one worker, the baseline): ``POST /invocations``
   with the model's full input (it cannot fetch features, so the client sends them);
@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.serve import free_port
+from tasks.common.net import free_port
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -67,8 +67,12 @@ def _pct(values: list[float], q: float) -> float:
 def prepare(home: Path, hours: int, rows: int) -> tuple[Any, str, Any]:
     """Simulated hours ingested, features materialized, one XGBoost model trained and registered."""
     from config import read_config
-    from tasks import feature_store, features, simulate, stack, train, training_data
-    from tasks.ingest import ingest_batch, read_curated
+    from tasks.features import store as feature_store
+    from tasks.features import tables as features
+    from tasks.ingest.batches import ingest_batch, read_curated
+    from tasks.platform import simulate, stack
+    from tasks.training import dataset as training_data
+    from tasks.training import run as train
 
     env = {
         "AIRLOOP_HOME": str(home),
@@ -136,7 +140,7 @@ def model_inputs(settings: Any, model: Any, txns: list[dict[str, Any]]) -> Any:
     """What the model takes for each transaction: the online features joined to the request."""
     import pandas as pd
 
-    from tasks import feature_store
+    from tasks.features import store as feature_store
 
     request = pd.DataFrame(txns)
     request["event_timestamp"] = pd.to_datetime(request["event_timestamp"], utc=True)
@@ -157,7 +161,7 @@ def _request_columns(txn: dict[str, Any]) -> dict[str, list[Any]]:
 def in_process(settings: Any, model: Any, txns: list[dict[str, Any]], inputs: Any, n: int) -> dict[str, Any]:
     """The serving path's own calls without Serve: ``LoadedModel.predict`` of one row, and
     ``online_columns`` + predict as the ingress and the model slot run them."""
-    from tasks import feature_store
+    from tasks.features import store as feature_store
 
     rows = [inputs.iloc[[i % len(inputs)]] for i in range(n)]
     for row in rows[:50]:
@@ -452,8 +456,9 @@ def run(args: argparse.Namespace, settings: Any, version: str, events: Any) -> d
     shared machine drifts; alternating exposes both to the same drift)."""
     import requests
 
-    from tasks import feature_store, serve
+    from tasks.features import store as feature_store
     from tasks.serving import models
+    from tasks.serving import process as serve
     from tasks.serving.client import ServingClient
 
     rates = [float(r) for r in args.rates.split(",") if r]
@@ -572,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-batching", action="store_true", help="skip the batching-policy comparison")
     args = parser.parse_args(argv)
 
-    from tasks import stack
+    from tasks.platform import stack
 
     home = Path(tempfile.mkdtemp(prefix="airloop-bench-serving-"))
     settings, version, events = prepare(home, args.hours, args.rows)

@@ -1,11 +1,11 @@
 """Training time per candidate, against a LogisticRegression on the same rows.
 
 A real training set (simulated batches -> ingest -> features -> Feast point-in-time join ->
-``tasks.training_data``) of ``--rows`` rows is built once in a temporary home. Larger sizes
+``tasks.training.dataset``) of ``--rows`` rows is built once in a temporary home. Larger sizes
 (``--scale``) resample that set with replacement and spread the copies over consecutive time
 ranges, so the time split still has a train, validation and hold-out part: same features and
 label rate, more rows. Each configured candidate (``train.xgboost.grid``, ``train.mlp.grid``) is
-then fitted exactly as ``python -m tasks.train`` fits it (encode, train with early stopping,
+then fitted exactly as ``python -m tasks.training`` fits it (encode, train with early stopping,
 calibrate), and so is the baseline: scikit-learn's LogisticRegression (lbfgs, class-weighted) on
 the MLP's dense encoding of the same rows. No MLflow: this measures training only.
 
@@ -31,7 +31,9 @@ import numpy as np
 import pandas as pd
 
 from config import read_config
-from tasks import storage, train, training_data
+from tasks.common import storage
+from tasks.training import dataset as training_data
+from tasks.training import run as train
 
 ROWS_PER_BATCH = 5_000
 
@@ -47,8 +49,10 @@ class Timing:
 
 def build_training_set(home: str, rows: int) -> tuple[object, str]:
     """The real pipeline, on simulated data; returns (settings, training-set URI)."""
-    from tasks import feature_store, features, simulate
-    from tasks.ingest import ingest_batch
+    from tasks.features import store as feature_store
+    from tasks.features import tables as features
+    from tasks.ingest.batches import ingest_batch
+    from tasks.platform import simulate
 
     settings = read_config("local", {"AIRLOOP_HOME": home})
     batches = max(1, rows // ROWS_PER_BATCH)
@@ -86,7 +90,7 @@ def baseline(job: train.Job) -> Timing:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
-    from tasks.models.base import Encoder, model_input
+    from tasks.training.families.base import Encoder, model_input
 
     label = job.settings.schema_.label
     started = time.perf_counter()
@@ -103,7 +107,7 @@ def baseline(job: train.Job) -> Timing:
 def candidates(job: train.Job) -> list[Timing]:
     from sklearn.metrics import roc_auc_score
 
-    from tasks.models.base import model_input
+    from tasks.training.families.base import model_input
 
     label = job.settings.schema_.label
     holdout = model_input(job.split.holdout, job.spec)

@@ -1,7 +1,7 @@
-"""Orchestration overhead of the train DAG against running ``python -m tasks.train`` directly.
+"""Orchestration overhead of the train DAG against running ``python -m tasks.training`` directly.
 
 Both run on the same training set, against the same MLflow server, in the same process tree:
-- baseline: ``python -m tasks.train --training-set-uri ...`` as a child process (what the pod runs);
+- baseline: ``python -m tasks.training --training-set-uri ...`` as a child process (what the pod runs);
 - DAG: ``dag.test()`` of ``dags/train.py`` (training-set task, which finds the content-addressed
   set already written; the training operator's local runner, which starts the same entrypoint;
   the publish task and the asset event), with Airflow's metadata DB in a temporary home.
@@ -53,8 +53,11 @@ def _free_port() -> int:
 
 
 def _world(home: Path, hours: int, rows: int) -> tuple[dict[str, str], str]:
-    from tasks import feature_store, features, simulate, training_data
-    from tasks.ingest import ingest_batch
+    from tasks.features import store as feature_store
+    from tasks.features import tables as features
+    from tasks.ingest.batches import ingest_batch
+    from tasks.platform import simulate
+    from tasks.training import dataset as training_data
 
     env = {"AIRLOOP_HOME": str(home), "AIRLOOP__MLFLOW__PORT": str(_free_port()), **FAST}
     os.environ.update(env)
@@ -78,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from airflow.dag_processing.dagbag import DagBag
 
-    from tasks import stack
+    from tasks.platform import stack
 
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
     home = Path(tempfile.mkdtemp(prefix="airloop-bench-train-"))
@@ -94,12 +97,15 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.repeats):
             started = time.perf_counter()
             subprocess.run(
-                [sys.executable, "-m", "tasks.training_data"], check=True, capture_output=True, env=child_env
+                [sys.executable, "-m", "tasks.training.dataset"],
+                check=True,
+                capture_output=True,
+                env=child_env,
             )
             built = time.perf_counter() - started
             started = time.perf_counter()
             subprocess.run(
-                [sys.executable, "-m", "tasks.train", "--training-set-uri", uri, "--reason", "benchmark"],
+                [sys.executable, "-m", "tasks.training", "--training-set-uri", uri, "--reason", "benchmark"],
                 check=True,
                 capture_output=True,
                 env=child_env,
@@ -122,10 +128,10 @@ def main(argv: list[str] | None = None) -> int:
 
     d, c, o = statistics.median(direct), statistics.median(chain), statistics.median(orchestrated)
     print()
-    print("baseline: python -m tasks.train on the same training set and MLflow server (median)")
+    print("baseline: python -m tasks.training on the same training set and MLflow server (median)")
     print(f"{'path':<44}{'seconds':>9}{'ratio':>8}")
-    print(f"{'python -m tasks.train':<44}{d:>9.1f}{1.0:>8.2f}")
-    print(f"{'python -m tasks.training_data, then train':<44}{c:>9.1f}{c / d:>8.2f}")
+    print(f"{'python -m tasks.training':<44}{d:>9.1f}{1.0:>8.2f}")
+    print(f"{'python -m tasks.training.dataset, then train':<44}{c:>9.1f}{c / d:>8.2f}")
     print(f"{'train DAG (dag.test: set, operator, publish)':<44}{o:>9.1f}{o / d:>8.2f}")
     print(f"orchestration alone (DAG minus the same two commands): {o - c:+.1f} s per run ({o / c:.2f}x)")
     return 0

@@ -4,7 +4,7 @@
 # the image of its head and worker groups.
 #
 #   docker build -f containers/serve.Dockerfile -t airloop/serve:0.1.0 .
-#   docker run --rm -p 8000:8000 airloop/serve:0.1.0          # python -m tasks.serve
+#   docker run --rm -p 8000:8000 airloop/serve:0.1.0          # python -m tasks.serving
 #
 # Ray itself comes from the base image (same version as requirements.txt); the models are
 # served on CPU, so torch is the CPU build. Airflow, Great Expectations and Evidently are not
@@ -45,4 +45,4 @@ ENV PYTHONPATH=/opt/airloop \
 
 # 8000: Serve HTTP proxy; 8265: dashboard and Serve REST API; 6379: Ray GCS (head).
 EXPOSE 8000 8265 6379
-CMD ["python", "-m", "tasks.serve"]
+CMD ["python", "-m", "tasks.serving"]

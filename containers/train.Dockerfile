@@ -67,4 +67,4 @@ ENV PYTHONPATH=/opt/airloop \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
 USER airloop
-ENTRYPOINT ["python", "-m", "tasks.train"]
+ENTRYPOINT ["python", "-m", "tasks.training"]

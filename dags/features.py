@@ -8,7 +8,7 @@ correct: a row at `t` uses events at or before `t` only). `apply` registers the 
 (incrementally from Feast's watermark; late or replayed data is backfilled over exactly its range)
 and updates the `features/transactions` asset, which schedules training.
 
-Run by hand from the CLI with `python -m tasks.feature_store refresh`.
+Run by hand from the CLI with `python -m tasks.features.store refresh`.
 """
 
 from __future__ import annotations
@@ -38,19 +38,19 @@ def features():
     @task
     def compute() -> dict:
         """New curated batches → rewritten feature-table partitions and the changed time range."""
-        from tasks.features import refresh
+        from tasks.features.tables import refresh
 
         return refresh(cfg)
 
     @task
     def apply() -> list[str]:
-        from tasks.feature_store import apply as apply_definitions
+        from tasks.features.store import apply as apply_definitions
 
         return apply_definitions(cfg)
 
     @task(outlets=[features_asset])
     def materialize(changed: dict, outlet_events=None) -> list[dict]:
-        from tasks.feature_store import materialize as push
+        from tasks.features.store import materialize as push
 
         if not changed["start"]:
             raise AirflowSkipException("no new feature rows: the online store is already current")

@@ -45,7 +45,7 @@ def ingest():
     @task
     def discover(triggering_asset_events=None, dag_run=None) -> list[str]:
         """Batches named by asset events or conf first, then everything pending in landing."""
-        from tasks.ingest import pending_batches
+        from tasks.ingest.batches import pending_batches
 
         requested = [
             event.extra["batch_uri"]
@@ -59,13 +59,13 @@ def ingest():
 
     @task(max_active_tis_per_dag=1)
     def ingest_batch(batch_uri: str) -> dict:
-        from tasks.ingest import ingest_batch as route
+        from tasks.ingest.batches import ingest_batch as route
 
         return route(batch_uri, cfg).as_dict()
 
     @task(outlets=[curated])
     def publish(results: list[dict], outlet_events=None) -> dict:
-        from tasks.ingest import summarize
+        from tasks.ingest.batches import summarize
 
         summary = summarize(list(results), cfg)
         if summary["rows_added"] == 0:
@@ -75,7 +75,7 @@ def ingest():
 
     @task(trigger_rule="all_done")
     def report(batches: list[str], results: list[dict]) -> None:
-        from tasks.ingest import quarantine_message
+        from tasks.ingest.batches import quarantine_message
 
         results = [r for r in results if r]
         if len(results) < len(batches):

@@ -5,7 +5,7 @@ Weekly on the cron from `config` (`train.cron`), and whenever the monitor DAG (o
 triggers it with a conf: `{"reason": "drift", "drift": {...}}`.
 
 `training_set` builds a point-in-time-correct training set through the feature service and
-records its data version (content hash, curated partitions). `train` runs `python -m tasks.train`
+records its data version (content hash, curated partitions). `train` runs `python -m tasks.training`
 in a GPU pod (production: a deferrable KubernetesPodOperator with the pod from config) or as a
 local process (local profile): XGBoost and PyTorch MLP candidates, evaluation on a time-based
 hold-out, the gate (absolute thresholds, no regression against the champion on the same hold-out,
@@ -53,7 +53,7 @@ def train():
     @task
     def training_set(params=None) -> dict:
         """Labelled events joined with their features as of each event, written once per content."""
-        from tasks.training_data import TrainingDataError, build
+        from tasks.training.dataset import TrainingDataError, build
 
         try:
             return build(cfg, start=params.get("start"), end=params.get("end")).as_dict()
@@ -85,7 +85,7 @@ def train():
             "reason": result["context"]["reason"],
             "mlflow_run_id": result["mlflow_run_id"],
         }
-        from tasks.reports import publish_model_card
+        from tasks.common.reports import publish_model_card
 
         card = publish_model_card(cfg, result)
         if card:

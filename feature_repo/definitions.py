@@ -1,6 +1,6 @@
 """Feast objects of airloop: entities, sources, feature views and the model's feature service.
 
-Declarations only. Windowed features are computed by ``tasks.features`` (feature names, types and
+Declarations only. Windowed features are computed by ``tasks.features.tables`` (feature names, types and
 windows live there, once); this module tells Feast where those tables are and how they join.
 Built from the settings so the same definitions serve both profiles: only paths differ.
 """
@@ -15,7 +15,7 @@ from feast import Entity, FeatureService, FeatureView, Field, FileSource, Reques
 from feast import types as feast_types
 from feast.on_demand_feature_view import OnDemandFeatureView
 
-from tasks.features import CUSTOMER_ACTIVITY, MERCHANT_RISK, TIMESTAMP, FeatureTable, table_uri
+from tasks.features.tables import CUSTOMER_ACTIVITY, MERCHANT_RISK, TIMESTAMP, FeatureTable, table_uri
 
 if TYPE_CHECKING:
     from config import Settings
@@ -84,7 +84,7 @@ def _source(settings: Settings, table: FeatureTable) -> FileSource:
         path=uri.removeprefix("file://"),
         timestamp_field=TIMESTAMP,
         s3_endpoint_override=settings.storage.s3_endpoint_url if uri.startswith("s3://") else None,
-        description=f"Feature table written by tasks.features ({table.name}).",
+        description=f"Feature table written by tasks.features.tables ({table.name}).",
         owner=settings.owner,
     )
 
@@ -99,7 +99,7 @@ def _view(settings: Settings, table: FeatureTable, entity: Entity, source: FileS
         online=True,
         description=table.description,
         owner=settings.owner,
-        tags={"computed_by": "tasks.features"},
+        tags={"computed_by": "tasks.features.tables"},
     )
 
 

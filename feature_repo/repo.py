@@ -1,6 +1,6 @@
 """Module-level objects for the Feast CLI (``feast -c feature_repo plan``; see README.md here).
 
-airloop itself applies definitions through ``tasks.feature_store``; this file only exposes the
+airloop itself applies definitions through ``tasks.features.store``; this file only exposes the
 same objects, built from the active profile, to Feast's repo scanner.
 """
 

@@ -1,7 +1,7 @@
 """The airloop view in the Airflow UI: drift reports, model cards and rollout histories.
 
 An Airflow 3 plugin: a small FastAPI app mounted in the api-server at ``/airloop`` serves the
-reports ``tasks.reports`` indexes, and an external view puts "airloop reports" in the UI's
+reports ``tasks.common.reports`` indexes, and an external view puts "airloop reports" in the UI's
 navigation. Task extra links (monitor, deploy, train) point at ``/airloop/reports/<kind>/<name>``.
 """
 
@@ -44,7 +44,7 @@ rollout histories from deployment.</p>
 
 @app.get("/", response_class=HTMLResponse)
 def index(kind: str | None = None, model_version: str | None = None) -> str:
-    from tasks.reports import KINDS, list_reports
+    from tasks.common.reports import KINDS, list_reports
 
     settings = _settings()
     sections = []
@@ -72,7 +72,7 @@ def index(kind: str | None = None, model_version: str | None = None) -> str:
 
 @app.get("/reports/{kind}/{name}", response_class=HTMLResponse)
 def report(kind: str, name: str) -> str:
-    from tasks.reports import read_report
+    from tasks.common.reports import read_report
 
     try:
         return read_report(_settings(), kind, name)
@@ -84,7 +84,7 @@ def report(kind: str, name: str) -> str:
 
 @app.get("/api/reports")
 def reports_json(kind: str | None = None) -> list[dict[str, Any]]:
-    from tasks.reports import list_reports
+    from tasks.common.reports import list_reports
 
     return [r.as_dict() for r in list_reports(_settings(), kind)]
 

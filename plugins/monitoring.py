@@ -265,7 +265,7 @@ def report_url(kind: str, name: str) -> str:
 
 def report_links(settings: Settings, window_id: str) -> dict[str, str]:
     """The ``monitoring_links`` XCom of a window: its drift report and the summary page."""
-    from tasks.monitoring.report import INDEX
+    from tasks.monitoring.pages import INDEX
 
     kind = settings.monitor.reports_dir
     return {"report": report_url(kind, window_id), "summary": report_url(kind, INDEX.removesuffix(".html"))}

@@ -127,7 +127,7 @@ class RolloutStepOperator(BaseOperator):
         return {"rollout_id": record.id, "status": record.status, "version": record.version}
 
     def _publish(self, settings: Settings, record: Any, ti: Any) -> None:
-        from tasks.rollout import report
+        from tasks.rollout import history_page
 
-        published = report.publish(settings, record)
+        published = history_page.publish(settings, record)
         ti.xcom_push(key=LINK_XCOM_KEY, value=f"/airloop/reports/{published.kind}/{published.name}")

@@ -1,4 +1,4 @@
-"""The training operator: ``python -m tasks.train`` in a GPU pod, or as a local process.
+"""The training operator: ``python -m tasks.training`` in a GPU pod, or as a local process.
 
 A ``KubernetesPodOperator`` whose pod (image, GPU requests and limits, node selector,
 tolerations, resources, service account, namespace, env) comes from ``config/`` and which runs
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from config import Settings
 
 LINKS_XCOM_KEY = "training_links"
-ENTRYPOINT = ["python", "-m", "tasks.train"]
+ENTRYPOINT = ["python", "-m", "tasks.training"]
 
 
 class _TrainingLink(XComLink):
@@ -176,7 +176,7 @@ class TrainingPodOperator(KubernetesPodOperator):
                     self.log.info("%s", line.rstrip())
             if proc.returncode != 0:
                 raise AirflowException(
-                    f"python -m tasks.train exited with {proc.returncode}:\n" + "\n".join(tail)
+                    f"python -m tasks.training exited with {proc.returncode}:\n" + "\n".join(tail)
                 )
             with open(output) as handle:
                 return json.load(handle)

@@ -61,7 +61,7 @@ def dag_settings(tmp_path_factory, monkeypatch, airflow_db):
     import shutil
 
     from config import read_config
-    from tasks import feature_store
+    from tasks.features import store as feature_store
 
     home = AIRFLOW_TEST_HOME / "airloop-home"
     shutil.rmtree(home / "data", ignore_errors=True)

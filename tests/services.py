@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.serve import free_port
+from tasks.common.net import free_port
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:

@@ -76,7 +76,7 @@ class Decision:
 
     def conf(self) -> dict[str, Any]:
         """The train DAG run's conf: ``reason`` and, under ``drift``, the window and its numbers
-        (``tasks.train.RunContext`` reads both)."""
+        (``tasks.training.run.RunContext`` reads both)."""
         return _plain(
             {
                 "reason": self.reason,
@@ -286,7 +286,7 @@ def decide_and_record(
     monitor's own last retrain decision counts too. A window decided before gets its recorded
     decision back (``replayed=True``), so a retried task never triggers a second retrain.
     """
-    from tasks.monitoring import report
+    from tasks.monitoring import pages
 
     recorded = store.decision_for(settings, result.window_id, result.end)
     if recorded is not None:
@@ -309,5 +309,5 @@ def decide_and_record(
     )
     store.record_decision(settings, made.row())
     if result.report_uri:
-        report.write_summary(settings, now=end)
+        pages.write_summary(settings, now=end)
     return made

@@ -1,7 +1,7 @@
 """Live performance: the champion's predictions whose delayed labels have arrived, against the
 champion's own numbers on its hold-out split, at the same decision threshold, by the same code.
 
-ROC AUC and PR AUC are computed as in ``tasks.evaluate`` (scikit-learn); precision and recall are
+ROC AUC and PR AUC are computed as in ``tasks.training.evaluation`` (scikit-learn); precision and recall are
 at ``monitor.performance.threshold`` (default ``serving.threshold``: what serving decides with).
 Performance is *judged* only with at least ``min_labels`` labelled predictions of which
 ``min_positives`` are fraud; a metric is *degraded* when it fell below the hold-out's by more

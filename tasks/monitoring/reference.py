@@ -2,11 +2,11 @@
 
 For the registered version behind the ``champion`` alias, ``champion_reference``:
 
-- reads the training set its ``training_set_uri`` tag names (``tasks.training_data.read``, which
+- reads the training set its ``training_set_uri`` tag names (``tasks.training.dataset.read``, which
   re-hashes the file; the hash must also equal the version's ``data_sha256`` tag);
-- splits it by time exactly as training did (``tasks.evaluate.time_split``) and scores the
+- splits it by time exactly as training did (``tasks.training.evaluation.time_split``) and scores the
   hold-out split with the registered model, downloaded and checked against its SHA-256
-  (``tasks.registry.fetch_verified``): these scores are the reference for prediction drift, and
+  (``tasks.common.registry.fetch_verified``): these scores are the reference for prediction drift, and
   their metrics at the monitor's threshold are the baseline for live performance;
 - keeps a uniform sample of at most ``monitor.drift.max_rows`` training rows (the model's input
   columns, plus ``score`` on hold-out rows) as the reference for data drift.
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from tasks import storage
+from tasks.common import storage
 from tasks.monitoring.drift import SCORE, sample_frame
 from tasks.monitoring.performance import Scores, scores, threshold_for
 
@@ -94,13 +94,13 @@ def build_reference(
     training_set_uri: str = "",
     data_sha256: str = "",
 ) -> Reference:
-    """A reference from a training set (``tasks.training_data`` columns) and a model's ``predict``
+    """A reference from a training set (``tasks.training.dataset`` columns) and a model's ``predict``
     (model-input frame -> fraud probabilities): the pure part of ``champion_reference``."""
     import numpy as np
     import pandas as pd
 
-    from tasks import evaluate
-    from tasks.models.base import InputSpec, model_input
+    from tasks.training import evaluation as evaluate
+    from tasks.training.families.base import InputSpec, model_input
 
     spec = InputSpec.from_settings(settings, features)
     split = evaluate.time_split(frame, settings)
@@ -179,12 +179,13 @@ def champion_reference(
 ) -> Reference:
     """The reference of ``mlflow.registered_model@alias``, from the cache or built and cached.
 
-    Raises ``NoChampion`` when the alias does not exist, and ``tasks.training_data``'s
+    Raises ``NoChampion`` when the alias does not exist, and ``tasks.training.dataset``'s
     ``TrainingDataError`` when the training set is gone or no longer matches its hash.
     """
     import tempfile
 
-    from tasks import registry, training_data
+    from tasks.common import registry
+    from tasks.training import dataset as training_data
 
     storage.configure(settings.storage.s3_endpoint_url)
     tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or settings.mlflow.url
@@ -229,7 +230,7 @@ def _load_model(tracking_uri: str, name: str, alias: str, dst: str) -> tuple[Any
     """The pyfunc model behind ``name@alias`` (files checked against its SHA-256) and its version."""
     import mlflow
 
-    from tasks import registry
+    from tasks.common import registry
 
     local, version = registry.fetch_verified(tracking_uri, name, alias, dst)
     return mlflow.pyfunc.load_model(str(local)), str(version.version)

@@ -17,7 +17,7 @@ import io
 import re
 from typing import TYPE_CHECKING, Any
 
-from tasks import storage
+from tasks.common import storage
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -91,7 +91,7 @@ def count_predictions(settings: Settings, start: Any, end: Any = None) -> int:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from tasks import storage
+    from tasks.common import storage
     from tasks.serving import inference_log
 
     storage.configure(settings.storage.s3_endpoint_url)
@@ -433,8 +433,8 @@ def run_window(
     ``reference`` defaults to the registered champion's (``reference.champion_reference``, which
     raises ``NoChampion`` when there is none).
     """
-    from tasks import storage
-    from tasks.monitoring import report
+    from tasks.common import storage
+    from tasks.monitoring import pages
     from tasks.monitoring.reference import champion_reference
 
     storage.configure(settings.storage.s3_endpoint_url)
@@ -443,11 +443,11 @@ def run_window(
     data = load_window(settings, window, reference)
     result, snapshot = analyze(settings, data, reference)
     if write_report:
-        result.report_uri = report.write_report(settings, result, snapshot)
+        result.report_uri = pages.write_report(settings, result, snapshot)
     result.seconds = time.perf_counter() - started
     store.record_window(settings, result.row())
     if write_report:
-        result.summary_uri = report.write_summary(settings, now=window.end)
+        result.summary_uri = pages.write_summary(settings, now=window.end)
     return result
 
 

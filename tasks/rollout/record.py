@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from tasks import storage
+from tasks.common import storage
 
 if TYPE_CHECKING:
     from config import Settings

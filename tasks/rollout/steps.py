@@ -66,7 +66,7 @@ def client_for(settings: Settings) -> ServingClient:
 
 
 def _mlflow(settings: Settings):
-    from tasks import registry
+    from tasks.common import registry
 
     return registry.client(settings.mlflow.url)
 
@@ -97,7 +97,7 @@ def wait_ready(settings: Settings, client: ServingClient) -> dict[str, Any]:
         if time.monotonic() > deadline:
             raise RuntimeError(
                 f"the serving application at {client.url} did not answer within "
-                f"{settings.rollout.ready_timeout_seconds:.0f} s; start it with `python -m tasks.serve` "
+                f"{settings.rollout.ready_timeout_seconds:.0f} s; start it with `python -m tasks.serving` "
                 "(local) or check the Ray cluster (production)"
             )
         time.sleep(1.0)
@@ -109,7 +109,7 @@ def put_application(settings: Settings) -> None:
     RayService's ``serveConfigV2``)."""
     import requests
 
-    from tasks.serve import serve_config
+    from tasks.serving.process import serve_config
 
     url = f"{settings.serving.dashboard_url.rstrip('/')}/api/serve/applications/"
     _say(f"the application is not answering: PUT {url}")
@@ -125,7 +125,7 @@ def begin(
     settings: Settings, *, version: str | None = None, context: dict[str, Any] | None = None
 ) -> RolloutRecord:
     """Start a rollout of ``version`` (default: the ``challenger`` alias) and record it."""
-    from tasks import registry
+    from tasks.common import registry
 
     mc = _mlflow(settings)
     name = settings.mlflow.registered_model
@@ -200,7 +200,7 @@ def smoke_rows(settings: Settings, n: int) -> list[dict[str, Any]]:
     """The newest ``n`` curated transactions, as scoring requests (known, valid inputs)."""
     import pyarrow.dataset as ds
 
-    from tasks import storage
+    from tasks.common import storage
 
     fs, path = storage.filesystem(settings.storage.curated_uri)
     if not fs.exists(path):
@@ -403,7 +403,7 @@ def canary(
 
 def promote(settings: Settings, rollout_id: str) -> RolloutRecord:
     """Make the version the champion: in serving (zero downtime), then the MLflow alias."""
-    from tasks import registry
+    from tasks.common import registry
     from tasks.rollout.record import load
 
     record = load(settings, rollout_id)
@@ -437,7 +437,7 @@ def rollback(
     settings: Settings, record: RolloutRecord, *, reason: str, client: ServingClient | None = None
 ) -> RolloutRecord:
     """All traffic back to the champion, the challenger slot emptied, the version tagged rejected."""
-    from tasks import registry
+    from tasks.common import registry
     from tasks.serving.client import ServingError
 
     if record.status in (ROLLED_BACK, PROMOTED, NOTHING_TO_DO):

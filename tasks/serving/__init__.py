@@ -8,5 +8,5 @@
 - ``metrics``: the Prometheus metrics of ``/metrics``;
 - ``client``: an HTTP client of the scoring and control API (no Ray needed).
 
-``python -m tasks.serve`` starts it. Only ``app`` imports Ray; the rest is plain Python.
+``python -m tasks.serving`` starts it. Only ``app`` imports Ray; the rest is plain Python.
 """

@@ -5,7 +5,7 @@
 
 Ingress, per request: validate the transaction against the data contract (422 naming the field),
 queue it for the next batch (``batching.MicroBatcher``), and for the batch: one online-store read
-per feature view for every row's features (``tasks.feature_store.online_columns``; the batch
+per feature view for every row's features (``tasks.features.store.online_columns``; the batch
 stays columns of arrays, no DataFrame on the request path), unknown entities scored with
 ``serving.unknown_entity_defaults`` and flagged, a route drawn per row by the challenger weight,
 one call per slot for its rows (up to ``serving.max_batches_in_flight`` batches' calls under
@@ -24,7 +24,7 @@ State (weights, shadow) lives in the single ingress replica; a restarted ingress
 all traffic on the champion and shadow off, which is the safe side of any rollout. Each slot is
 one replica; it loads its alias (``champion`` / ``challenger``) when it starts.
 
-The graph is wired by ``build`` at the bottom and started by ``tasks.serve`` (``serve.run``);
+The graph is wired by ``build`` at the bottom and started by ``tasks.serving.process`` (``serve.run``);
 ``app_builder`` is the import path for Serve config files and the Serve REST API.
 """
 
@@ -45,7 +45,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from ray import serve
 
-from tasks import registry
+from tasks.common import registry
 from tasks.serving import models, schemas
 from tasks.serving.batching import MicroBatcher
 from tasks.serving.inference_log import TIME, InferenceLogWriter
@@ -281,8 +281,8 @@ class Ingress:
         Feast's imports and registry load (seconds). A store that is not ready yet (no features
         applied) is retried on each request until it is."""
         try:
-            from tasks import feature_store
-            from tasks.features import TABLES
+            from tasks.features import store as feature_store
+            from tasks.features.tables import TABLES
 
             names = feature_store.feature_names(self.settings)
             now = datetime.now(UTC)
@@ -300,8 +300,8 @@ class Ingress:
         """The batch's request rows joined with their online features; unknown entities per row."""
         import numpy as np
 
-        from tasks import feature_store
-        from tasks.features import TABLES
+        from tasks.features import store as feature_store
+        from tasks.features.tables import TABLES
 
         if self._features is None:
             self._warm_features()

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from tasks import storage
+from tasks.common import storage
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -62,7 +62,7 @@ class LoadedModel:
     def inputs(self, scoring: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """The model's input columns from the request rows joined with their features (a frame or
         equal-length arrays): its signature's columns, numbers as float64 (missing as NaN), the
-        others as strings or ``None``, the way ``tasks.models.base.model_input`` types them."""
+        others as strings or ``None``, the way ``tasks.training.families.base.model_input`` types them."""
         import numpy as np
 
         numeric = set(self.numeric)
@@ -113,7 +113,7 @@ def resolve(settings: Settings, *, version: str | None = None, alias: str | None
     """The registered ``ModelVersion`` for a version number or an alias (``ModelRefused`` if none)."""
     from mlflow.exceptions import MlflowException
 
-    from tasks import registry
+    from tasks.common import registry
 
     name = settings.mlflow.registered_model
     mc = registry.client(settings.mlflow.url)
@@ -153,7 +153,7 @@ def load(
     """
     import mlflow
 
-    from tasks import registry
+    from tasks.common import registry
 
     mv = resolve(settings, version=version, alias=alias)
     source = f"alias {alias}" if alias is not None else f"version {version}"

@@ -24,7 +24,7 @@ import yaml
 from packaging.utils import canonicalize_name
 
 from config import read_config
-from tasks import serve
+from tasks.serving import process as serve
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yaml"

@@ -28,7 +28,7 @@ DOCKERFILES = {
     "train": CONTAINERS / "train.Dockerfile",
     "serve": CONTAINERS / "serve.Dockerfile",
 }
-DEV_TOOLS = {"pytest", "pytest-timeout", "ruff", "moto"}
+DEV_TOOLS = {"pytest", "pytest-timeout", "ruff", "moto", "mypy"}
 """requirements.txt entries no image installs (the test and dev tools section)."""
 
 TORCH_CUDA_MAJOR = {"2.13.0": 13}
@@ -36,10 +36,6 @@ TORCH_CUDA_MAJOR = {"2.13.0": 13}
 from PyPI, so its nvidia/cuda base must match. Read it off a resolve, e.g.
 ``uv pip compile <(echo torch==X) --python-platform x86_64-manylinux_2_28`` (nvidia-cuda-runtime)."""
 
-PENDING_MODULES = {
-    "tasks.train": "tasks/train.py (the training entrypoint, DESIGN.md loop step 3) is not written yet",
-}
-"""Entrypoint modules referenced before they exist; their check xfails until they land."""
 
 ARG_REF = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?::?[-+][^}]*)?\}|([A-Za-z_][A-Za-z0-9_]*))")
 
@@ -384,13 +380,11 @@ def test_project_code_lies_on_the_pythonpath(kind):
         assert any(p / package in copied for p in pythonpath), f"{kind}: {package}/ is not on PYTHONPATH"
 
 
-@pytest.mark.parametrize(("kind", "module"), [("train", "tasks.train"), ("serve", "tasks.serve")])
+@pytest.mark.parametrize(("kind", "module"), [("train", "tasks.training"), ("serve", "tasks.serving")])
 def test_entrypoint_module_exists(kind, module):
     modules = entrypoint_modules(parse_dockerfile(DOCKERFILES[kind]).final)
     assert modules == [module], f"{kind}: ENTRYPOINT/CMD should run `python -m {module}`, runs {modules}"
     if module_file(module) is None:
-        if module in PENDING_MODULES:
-            pytest.xfail(PENDING_MODULES[module])
         pytest.fail(f"{kind}: entrypoint module {module} does not exist")
 
 
@@ -490,7 +484,7 @@ def test_train_image_installs_the_training_stack_only():
 
 def test_train_image_entrypoint_is_the_training_module():
     stage = parse_dockerfile(DOCKERFILES["train"]).final
-    assert stage.last("ENTRYPOINT").operands == ["python", "-m", "tasks.train"]
+    assert stage.last("ENTRYPOINT").operands == ["python", "-m", "tasks.training"]
 
 
 def test_serve_image_is_ray_at_the_pinned_version():
@@ -499,7 +493,7 @@ def test_serve_image_is_ray_at_the_pinned_version():
     assert m, f"unexpected Ray base {stage.base}"
     assert m["ray"] == requirement_pins()["ray"] == stage.args["RAY_VERSION"]
     assert m["py"] == python_minor().replace(".", "")
-    assert stage.last("CMD").operands == ["python", "-m", "tasks.serve"]
+    assert stage.last("CMD").operands == ["python", "-m", "tasks.serving"]
     names = installed_requirement_names(parse_dockerfile(DOCKERFILES["serve"]))
     assert {"ray", "mlflow", "xgboost", "feast", "prometheus-client"} <= names
     assert not {n for n in names if n.startswith("apache-airflow")}
@@ -511,5 +505,10 @@ def test_serve_image_is_ray_at_the_pinned_version():
 def test_dockerignore_excludes_local_state():
     for path in (".venv", "data", ".airflow", ".git", "tasks/__pycache__", "mlruns", ".env", "tests"):
         assert dockerignored(path), f".dockerignore should exclude {path}"
-    for path in ("requirements.txt", "requirements.lock", "config/production.yaml", "tasks/ingest.py"):
+    for path in (
+        "requirements.txt",
+        "requirements.lock",
+        "config/production.yaml",
+        "tasks/ingest/batches.py",
+    ):
         assert not dockerignored(path), f".dockerignore must keep {path}"

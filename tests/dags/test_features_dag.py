@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tasks import feature_store, features
+from tasks.features import store as feature_store
+from tasks.features import tables as features
 from tests.features.conftest import land
 
 pytestmark = pytest.mark.slow

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tasks import simulate, storage
-from tasks.ingest import curated_row_count
+from tasks.common import storage
+from tasks.ingest.batches import curated_row_count
+from tasks.platform import simulate
 
 pytestmark = pytest.mark.slow
 

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from tasks import simulate, storage
-from tasks.ingest import curated_row_count, ingest_batch, read_curated
+from tasks.platform import simulate
+from tasks.common import storage
+from tasks.ingest.batches import curated_row_count, ingest_batch, read_curated
 
 
 def _land_good(settings, index: int, rows: int = 400, fmt: str = "parquet") -> tuple[str, object]:
@@ -73,7 +74,7 @@ def test_mixed_landing_loses_no_good_row(settings):
     for i, kind in enumerate(simulate.BAD_KINDS):
         simulate.write_bad_batch(simulate.make_bad_batch(settings, kind, index=10 + i, rows=200),
                                  settings.storage.landing_uri)
-    from tasks.ingest import pending_batches
+    from tasks.ingest.batches import pending_batches
 
     results = [ingest_batch(u, settings) for u in pending_batches(settings)]
 
@@ -106,11 +107,11 @@ def test_rerunning_and_redelivering_never_duplicates(settings):
 
 def test_interrupted_ingest_rerun_is_idempotent(settings):
     """A crash after writing curated files but before the manifest must not double the rows."""
-    from tasks.ingest import batch_id_for, write_curated
+    from tasks.ingest.batches import batch_id_for, write_curated
 
     uri, df = _land_good(settings, 0, rows=300)
     batch_id = batch_id_for(uri, storage.read_bytes(uri))
-    from tasks.validate import read_batch
+    from tasks.ingest.validation import read_batch
 
     write_curated(settings, read_batch(uri, settings.schema_), batch_id)  # the "crashed" attempt
     result = ingest_batch(uri, settings)

@@ -1,4 +1,4 @@
-"""End-to-end fixtures: one real Airflow stack per test session, started with ``tasks.stack``.
+"""End-to-end fixtures: one real Airflow stack per test session, started with ``tasks.platform.stack``.
 
 The stack lives in a private tmp ``AIRLOOP_HOME`` (its own data dir, SQLite metadata DB and
 logs), listens on a free port, and runs the ingest cron every minute so a scheduled run comes
@@ -16,8 +16,9 @@ from typing import Any, NamedTuple
 import pytest
 
 from config import Settings, read_config
-from tasks import airflow_api, stack
-from tests.services import free_port
+from tasks.common.net import free_port
+from tasks.platform import airflow_client as airflow_api
+from tasks.platform import stack
 
 STARTUP_TIMEOUT_S = 300.0
 """A cold start on 2 cores takes about a minute (no bytecode cache: every import compiles)."""
@@ -68,7 +69,7 @@ def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack
     airloop = _airloop_vars(home)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRLOOP")} | airloop
     with pytest.MonkeyPatch.context() as mp:
-        # tasks.stack builds the Airflow processes' environment from os.environ; keep the test
+        # tasks.platform.stack builds the Airflow processes' environment from os.environ; keep the test
         # session's own environment untouched once the stack is up.
         for name in [k for k in os.environ if k.startswith("AIRLOOP")]:
             mp.delenv(name)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import simulate
+from tasks.platform import simulate
 
 pytestmark = pytest.mark.e2e
 

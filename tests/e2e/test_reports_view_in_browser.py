@@ -8,7 +8,8 @@ import subprocess
 import pytest
 import requests
 
-from tasks import reports, stack
+from tasks.common import reports
+from tasks.platform import stack
 
 
 def _chromium() -> str:

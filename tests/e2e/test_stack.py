@@ -1,4 +1,4 @@
-"""The local Airflow stack (``tasks.stack``): it starts, answers, authenticates, reports and stops.
+"""The local Airflow stack (``tasks.platform.stack``): it starts, answers, authenticates, reports and stops.
 
 Runs against the real processes (api-server, scheduler, dag-processor, triggerer) on the
 project's dags/, started once per session by the ``airflow_stack`` fixture.
@@ -18,7 +18,8 @@ import pytest
 import requests
 
 from config import PROJECT_ROOT, read_config
-from tasks import airflow_api, stack
+from tasks.platform import airflow_client as airflow_api
+from tasks.platform import stack
 
 pytestmark = pytest.mark.e2e
 
@@ -80,7 +81,7 @@ def test_start_is_idempotent(airflow_stack):
 
 def test_cli_status_and_env(airflow_stack):
     settings, _, env = airflow_stack
-    cli = [sys.executable, "-m", "tasks.stack"]
+    cli = [sys.executable, "-m", "tasks.platform.stack"]
     status = subprocess.run(
         [*cli, "status"], env=env, cwd=PROJECT_ROOT, check=False, capture_output=True, text=True, timeout=60
     )

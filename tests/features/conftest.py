@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks import simulate
-from tasks.ingest import ingest_batch, read_curated
+from tasks.ingest.batches import ingest_batch, read_curated
+from tasks.platform import simulate
 
 
 def land(settings, index: int, rows: int = 1500, scenario: str = "stable") -> pd.DataFrame:
@@ -26,7 +26,7 @@ def events(settings) -> pd.DataFrame:
 
 def brute_force(history: pd.DataFrame, customer: int, merchant: int, before: pd.Timestamp) -> dict:
     """The feature values by definition, from events strictly before ``before``: the oracle."""
-    from tasks.features import CUSTOMER_WINDOWS, MERCHANT_WINDOWS
+    from tasks.features.tables import CUSTOMER_WINDOWS, MERCHANT_WINDOWS
 
     past = history[history["event_timestamp"] < before]
     cust = past[past["customer_id"] == customer]
@@ -55,7 +55,7 @@ def brute_force(history: pd.DataFrame, customer: int, merchant: int, before: pd.
 
 @pytest.fixture
 def fresh_store(settings):
-    from tasks import feature_store
+    from tasks.features import store as feature_store
 
     feature_store.forget_stores()
     yield settings
@@ -67,8 +67,8 @@ def assert_matches_feast(settings, requests: pd.DataFrame) -> None:
     ``get_online_features`` returns for the same rows: every feature service value, on-demand
     features included, and NaN wherever Feast has no value."""
     from feature_repo.definitions import REQUEST_TIME
-    from tasks import feature_store
-    from tasks.features import unix_seconds
+    from tasks.features import store as feature_store
+    from tasks.features.tables import unix_seconds
 
     rows = {
         "customer_id": requests["customer_id"].astype("int64").tolist(),

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks import feature_store, features
+from tasks.features import store as feature_store
+from tasks.features import tables as features
 from tests.features.conftest import assert_matches_feast, brute_force, events, land
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks import features
+from tasks.features import tables as features
 from tests.features.conftest import brute_force, events, land
 
 

@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 
 from config import read_config
-from tasks import feature_store, features, storage
+from tasks.common import storage
+from tasks.features import store as feature_store
+from tasks.features import tables as features
 from tests.features.conftest import assert_matches_feast, events, land
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ Built once per session, through the real components:
   (stable again, so that no label of the concept day is within a day of the next one) and
   ``COVARIATE`` (covariate drift);
 - a real ``mlflow server`` (the local stack's own service, started while the data is prepared)
-  and ``tasks.train.run`` on the training days' training set register the champion;
+  and ``tasks.training.run.run`` on the training days' training set register the champion;
 - every monitored event gets point-in-time features (``feature_store.training_set``) and the
   champion's score and is written to the inference log with the serving module's own writer, as
   ``champion`` traffic; 10% of it is mirrored as ``shadow`` traffic of another version with
@@ -40,7 +40,7 @@ import pandas as pd
 import pytest
 
 from config import Settings, read_config
-from tests.services import free_port
+from tasks.common.net import free_port
 
 START = pd.Timestamp("2026-01-01T00:00:00Z")
 ROWS_PER_DAY = 6000
@@ -109,8 +109,10 @@ def sensor_windows(times: pd.Series, start: pd.Timestamp, end: pd.Timestamp, min
 
 
 def _ingest(settings: Settings) -> None:
-    from tasks import feature_store, features, simulate
-    from tasks.ingest import ingest_batch
+    from tasks.features import store as feature_store
+    from tasks.features import tables as features
+    from tasks.ingest.batches import ingest_batch
+    from tasks.platform import simulate
 
     for index, scenario in enumerate(PLAN):
         frame = simulate.generate_batch(settings, scenario, index=index, rows=ROWS_PER_DAY, start=START)
@@ -158,8 +160,12 @@ def _log(settings: Settings, scored: pd.DataFrame, version: str) -> pd.DataFrame
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     import mlflow
 
-    from tasks import feature_store, registry, stack, train, training_data
-    from tasks.models.base import InputSpec, model_input
+    from tasks.common import registry
+    from tasks.features import store as feature_store
+    from tasks.platform import stack
+    from tasks.training import dataset as training_data
+    from tasks.training import run as train
+    from tasks.training.families.base import InputSpec, model_input
 
     home = tmp_path_factory.mktemp("airloop-monitoring")
     env = {"AIRLOOP_HOME": str(home), "AIRLOOP__MLFLOW__PORT": str(free_port()), **ENV}

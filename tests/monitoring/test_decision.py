@@ -14,7 +14,7 @@ from tasks.monitoring import decision, performance, store
 from tasks.monitoring.drift import ColumnDrift, DriftResult
 from tasks.monitoring.performance import Scores
 from tasks.monitoring.window import WindowResult
-from tasks.train import RunContext
+from tasks.training.run import RunContext
 
 T0 = pd.Timestamp("2026-03-01T00:00:00Z")
 

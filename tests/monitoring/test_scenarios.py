@@ -14,8 +14,8 @@ import re
 import pandas as pd
 import pytest
 
-from tasks import storage
-from tasks.monitoring import decision, report, store, window
+from tasks.common import storage
+from tasks.monitoring import decision, pages, store, window
 from tasks.monitoring.drift import dkw_epsilon
 from tests.monitoring.conftest import COVARIATE, SHADOW_VERSION, STABLE
 
@@ -138,16 +138,16 @@ def test_metrics_are_stored_per_window_and_queryable_over_time(stable_pass):
 def test_html_report_is_written_with_its_plots_and_the_summary_links_it(covariate_pass):
     settings = covariate_pass.settings["covariate"]
     result = next(r for r in covariate_pass.results if r.drift.data_drift)
-    assert result.report_uri == report.report_uri(settings, result.window_id)
+    assert result.report_uri == pages.report_uri(settings, result.window_id)
     page = storage.read_bytes(result.report_uri).decode()
     assert page.lstrip().lower().startswith("<!doctype html") and len(page) > 100_000
     for col in result.drift.tested:
         assert col.column in page
     assert len(re.findall(r'"type": "big_graph"', page)) >= len(result.drift.tested)
-    numbers = json.loads(storage.read_bytes(report.numbers_uri(settings, result.window_id)))
+    numbers = json.loads(storage.read_bytes(pages.numbers_uri(settings, result.window_id)))
     assert numbers["window_id"] == result.window_id and numbers["drift"]["data_drift"] is True
     # listed in the reports index the Airflow UI plugin serves (with the summary page)
-    from tasks import reports
+    from tasks.common import reports
 
     listed = {r.name: r for r in reports.list_reports(settings, settings.monitor.reports_dir)}
     entry = listed[result.window_id]
@@ -163,7 +163,7 @@ def test_html_report_is_written_with_its_plots_and_the_summary_links_it(covariat
 def test_reference_is_the_champion_training_set_and_its_logged_holdout(world, champion):
     from mlflow import MlflowClient
 
-    from tasks import registry
+    from tasks.common import registry
     from tasks.monitoring.performance import threshold_for
     from tasks.monitoring.reference import champion_reference
 

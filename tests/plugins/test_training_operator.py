@@ -51,7 +51,7 @@ def test_pod_has_gpu_limit_tolerations_node_selector_image_and_env_from_config(p
     assert env["AIRLOOP_PROFILE"] == "production"
     assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
     assert container.command == ["python"]
-    assert container.args[:2] == ["-m", "tasks.train"]
+    assert container.args[:2] == ["-m", "tasks.training"]
     args = dict(zip(container.args[2::2], container.args[3::2], strict=True))
     assert args["--training-set-uri"] == "s3://airloop/training_sets/ts-abc.parquet"
     assert args["--reason"] == "drift"

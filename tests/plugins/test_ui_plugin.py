@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from tasks import reports
+from tasks.common import reports
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def test_unknown_or_unsafe_reports_are_4xx(client):
 
 
 def test_reports_written_without_an_index_entry_are_listed_too(settings, client):
-    from tasks import storage
+    from tasks.common import storage
 
     storage.write_text(
         storage.join(settings.storage.reports_uri, "monitoring", "raw.html"), "<html>raw</html>"

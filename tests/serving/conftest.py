@@ -2,11 +2,11 @@
 
 - a private AIRLOOP_HOME with three simulated hours ingested, turned into features, applied to
   Feast and materialized into the SQLite online store (the real path of the features DAG);
-- a real ``mlflow server`` (``tasks.stack.MLFLOW``) on a free port;
-- models registered through ``tasks.registry.register``: real ``FraudModel`` objects with a
+- a real ``mlflow server`` (``tasks.platform.stack.MLFLOW``) on a free port;
+- models registered through ``tasks.training.registration.register``: real ``FraudModel`` objects with a
   constant scorer, so a score tells which version answered (v1 0.02 = champion, v2 0.9 =
   challenger, v3 0.3 = spare for swaps, v4 fails on every call);
-- the Ray Serve application started by ``tasks.serve.start`` on a local Ray with two CPUs, its
+- the Ray Serve application started by ``tasks.serving.process.start`` on a local Ray with two CPUs, its
   HTTP port free, its inference log flushed every second.
 
 ``client`` resets the application to v1 champion, v2 challenger, no traffic on the challenger and
@@ -29,7 +29,7 @@ import pandas as pd
 import pytest
 
 from config import Settings, read_config
-from tests.services import free_port
+from tasks.common.net import free_port
 
 START = "2026-01-01T00:00:00+00:00"
 HOURS, ROWS = 3, 1500
@@ -79,8 +79,10 @@ def register_model(settings: Settings, scorer, events: pd.DataFrame) -> str:
 
     import mlflow
 
-    from tasks import feature_store, registry
-    from tasks.models.base import Encoder, FraudModel, InputSpec
+    from tasks.common import registry
+    from tasks.features import store as feature_store
+    from tasks.training import registration
+    from tasks.training.families.base import Encoder, FraudModel, InputSpec
 
     features = feature_store.feature_names(settings)
     spec = InputSpec.from_settings(settings, features)
@@ -99,7 +101,7 @@ def register_model(settings: Settings, scorer, events: pd.DataFrame) -> str:
             signature=_signature(spec),
             pip_requirements=[f"mlflow=={pkg_version('mlflow')}"],
         )
-    reg = registry.register(
+    reg = registration.register(
         settings,
         settings.mlflow.url,
         logged_model_uri=info.model_uri,
@@ -125,8 +127,10 @@ def artifact_dir(settings: Settings, version: str) -> Path:
 
 @pytest.fixture(scope="session")
 def serving_world(tmp_path_factory) -> Iterator[ServingWorld]:
-    from tasks import feature_store, features, simulate, stack
-    from tasks.ingest import ingest_batch, read_curated
+    from tasks.features import store as feature_store
+    from tasks.features import tables as features
+    from tasks.ingest.batches import ingest_batch, read_curated
+    from tasks.platform import simulate, stack
     from tests.serving.scorers import ConstantScorer, FailingScorer
 
     home = tmp_path_factory.mktemp("airloop-serving")
@@ -157,7 +161,7 @@ def serving_world(tmp_path_factory) -> Iterator[ServingWorld]:
             assert register_model(settings, ConstantScorer(rate), events) == version
         world.versions = {"good": "1", "challenger": "2", "spare": "3"}
         world.versions["broken"] = register_model(settings, FailingScorer(), events)
-        from tasks import registry
+        from tasks.common import registry
 
         registry.client(settings.mlflow.url).set_registered_model_alias(
             settings.mlflow.registered_model, registry.CHALLENGER, world.versions["challenger"]
@@ -170,7 +174,7 @@ def serving_world(tmp_path_factory) -> Iterator[ServingWorld]:
 @pytest.fixture(scope="session")
 def serving_app(serving_world) -> Iterator[ServingWorld]:
     """The application on a local Ray; it starts with the aliases: champion v1, challenger v2."""
-    from tasks import serve
+    from tasks.serving import process as serve
 
     settings = serving_world.settings
     serving_world.url = serve.start(settings, num_cpus=2, include_dashboard=False)

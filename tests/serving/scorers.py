@@ -1,7 +1,7 @@
 """Model scorers for serving tests, in an importable module: the model replicas unpickle them.
 
 Every test model is a real ``FraudModel`` (the class training logs) registered through the real
-``tasks.registry.register``; only its scorer is simple, so that what a test checks is visible in
+``tasks.training.registration.register``; only its scorer is simple, so that what a test checks is visible in
 the score: a constant probability tells which version answered.
 """
 

@@ -25,7 +25,7 @@ FAST_ENV = {
 
 @pytest.fixture
 def deploy_dag(serving_app, client, airflow_db, monkeypatch):
-    from tasks import registry
+    from tasks.common import registry
 
     for name, value in {**serving_app.env, **FAST_ENV}.items():
         monkeypatch.setenv(name, value)
@@ -47,7 +47,7 @@ def _states(run) -> dict[str, str]:
 
 def _page(link: str) -> str:
     from config import load_config
-    from tasks import reports
+    from tasks.common import reports
 
     kind, name = link.removeprefix("/airloop/reports/").split("/")
     return reports.read_report(load_config(), kind, name)

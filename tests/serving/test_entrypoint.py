@@ -1,4 +1,4 @@
-"""``python -m tasks.serve``: the container's command, and the Serve config it prints."""
+"""``python -m tasks.serving``: the container's command, and the Serve config it prints."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import yaml
 
 from config import PROJECT_ROOT, read_config
-from tasks import serve
+from tasks.serving import process as serve
 
 
 def test_serve_config_points_at_the_app_builder():
@@ -26,7 +26,7 @@ def test_serve_config_points_at_the_app_builder():
 def test_config_command_prints_yaml():
     env = {**os.environ, "AIRLOOP_PROFILE": "local", "PYTHONPATH": str(PROJECT_ROOT)}
     out = subprocess.run(
-        [sys.executable, "-m", "tasks.serve", "config"],
+        [sys.executable, "-m", "tasks.serving", "config"],
         capture_output=True,
         text=True,
         env=env,

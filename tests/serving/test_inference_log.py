@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks import storage
+from tasks.common import storage
 from tasks.serving import inference_log
 from tasks.serving.inference_log import InferenceLogWriter
 

@@ -82,7 +82,7 @@ class Traffic:
 @pytest.fixture
 def rollout_world(serving_app, client):
     """The app at v1 champion with no challenger; the registry's aliases restored afterwards."""
-    from tasks import registry
+    from tasks.common import registry
 
     settings = serving_app.settings
     client.unload("challenger")
@@ -116,7 +116,7 @@ def _run_rollout(settings, version: str):
 
 
 def _tags(settings, version: str) -> dict[str, str]:
-    from tasks import registry
+    from tasks.common import registry
 
     return (
         registry.client(settings.mlflow.url).get_model_version(settings.mlflow.registered_model, version).tags
@@ -124,7 +124,7 @@ def _tags(settings, version: str) -> dict[str, str]:
 
 
 def _alias(settings, alias: str) -> str | None:
-    from tasks import registry
+    from tasks.common import registry
 
     mv = registry.version_for_alias(
         registry.client(settings.mlflow.url), settings.mlflow.registered_model, alias
@@ -251,14 +251,14 @@ def test_a_model_that_fails_its_smoke_test_never_sees_traffic(rollout_world, cli
 
 
 def test_rollout_history_page_shows_steps_judgments_and_earlier_rollouts(rollout_world):
-    from tasks import reports
+    from tasks.common import reports
+    from tasks.rollout import history_page
     from tasks.rollout import record as records
-    from tasks.rollout import report
 
     settings = rollout_world.settings
     done = records.history(settings)
     assert len(done) >= 2, "runs after the rollout tests above"
-    published = report.publish(settings, done[0])
+    published = history_page.publish(settings, done[0])
     page = reports.read_report(settings, "rollouts", published.name)
     assert "<svg" in page and "Steps and judgments" in page
     for r in done:
@@ -271,9 +271,9 @@ def test_first_model_goes_straight_to_full_traffic_after_its_smoke_test(serving_
     """A second application (its own model name, route and slots) that has never had a model."""
     from ray import serve
 
-    from tasks import registry
-    from tasks import serve as serving
+    from tasks.common import registry
     from tasks.rollout import steps
+    from tasks.serving import process as serving
     from tasks.serving.client import ServingClient
     from tests.serving.scorers import ConstantScorer
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks import feature_store
+from tasks.features import store as feature_store
 from tasks.serving import inference_log
 
 pytestmark = pytest.mark.slow  # the session's Ray Serve app takes a minute or more to start

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_traffic_is_scored_logged_and_labelled(serving_app, client):
-    from tasks import traffic
+    from tasks.platform import traffic
     from tasks.serving import inference_log
 
     settings = serving_app.settings
@@ -42,7 +42,7 @@ def test_traffic_is_scored_logged_and_labelled(serving_app, client):
         time.sleep(0.5)
     assert len(mine) == 120
     assert mine["label"].notna().all(), "every posted label joined its prediction"
-    from tasks import simulate
+    from tasks.platform import simulate
 
     truth = simulate.generate_batch(settings, "stable", traffic.FIRST_INDEX, rows=traffic.CHUNK_ROWS).head(
         120
@@ -52,7 +52,7 @@ def test_traffic_is_scored_logged_and_labelled(serving_app, client):
 
 
 def test_play_needs_a_stopping_point(serving_world):
-    from tasks import traffic
+    from tasks.platform import traffic
 
     with pytest.raises(ValueError, match="seconds or requests"):
         traffic.play(serving_world.settings, rate=10)

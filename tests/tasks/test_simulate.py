@@ -18,8 +18,8 @@ import pytest
 from scipy import stats
 
 from config import Settings, read_config
-from tasks import simulate
-from tasks.simulate import (
+from tasks.platform import simulate
+from tasks.platform.simulate import (
     BAD_KINDS,
     SCENARIOS,
     NotifyError,

@@ -1,6 +1,6 @@
 """Training fixtures: one real MLflow server and one real Feast training set per session.
 
-The server is the local stack's own ``mlflow`` service (``tasks.stack.MLFLOW``: SQLite backend,
+The server is the local stack's own ``mlflow`` service (``tasks.platform.stack.MLFLOW``: SQLite backend,
 artifacts proxied into a folder) on a free port in a private home, polled until ``/health``
 answers and stopped at the end. The data is simulated, ingested through the real ingest path,
 turned into features, applied to Feast and joined point-in-time into one training set: 16 hours
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from config import Settings, read_config
-from tests.services import free_port
+from tasks.common.net import free_port
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -84,8 +84,8 @@ class Server:
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A real ``mlflow server`` started by ``tasks.stack`` (polled until ``/health`` answers)."""
-    from tasks import stack
+    """A real ``mlflow server`` started by ``tasks.platform.stack`` (polled until ``/health`` answers)."""
+    from tasks.platform import stack
 
     home = tmp_path_factory.mktemp("airloop-train")
     env = {"AIRLOOP_HOME": str(home), "AIRLOOP__MLFLOW__PORT": str(free_port()), **FAST}
@@ -103,8 +103,11 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="session")
 def world(mlflow_server: Server) -> TrainWorld:
     """Simulated batches ingested, features refreshed and applied, one training set built."""
-    from tasks import feature_store, features, simulate, training_data
-    from tasks.ingest import ingest_batch
+    from tasks.features import store as feature_store
+    from tasks.features import tables as features
+    from tasks.ingest.batches import ingest_batch
+    from tasks.platform import simulate
+    from tasks.training import dataset as training_data
 
     settings = read_config("local", mlflow_server.env)
     for i in range(BATCHES):

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from config import read_config
-from tasks import evaluate
+from tasks.training import evaluation as evaluate
 
 
 @pytest.fixture

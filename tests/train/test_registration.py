@@ -4,7 +4,7 @@ card and a SHA-256 that matches the files serving downloads.
 
 Sabotage goes through the real path: a shuffled-label training set, the ``prior`` family (a
 constant predictor), and candidates whose trained model is wrapped to score worse overall or for
-one region only; each is trained, evaluated and gated by ``tasks.train.run`` like any other.
+one region only; each is trained, evaluated and gated by ``tasks.training.run.run`` like any other.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks import registry, storage, train, training_data
-from tasks.models.base import FraudModel, sigmoid
+from tasks.common import registry, storage
+from tasks.training import dataset as training_data
+from tasks.training import run as train
+from tasks.training.families.base import FraudModel, sigmoid
 
 RELAXED = {
     "gate__min_roc_auc": "0.5",
@@ -237,8 +239,8 @@ def test_pyfunc_loads_by_alias_and_scores_unknown_categories_and_missing_values(
 
     # Serving scores plain typed arrays (FraudModel.score through LoadedModel.inputs), not frames:
     # same probabilities, to the bit, for ordinary and odd rows alike.
-    from tasks.models.base import model_input
     from tasks.serving.models import LoadedModel
+    from tasks.training.families.base import model_input
 
     python_model = model.unwrap_python_model()
     numeric = [*python_model.spec.features, *python_model.spec.raw_numeric]

@@ -51,7 +51,7 @@ def test_drift_triggered_run_trains_registers_and_links_to_mlflow(
     assert extra["model"] == model and extra["reason"] == "drift"
     assert extra["data_sha256"] == world.data_sha256
     version = mlflow_client.get_model_version(model, extra["version"])
-    from tasks import registry
+    from tasks.common import registry
 
     assert version.tags[registry.TAG_DAG_ID] == "train"
     assert version.tags[registry.TAG_DAG_RUN_ID] == run.run_id
@@ -66,7 +66,7 @@ def test_drift_triggered_run_trains_registers_and_links_to_mlflow(
     assert card.status_code == 200 and "<html" in card.text.lower()
     # and the card is listed in the airloop reports view of the Airflow UI
     from config import load_config
-    from tasks import reports
+    from tasks.common import reports
 
     [listed] = reports.list_reports(load_config(), "model_cards")
     assert listed.model_version == extra["version"] and extra["model_card_report"].endswith(listed.name)

@@ -1,5 +1,5 @@
 """Training sets and training itself: content-addressed data versions, determinism with a seed,
-the CLI contract (``python -m tasks.train``) and the MLflow service of the local stack."""
+the CLI contract (``python -m tasks.training``) and the MLflow service of the local stack."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ import numpy as np
 import pytest
 
 from config import PROJECT_ROOT
-from tasks import stack, storage, train, training_data
-from tasks.models.base import model_input
+from tasks.common import storage
+from tasks.platform import stack
+from tasks.training import dataset as training_data
+from tasks.training import run as train
+from tasks.training.families.base import model_input
 
 
 def test_training_set_is_content_addressed_and_records_its_version(world):
@@ -91,7 +94,7 @@ def test_cli_writes_the_result_json_and_exits_zero_when_the_gate_says_no(world, 
         "PYTHONPATH": str(PROJECT_ROOT),
     }
     context = {"dag_id": "train", "run_id": "scheduled__2026-01-04", "reason": "schedule"}
-    cmd = [sys.executable, "-m", "tasks.train", "--training-set-uri", world.training_set_uri]
+    cmd = [sys.executable, "-m", "tasks.training", "--training-set-uri", world.training_set_uri]
     cmd += ["--run-context", json.dumps(context), "--output", str(out)]
     proc = subprocess.run(
         cmd, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, check=False

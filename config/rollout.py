@@ -1,0 +1,71 @@
+"""The rollout section: shadow and canary steps, and what the judge holds a challenger to."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from config.base import Section
+
+
+class RolloutStep(Section):
+    """One traffic step of a rollout: held until both ``hold_seconds`` have passed and the
+    challenger has answered ``min_requests``, then judged."""
+
+    weight: float = Field(gt=0, le=1)
+    hold_seconds: float = Field(300.0, ge=0)
+    min_requests: int = Field(200, ge=1)
+
+    @property
+    def name(self) -> str:
+        """The step's name in the rollout record and its task id in the deploy DAG."""
+        return f"canary_{round(self.weight * 100)}"
+
+
+class RolloutShadow(Section):
+    enabled: bool = True
+    hold_seconds: float = Field(300.0, ge=0)
+    min_requests: int = Field(200, ge=1)
+
+
+class RolloutJudge(Section):
+    """What a challenger must show at every step, measured on ``/metrics`` over the step."""
+
+    max_error_rate: float = Field(0.01, ge=0, le=1)
+    """Challenger errors (served by the champion instead) over its requests."""
+    max_p99_ms: float = Field(250.0, gt=0)
+    """Absolute: the challenger route's request-to-prediction p99."""
+    max_latency_ratio: float = Field(2.0, ge=1)
+    latency_slack_ms: float = Field(10.0, ge=0)
+    """Relative: the challenger's model-call p99 may be at most ``ratio x champion's + slack``."""
+    max_score_psi: float = Field(0.2, gt=0)
+    """Score distribution shift (PSI over the score histogram) against the champion's, same step."""
+
+
+class Rollout(Section):
+    """The deploy DAG (``tasks.rollout``): smoke, shadow, canary steps, then promotion."""
+
+    smoke_rows: int = Field(50, ge=1)
+    """The newest curated transactions, scored on the challenger slot before it sees traffic."""
+    shadow: RolloutShadow = RolloutShadow()
+    canary: list[RolloutStep] = [
+        RolloutStep(weight=0.1, hold_seconds=300, min_requests=200),
+        RolloutStep(weight=0.5, hold_seconds=300, min_requests=500),
+        RolloutStep(weight=1.0, hold_seconds=300, min_requests=500),
+    ]
+    max_hold_seconds: float = Field(1800.0, gt=0)
+    """A step still short of ``min_requests`` by then fails: too little traffic to judge."""
+    poll_seconds: float = Field(5.0, gt=0)
+    """How often a held step reads ``/metrics`` (errors fail a step as soon as they are seen)."""
+    judge: RolloutJudge = RolloutJudge()
+    history_dir: str = "rollouts"
+    """Rollout records (JSON, one per rollout), under ``storage.data_uri``."""
+    ready_timeout_seconds: float = Field(300.0, gt=0)
+    """How long the deploy DAG waits for the serving application to answer."""
+
+    @field_validator("canary")
+    @classmethod
+    def _ends_at_full_traffic(cls, steps: list[RolloutStep]) -> list[RolloutStep]:
+        weights = [s.weight for s in steps]
+        if weights != sorted(weights):
+            raise ValueError(f"canary weights must not decrease: {weights}")
+        return steps

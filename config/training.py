@@ -1,0 +1,153 @@
+"""Sections of training: MLflow, the model families and their grids, the training pod, the gate."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from config.base import Section
+
+
+class MLflow(Section):
+    """MLflow tracking server and model registry (the local stack runs the server)."""
+
+    tracking_uri: str | None = None
+    """What clients use; ``None`` means the local server at ``host:port``."""
+    host: str = "127.0.0.1"
+    port: int = 5000
+    backend_store_uri: str
+    """``sqlite:///<path>`` locally (relative paths follow ``AIRLOOP_HOME``), Postgres in production."""
+    artifacts_destination: str
+    """Where the server stores artifacts it proxies (``--serve-artifacts``): file:// or s3://."""
+    experiment: str = "fraud-detector"
+    registered_model: str = "fraud-detector"
+
+    public_url: str | None = None
+    """The address browsers use (Airflow's extra links); ``None`` means the tracking URI."""
+
+    @property
+    def url(self) -> str:
+        if self.tracking_uri:
+            return self.tracking_uri
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def ui_url(self) -> str:
+        return (self.public_url or self.url).rstrip("/")
+
+
+class XGBoostGrid(Section):
+    """Hyper-parameters of the XGBoost family: each combination is one candidate."""
+
+    max_depth: list[int] = [4, 6]
+    learning_rate: list[float] = [0.1]
+    min_child_weight: list[float] = [1.0]
+    subsample: list[float] = [0.9]
+    colsample_bytree: list[float] = [0.9]
+    reg_lambda: list[float] = [1.0]
+
+
+class XGBoostFamily(Section):
+    max_rounds: int = 400
+    early_stopping_rounds: int = 30
+    grid: XGBoostGrid = XGBoostGrid()
+
+
+class MLPGrid(Section):
+    """Hyper-parameters of the PyTorch MLP family: each combination is one candidate."""
+
+    hidden: list[list[int]] = [[64, 32]]
+    learning_rate: list[float] = [0.002]
+    dropout: list[float] = [0.1]
+    weight_decay: list[float] = [0.0001]
+
+
+class MLPFamily(Section):
+    max_epochs: int = 40
+    patience: int = 5
+    """Epochs without a better validation loss before training stops (the best epoch is kept)."""
+    batch_size: int = 512
+    grid: MLPGrid = MLPGrid()
+
+
+Family = Literal["xgboost", "mlp", "prior"]
+
+
+class Train(Section):
+    """Training: the weekly schedule, the time splits, the model families and their grids."""
+
+    cron: str = "0 3 * * 0"
+    seed: int = 42
+    families: list[Family] = ["xgboost", "mlp"]
+    """``prior`` (the base rate, a baseline that can never pass the gate) is for comparisons."""
+    holdout_fraction: float = Field(0.2, gt=0, lt=1)
+    """The last part of the time range: every candidate and the champion are judged on it."""
+    validation_fraction: float = Field(0.15, gt=0, lt=1)
+    """The last part of the remaining time range: early stopping and calibration."""
+    raw_numeric: list[str] = ["amount"]
+    raw_categorical: list[str] = ["merchant_category", "channel", "region"]
+    """Request columns the model takes besides the feature service's features."""
+    exclude_features: list[str] = ["customer_last_txn_unix_s"]
+    """Feature-service columns the model accepts but ignores (an absolute clock time)."""
+    pos_weight: float | None = None
+    """Weight of a fraud row in the loss; ``None`` = negatives/positives of the training split."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """``auto``: CUDA when ``torch.cuda.is_available()``."""
+    training_sets_dir: str = "training_sets"
+    """Training sets are written under ``storage.data_uri/<this>/``."""
+    latency_rows: int = 2000
+    xgboost: XGBoostFamily = XGBoostFamily()
+    mlp: MLPFamily = MLPFamily()
+
+
+class TrainingPod(Section):
+    """Where training runs: a GPU pod (production) or a local process (local), same entrypoint."""
+
+    runner: Literal["local", "kubernetes"] = "local"
+    image: str = "airloop/train:0.1.0"
+    namespace: str = "airloop"
+    service_account: str | None = None
+    gpus: int = 0
+    """``nvidia.com/gpu`` requested and limited; 0 asks for none."""
+    node_selector: dict[str, str] = {}
+    tolerations: list[dict[str, Any]] = []
+    """Kubernetes tolerations as written in a pod spec (key, operator, value, effect)."""
+    requests: dict[str, str] = {}
+    limits: dict[str, str] = {}
+    env: dict[str, str] = {}
+    """Extra environment for the training process (secrets belong in Kubernetes secrets)."""
+    deferrable: bool = True
+    in_cluster: bool = True
+    kubernetes_conn_id: str = "kubernetes_default"
+    startup_timeout_seconds: int = 900
+    """Pulling a CUDA image onto a node that scaled up for it takes minutes."""
+
+
+class Fairness(Section):
+    segment: str = "region"
+    """The column whose groups must see similar recall (true positive rate)."""
+    threshold: float = 0.5
+    """Decision threshold on the calibrated fraud probability."""
+    max_tpr_gap: float = 0.3
+    min_positives: int = 25
+    """Segments with fewer fraud rows in the hold-out are reported but not compared."""
+
+
+class Gate(Section):
+    """The quality gate: every check must pass for a candidate to be registered."""
+
+    min_holdout_positives: int = 20
+    min_roc_auc: float = 0.85
+    min_pr_auc: float = 0.4
+    max_log_loss: float = 0.1
+    max_ece: float = 0.05
+    ece_bins: int = 10
+    max_latency_ms_per_row: float = 1.0
+    roc_auc_tolerance: float = 0.01
+    """How far below the champion's ROC AUC (same hold-out) a candidate may fall."""
+    pr_auc_tolerance: float = 0.03
+    select_by: Literal["roc_auc", "pr_auc"] = "pr_auc"
+    """Among passing candidates, the best by this metric is registered."""
+    fairness: Fairness = Fairness()

@@ -1,0 +1,151 @@
+"""The MLflow Model Registry as every stage sees it: aliases, tag names, verified downloads.
+
+Training registers versions (``tasks.training.registration``), the rollout moves the
+``champion`` alias, serving and monitoring load versions. What they share lives here once:
+- the aliases ``champion`` and ``challenger`` and the lineage tag names (``TAG_*``);
+- ``model_sha256``: the SHA-256 of a model's artifact directory (``artifact_sha256``), which
+  every load site recomputes on the files it downloads before unpickling them
+  (``fetch_verified``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+TAG_DAG_ID = "dag_id"
+TAG_DAG_RUN_ID = "dag_run_id"
+TAG_REASON = "trigger_reason"
+TAG_DATA_SHA256 = "data_sha256"
+TAG_DATA_PARTITIONS = "data_partitions"
+TAG_DATA_ROWS = "data_rows"
+TAG_TRAINING_SET = "training_set_uri"
+TAG_FEATURE_SERVICE = "feature_service"
+TAG_FEATURES = "features"
+TAG_GIT_COMMIT = "git_commit"
+TAG_MODEL_SHA256 = "model_sha256"
+TAG_MODEL_CARD = "model_card"
+TAG_FAMILY = "family"
+TAG_CANDIDATE = "candidate"
+TAG_RUN_ID = "mlflow_run_id"
+LINEAGE_TAGS = (
+    TAG_DAG_ID,
+    TAG_DAG_RUN_ID,
+    TAG_REASON,
+    TAG_DATA_SHA256,
+    TAG_DATA_PARTITIONS,
+    TAG_DATA_ROWS,
+    TAG_TRAINING_SET,
+    TAG_FEATURE_SERVICE,
+    TAG_FEATURES,
+    TAG_GIT_COMMIT,
+)
+
+IGNORED_FILES = frozenset({"registered_model_meta"})
+"""Written by MLflow into a model directory at registration and download time (it names the
+registered model and version), so it is not part of the model's content."""
+
+
+class IntegrityError(RuntimeError):
+    """A downloaded model's files do not hash to the SHA-256 recorded at registration."""
+
+
+def artifact_sha256(path: str | Path) -> str:
+    """SHA-256 of a model directory: over ``<relative path>\\0<sha256 of the file>\\n`` of every
+    file, sorted by path, ignoring ``IGNORED_FILES``. Same files, same hash, wherever they lie."""
+    root = Path(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = file.relative_to(root).as_posix()
+        if rel in IGNORED_FILES:
+            continue
+        digest.update(f"{rel}\0{hashlib.sha256(file.read_bytes()).hexdigest()}\n".encode())
+    return digest.hexdigest()
+
+
+def client(tracking_uri: str) -> MlflowClient:
+    """A client of one tracking server whose registry is that same server (never the process's
+    default registry URI, which another component may have set)."""
+    from mlflow import MlflowClient  # noqa: PLC0415 - mlflow takes seconds to import; tag names do not need it
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def _absent(exc: Exception) -> bool:
+    return getattr(exc, "error_code", None) in (
+        "RESOURCE_DOES_NOT_EXIST",
+        "INVALID_PARAMETER_VALUE",
+        "NOT_FOUND",
+    )
+
+
+def version_for_alias(mlflow_client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The version behind ``name@alias``, or None when the model or the alias does not exist."""
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415 - see client()
+
+    try:
+        return mlflow_client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if _absent(exc):
+            return None
+        raise
+
+
+def version_by_number(mlflow_client: MlflowClient, name: str, version: str) -> ModelVersion | None:
+    """Version ``version`` of ``name``, or None when it does not exist."""
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415 - see client()
+
+    try:
+        return mlflow_client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        if _absent(exc):
+            return None
+        raise
+
+
+def download_verified(tracking_uri: str, version: ModelVersion, dst: str | Path) -> tuple[Path, str]:
+    """Download a registered version's files into ``dst`` and check them against its
+    ``model_sha256`` tag before anything is unpickled; returns the model directory and its hash.
+    Raises ``IntegrityError`` when the hash is missing or differs."""
+    import mlflow  # noqa: PLC0415 - see client()
+
+    # The version's own artifact URI: a ``models:/`` URI would be resolved against the process's
+    # default registry, not ``tracking_uri`` (it failed that way in fresh serving replicas).
+    source = client(tracking_uri).get_model_version_download_uri(version.name, version.version)
+    local = Path(mlflow.artifacts.download_artifacts(source, dst_path=str(dst), tracking_uri=tracking_uri))
+    expected = (version.tags or {}).get(TAG_MODEL_SHA256)
+    actual = artifact_sha256(local)
+    if not expected or expected != actual:
+        raise IntegrityError(
+            f"{version.name} version {version.version} refused: its files hash to {actual}, the "
+            f"{TAG_MODEL_SHA256} recorded at registration is {expected or 'missing'}"
+        )
+    return local, actual
+
+
+def fetch_verified(tracking_uri: str, name: str, alias: str, dst: str | Path) -> tuple[Path, ModelVersion]:
+    """Download ``name@alias`` into ``dst``, verified (``download_verified``); returns the local
+    model directory and the version. ``LookupError`` when the alias does not exist."""
+    version = version_for_alias(client(tracking_uri), name, alias)
+    if version is None:
+        raise LookupError(f"model {name!r} has no alias {alias!r}")
+    local, _ = download_verified(tracking_uri, version, dst)
+    return local, version
+
+
+def load_verified(tracking_uri: str, name: str, alias: str, dst: str | Path) -> tuple[Any, ModelVersion]:
+    """The pyfunc model behind ``name@alias``, loaded only after its files were verified: the one
+    path by which training (the champion on the hold-out) and monitoring (the reference) load."""
+    import mlflow  # noqa: PLC0415 - see client()
+
+    local, version = fetch_verified(tracking_uri, name, alias, dst)
+    return mlflow.pyfunc.load_model(str(local)), version

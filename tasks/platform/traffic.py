@@ -1,0 +1,216 @@
+"""Live traffic for the serving application: simulated transactions scored at a steady rate, and
+their labels posted after a delay, as a payment system and its chargeback feed would.
+
+    python -m tasks.platform.traffic --rate 50 --seconds 600                 # stable traffic for 10 minutes
+    python -m tasks.platform.traffic --scenario covariate_drift --requests 5000 --label-delay 120
+
+Locally this is what the deploy DAG's shadow and canary steps are judged on, and what fills the
+inference log the monitor DAG reads. Requests are open-loop (the i-th is sent at ``i / rate``
+seconds whether or not earlier ones have answered, so a slow server shows as latency, not as a
+lower offered rate). Labels still pending when the run ends are posted then. Prints a progress
+line every few seconds and a summary at the end; exits 1 if any request failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from config import Settings
+    from tasks.serving.client import ServingClient
+
+CHUNK_ROWS = 1000
+FIRST_INDEX = 100_000
+"""Batches of the simulator are numbered; traffic uses its own range, apart from landed batches."""
+
+
+@dataclass
+class TrafficStats:
+    sent: int = 0
+    ok: int = 0
+    failed: int = 0
+    labels_posted: int = 0
+    versions: Counter = field(default_factory=Counter)
+    routes: Counter = field(default_factory=Counter)
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    def quantile(self, q: float) -> float | None:
+        if not self.latencies_ms:
+            return None
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    def line(self) -> str:
+        elapsed = time.monotonic() - self.started
+        p50, p99 = self.quantile(0.5), self.quantile(0.99)
+        lat = f"p50 {p50:.1f} ms, p99 {p99:.1f} ms" if p50 is not None else "no answers yet"
+        versions = ", ".join(f"v{v}: {n}" for v, n in sorted(self.versions.items()))
+        return (
+            f"{elapsed:6.1f} s  {self.sent} sent ({self.sent / max(elapsed, 1e-9):.1f}/s), "
+            f"{self.failed} failed, {lat}, {self.labels_posted} labels  [{versions}]"
+        )
+
+
+def transactions(
+    settings: Settings, scenario: str, drift_strength: float, first_index: int
+) -> Iterator[dict]:
+    """Endless simulated transactions (with their label), stamped with the time they are sent."""
+    from tasks.platform import simulate
+
+    index = first_index
+    while True:
+        frame = simulate.generate_batch(
+            settings, scenario, index, rows=CHUNK_ROWS, drift_strength=drift_strength
+        )
+        yield from frame.to_dict("records")
+        index += 1
+
+
+class _Player:
+    """The state of one run shared by the sending loop and the client threads."""
+
+    def __init__(self, settings: Settings, client: ServingClient, label_delay: float) -> None:
+        self.settings = settings
+        self.client = client
+        self.label_delay = label_delay
+        self.stats = TrafficStats()
+        self.lock = threading.Lock()
+        self.pending: deque[tuple[float, str, int]] = deque()  # (due, transaction id, label)
+
+    def score(self, row: dict[str, Any]) -> None:
+        import pandas as pd
+
+        schema = self.settings.schema_
+        label = int(row.pop(schema.label))
+        row[schema.timestamp] = pd.Timestamp.now(tz="UTC").isoformat()
+        stats = self.stats
+        try:
+            answer = self.client.score(row)
+        except Exception as exc:  # noqa: BLE001 - counted and reported, the run goes on
+            with self.lock:
+                stats.failed += 1
+                if len(stats.errors) < 5:
+                    stats.errors.append(f"{type(exc).__name__}: {exc}")
+            return
+        with self.lock:
+            stats.ok += 1
+            stats.versions[answer["model_version"]] += 1
+            stats.routes[answer["route"]] += 1
+            stats.latencies_ms.append(float(answer["latency_ms"]))
+            self.pending.append((time.monotonic() + self.label_delay, row[schema.key], label))
+
+    def post_labels(self, everything: bool = False) -> None:
+        now = time.monotonic()
+        with self.lock:
+            due = []
+            while self.pending and (everything or self.pending[0][0] <= now):
+                due.append(self.pending.popleft())
+        size = self.settings.serving.max_label_rows
+        for start in range(0, len(due), size):
+            chunk = due[start : start + size]
+            self.client.post_labels([{"transaction_id": t, "label": y} for _, t, y in chunk])
+            self.stats.labels_posted += len(chunk)
+
+
+def play(
+    settings: Settings,
+    *,
+    rate: float,
+    seconds: float | None = None,
+    requests: int | None = None,
+    scenario: str = "stable",
+    drift_strength: float = 1.0,
+    label_delay: float = 30.0,
+    workers: int = 16,
+    client: ServingClient | None = None,
+    progress: Callable[[str], None] | None = print,
+    progress_every: float = 5.0,
+    stop: threading.Event | None = None,
+    first_index: int = FIRST_INDEX,
+) -> TrafficStats:
+    """Send ``requests`` (or for ``seconds``) transactions at ``rate`` per second; post each
+    one's label ``label_delay`` seconds after it was scored."""
+    from tasks.serving.client import ServingClient
+
+    if rate <= 0:
+        raise ValueError("rate must be > 0")
+    if seconds is None and requests is None:
+        raise ValueError("give seconds or requests (or both)")
+    client = client or ServingClient(settings.serving.url, token=settings.serving.admin_token)
+    player = _Player(settings, client, label_delay)
+    stats = player.stats
+    stop = stop or threading.Event()
+    rows = transactions(settings, scenario, drift_strength, first_index)
+    last_report = stats.started
+    with ThreadPoolExecutor(workers, thread_name_prefix="traffic") as pool:
+        while not stop.is_set():
+            due = stats.started + stats.sent / rate
+            if (requests is not None and stats.sent >= requests) or (
+                seconds is not None and due - stats.started >= seconds
+            ):
+                break
+            wait = due - time.monotonic()
+            if wait > 0 and stop.wait(wait):
+                break
+            pool.submit(player.score, next(rows))
+            stats.sent += 1
+            player.post_labels()
+            if progress and time.monotonic() - last_report >= progress_every:
+                last_report = time.monotonic()
+                progress(f"[traffic] {stats.line()}")
+    player.post_labels(everything=True)
+    if progress:
+        progress(f"[traffic] done: {stats.line()}")
+        for error in stats.errors:
+            progress(f"[traffic] failure: {error}")
+    return stats
+
+
+def _parser() -> argparse.ArgumentParser:
+    from tasks.platform.simulate import SCENARIOS
+
+    p = argparse.ArgumentParser(prog="python -m tasks.platform.traffic", description=__doc__.split("\n")[0])
+    p.add_argument("--rate", type=float, default=50.0, help="requests per second (default 50)")
+    p.add_argument("--seconds", type=float, default=None, help="how long to send")
+    p.add_argument("--requests", type=int, default=None, help="how many requests to send")
+    p.add_argument("--scenario", choices=SCENARIOS, default="stable")
+    p.add_argument("--drift-strength", type=float, default=1.0)
+    p.add_argument("--label-delay", type=float, default=30.0, help="seconds until a label is posted")
+    p.add_argument("--workers", type=int, default=16, help="concurrent client threads")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from config import load_config
+
+    args = _parser().parse_args(argv)
+    if args.seconds is None and args.requests is None:
+        args.seconds = 60.0
+    settings = load_config()
+    print(f"[traffic] {args.rate:g}/s of {args.scenario} transactions to {settings.serving.url}", flush=True)
+    stats = play(
+        settings,
+        rate=args.rate,
+        seconds=args.seconds,
+        requests=args.requests,
+        scenario=args.scenario,
+        drift_strength=args.drift_strength,
+        label_delay=args.label_delay,
+        workers=args.workers,
+        progress=lambda line: print(line, flush=True),
+    )
+    return 1 if stats.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

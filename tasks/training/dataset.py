@@ -1,0 +1,221 @@
+"""Training sets: every labelled curated event with its point-in-time features, as one Parquet file.
+
+``build`` joins the curated transactions (all of them, or a time range) with their features
+through the versioned feature service (``tasks.features.store.training_set``), writes the result
+under ``storage.data_uri/<train.training_sets_dir>/<hash>.parquet`` and records its data version
+beside it (``<hash>.json``): the SHA-256 of the file's bytes, the curated partitions and batches it
+came from, row and fraud counts, the feature service and its features. The file name is the
+content hash, so building the same data twice writes nothing new.
+
+``read`` is what the training entrypoint calls on the URI it is given: it re-hashes the bytes
+and refuses a file that no longer matches its recorded version.
+
+    python -m tasks.training.dataset [--start ISO] [--end ISO]     # prints the data version (JSON)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from tasks.common import storage
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from config import Settings
+
+PARTITION_COLUMN = "event_date"
+BATCH_COLUMN = "batch_id"
+
+
+class TrainingDataError(ValueError):
+    """No usable training data, or a training set that does not match its recorded version."""
+
+
+@dataclass
+class DataVersion:
+    """What a model was trained on; logged with every run and tagged on every model version."""
+
+    uri: str
+    sha256: str
+    rows: int
+    positives: int
+    feature_service: str
+    features: list[str]
+    partitions: list[str]
+    """Curated partitions (``event_date=YYYY-MM-DD``) the rows came from."""
+    batches: list[str] = field(default_factory=list)
+    start: str | None = None
+    end: str | None = None
+    created_at: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def partition_summary(self) -> str:
+        """Short enough for an MLflow tag: ``event_date=a..event_date=b (n partitions)``."""
+        if not self.partitions:
+            return "none"
+        if len(self.partitions) == 1:
+            return self.partitions[0]
+        return f"{self.partitions[0]}..{self.partitions[-1]} ({len(self.partitions)} partitions)"
+
+
+def training_sets_uri(settings: Settings) -> str:
+    return storage.join(settings.storage.data_uri, settings.train.training_sets_dir)
+
+
+def columns(settings: Settings, features: list[str]) -> list[str]:
+    """Columns of a training set: keys, time, request columns, label, lineage, then features."""
+    schema, t = settings.schema_, settings.train
+    head = [schema.key, schema.timestamp, *schema.entities, *t.raw_numeric, *t.raw_categorical]
+    head = list(dict.fromkeys([*head, schema.label, PARTITION_COLUMN, BATCH_COLUMN]))
+    return head + [f for f in features if f not in head]
+
+
+def labelled_events(settings: Settings, start: str | None = None, end: str | None = None) -> pd.DataFrame:
+    """Curated events with a label, in ``[start, end)`` when given, ordered by time then key."""
+    import pandas as pd
+
+    from tasks.ingest.batches import read_curated
+
+    schema = settings.schema_
+    events = read_curated(settings)
+    if events.empty:
+        raise TrainingDataError(f"the curated dataset at {settings.storage.curated_uri} is empty")
+    events = events[events[schema.label].notna()].copy()
+    events[schema.timestamp] = pd.to_datetime(events[schema.timestamp], utc=True)
+    if start:
+        events = events[events[schema.timestamp] >= pd.Timestamp(start, tz="UTC")]
+    if end:
+        events = events[events[schema.timestamp] < pd.Timestamp(end, tz="UTC")]
+    if events.empty:
+        raise TrainingDataError(
+            f"no labelled curated events between {start or 'the start'} and {end or 'now'}"
+        )
+    events[PARTITION_COLUMN] = events[PARTITION_COLUMN].astype(str)
+    events[schema.label] = events[schema.label].astype("int64")
+    return events.sort_values([schema.timestamp, schema.key], kind="stable").reset_index(drop=True)
+
+
+def to_parquet_bytes(frame: pd.DataFrame) -> bytes:
+    """Deterministic bytes for a frame (same data and library versions, same hash)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
+    pq.write_table(table, buffer, compression="zstd")
+    return buffer.getvalue()
+
+
+def build(settings: Settings, *, start: str | None = None, end: str | None = None) -> DataVersion:
+    """Build (or find, when the same bytes exist) the training set; return its data version."""
+    from tasks.features import store as feature_store
+
+    schema = settings.schema_
+    events = labelled_events(settings, start, end)
+    features = feature_store.feature_names(settings)
+    joined = feature_store.training_set(settings, events)
+    frame = joined[columns(settings, features)].reset_index(drop=True)
+    data = to_parquet_bytes(frame)
+    digest = hashlib.sha256(data).hexdigest()
+    uri = storage.join(training_sets_uri(settings), f"{digest[:16]}.parquet")
+    version = DataVersion(
+        uri=uri,
+        sha256=digest,
+        rows=len(frame),
+        positives=int(frame[schema.label].sum()),
+        feature_service=settings.feast.service,
+        features=features,
+        partitions=[f"{PARTITION_COLUMN}={d}" for d in sorted(frame[PARTITION_COLUMN].unique())],
+        batches=sorted(frame[BATCH_COLUMN].dropna().astype(str).unique().tolist()),
+        start=frame[schema.timestamp].min().isoformat(),
+        end=frame[schema.timestamp].max().isoformat(),
+        created_at=datetime.now(UTC).isoformat(),
+    )
+    if not storage.exists(uri):
+        storage.write_bytes(uri, data)
+    storage.write_text(_version_uri(uri), json.dumps(version.as_dict(), indent=2))
+    return version
+
+
+def _version_uri(uri: str) -> str:
+    return uri.rsplit(".", 1)[0] + ".json"
+
+
+def read(settings: Settings, uri: str) -> tuple[pd.DataFrame, DataVersion]:
+    """The training set at ``uri`` and its data version, checked against the file's bytes.
+
+    A file without a recorded version (one built elsewhere) gets one computed from its content;
+    it must still have every column of a training set.
+    """
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    if not storage.exists(uri):
+        raise TrainingDataError(f"no training set at {uri}")
+    data = storage.read_bytes(uri)
+    digest = hashlib.sha256(data).hexdigest()
+    frame = pq.read_table(io.BytesIO(data)).to_pandas()
+    schema = settings.schema_
+    recorded = _version_uri(uri)
+    if storage.exists(recorded):
+        version = DataVersion(**json.loads(storage.read_bytes(recorded)))
+        if version.sha256 != digest:
+            raise TrainingDataError(
+                f"training set {uri} has SHA-256 {digest}, but its recorded version says "
+                f"{version.sha256}: the file changed after it was built"
+            )
+    else:
+        features = [c for c in frame.columns if c not in columns(settings, [])]
+        version = DataVersion(
+            uri=uri,
+            sha256=digest,
+            rows=len(frame),
+            positives=int(frame[schema.label].sum()) if schema.label in frame else 0,
+            feature_service=settings.feast.service,
+            features=features,
+            partitions=sorted({f"{PARTITION_COLUMN}={d}" for d in frame.get(PARTITION_COLUMN, [])}),
+        )
+    needed = columns(settings, version.features)
+    missing = [c for c in needed if c not in frame.columns and c != BATCH_COLUMN]
+    if missing:
+        raise TrainingDataError(f"training set {uri} lacks columns {missing}")
+    frame[schema.timestamp] = pd.to_datetime(frame[schema.timestamp], utc=True)
+    return frame, version
+
+
+def main(argv: list[str] | None = None) -> int:
+    import logging
+
+    from config import load_config
+
+    parser = argparse.ArgumentParser(
+        prog="python -m tasks.training.dataset", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--start", help="first event time (ISO 8601, inclusive)")
+    parser.add_argument("--end", help="last event time (ISO 8601, exclusive)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    settings = load_config()
+    storage.configure(settings.storage.s3_endpoint_url)
+    try:
+        version = build(settings, start=args.start, end=args.end)
+    except TrainingDataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(version.as_dict(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
