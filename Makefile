@@ -7,20 +7,21 @@ export PYTHONPATH := $(CURDIR)
 
 .PHONY: setup demo test test-fast lint format up down status bench lock clean
 
-setup: $(VENV)/.installed  ## create .venv with every pinned dependency (idempotent)
+setup: $(VENV)/.installed  ## create .venv with every pinned dependency and the airloop command (idempotent)
 
 $(VENV)/.installed: requirements.txt requirements.lock pyproject.toml
 	@echo "==> creating $(VENV) (torch from pip's local CPU wheel, the rest with uv)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0 uv
 	@$(BIN)/uv pip install -q --python $(PY) -r requirements.txt -c requirements.lock -e .
+	@test -x $(BIN)/airloop || { echo "error: the airloop command was not installed" >&2; exit 1; }
 	@echo "==> precompiling bytecode (Airflow processes start ~3x faster)"
 	@$(PY) -m compileall -q -j 0 $(VENV)/lib/python3.11/site-packages >/dev/null 2>&1 || true
 	@touch $@
 	@echo "==> $(VENV) ready"
 
-demo: setup  ## start the local stack and run the loop on simulated data
-	@$(PY) -m tasks.platform.demo
+demo: setup  ## start the local stack and run the loop on simulated data (airloop demo)
+	@$(BIN)/airloop demo
 
 test: setup  ## lint, type check, then the whole suite (unit, DAG, integration, end-to-end)
 	@$(BIN)/ruff check . && $(BIN)/ruff format --check .
@@ -37,14 +38,14 @@ lint: setup  ## ruff and the type checker (mypy: strict on tasks/ and config/)
 format: setup
 	@$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
-up: setup  ## start Airflow (api-server, scheduler, dag-processor, triggerer)
-	@$(PY) -m tasks.platform.stack start
+up: setup  ## start Airflow (api-server, scheduler, dag-processor, triggerer) and MLflow (airloop up)
+	@$(BIN)/airloop up
 
-down:  ## stop the local stack
-	@$(PY) -m tasks.platform.stack stop
+down:  ## stop the local stack (airloop down)
+	@$(BIN)/airloop down
 
-status:
-	@$(PY) -m tasks.platform.stack status
+status:  ## each service of the local stack: running or stopped, health (airloop status)
+	@$(BIN)/airloop status
 
 bench: setup  ## benchmarks: ratios against baselines measured in the same run
 	@$(PY) -m benchmarks.dag_parse

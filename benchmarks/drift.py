@@ -145,10 +145,11 @@ def monitor(ref: pd.DataFrame, cur: pd.DataFrame, settings: Any) -> tuple[dict[s
     and what is needed to check the sample (not timed by the caller beyond ``compute``)."""
     from tasks.monitoring import drift
     from tasks.monitoring.reference import Reference
+    from tasks.monitoring.sampling import sample_frame
 
     cfg = settings.monitor.drift
     t0 = time.perf_counter()
-    current = drift.sample_frame(cur, cfg.max_rows, cfg.seed)
+    current = sample_frame(cur, cfg.max_rows, cfg.seed)
     reference = Reference(
         model_name="bench",
         model_version="1",
@@ -157,7 +158,7 @@ def monitor(ref: pd.DataFrame, cur: pd.DataFrame, settings: Any) -> tuple[dict[s
         rows=len(ref),
         numeric=numeric_columns(),
         categorical=categorical_columns(),
-        frame=drift.sample_frame(ref, cfg.max_rows, cfg.seed),
+        frame=sample_frame(ref, cfg.max_rows, cfg.seed),
         holdout=pd.DataFrame(),
         holdout_start="",
     )
@@ -239,7 +240,7 @@ def worker(mode: str, rows: int, trace: bool) -> dict[str, Any]:
     if mode == "airloop":  # the K-S distance on the sample the monitor used, for the accuracy check
         from scipy.stats import ks_2samp
 
-        from tasks.monitoring.drift import sample_frame
+        from tasks.monitoring.sampling import sample_frame
 
         cfg = settings.monitor.drift
         rs, cs = sample_frame(ref, cfg.max_rows, cfg.seed), sample_frame(cur, cfg.max_rows, cfg.seed)
@@ -299,21 +300,22 @@ def read_log(home: str, how: str) -> dict[str, Any]:
     """Read the whole day as one window: ``stream`` as the monitor does (``load_window``: hour by
     hour, a 50 000-row sample, score and label only for performance), ``whole`` with one
     ``read_predictions`` call (every row and column, labels joined)."""
-    from tasks.monitoring import window
+    from tasks.monitoring.reading import load_window
     from tasks.monitoring.reference import Reference
+    from tasks.monitoring.results import Window
     from tasks.serving import inference_log
 
     settings = log_settings(home)
     ref, _ = make_frames(1000)
     reference = Reference("bench", "1", "", "", len(ref), numeric_columns(), categorical_columns(), ref,
                           pd.DataFrame({"label": [0, 1], "score": [0.1, 0.9]}), "")  # fmt: skip
-    span = window.Window.of(LOG_START, LOG_START + pd.Timedelta(days=1))
+    span = Window.of(LOG_START, LOG_START + pd.Timedelta(days=1))
     first = span.start + pd.Timedelta(seconds=1)  # lazy imports first, on one hour of predictions, no labels
     inference_log.read_predictions(settings, span.start, first, labels=False)
     inference_log.read_labels(settings, span.start, first)
     base, started = _rss_mb(), time.perf_counter()
     if how == "stream":
-        data = window.load_window(settings, span, reference)
+        data = load_window(settings, span, reference)
         rows, kept, labelled = data.rows, len(data.sample), len(data.labelled)
     else:
         frame = inference_log.read_predictions(settings, span.start, span.end)

@@ -4,11 +4,11 @@ Baselines measured in the same run, on the same data and the same online store:
 - materialize: ``FeatureStore.materialize`` (reads the Parquet feature tables through Feast's file
   offline store, keeps each entity's latest row, writes it online) against
   ``write_to_online_store`` of exactly those latest rows (the write alone).
-- lookups: ``tasks.features.store.online_features`` (the serving path: feature service, request-time
+- lookups: ``tasks.features.online.online_features`` (the serving path: feature service, request-time
   features, found flags) for 1 and 100 keys, p50/p99, SQLite and Redis; the ratio is per key
   against the 1-key call.
 
-- training sets: ``tasks.features.store.training_set`` (as-of join per view over the partitions in
+- training sets: ``tasks.features.offline.training_set`` (as-of join per view over the partitions in
   range, then the service's on-demand view) against Feast's ``get_historical_features`` through the
   dask file offline store for the same events and the same feature service.
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -28,11 +27,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tasks.common.net import free_port
 
 
 @contextmanager
@@ -43,7 +38,7 @@ def _redis():
     if not binary:
         yield None
         return
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
@@ -89,37 +84,35 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ordered) * 1e3, ordered[int(0.99 * (len(ordered) - 1))] * 1e3
 
 
-def _bench_store(label: str, settings, changed: dict, repeats: int) -> dict:
+def _bench_store(label: str, settings, changed, repeats: int) -> dict:
     import pandas as pd
 
-    from tasks.features import store as feature_store
-    from tasks.features import tables as features
+    from tasks.features import store, tables
+    from tasks.features.materialization import materialize
+    from tasks.features.online import online_features
 
-    feature_store.forget_stores()
-    feature_store.apply(settings)
-    store = feature_store.get_store(settings)
+    store.forget_stores()
+    store.apply(settings)
+    feast_store = store.get_store(settings)
     latest = {
-        t.name: features.read_table(settings, t.name)
-        .sort_values("event_timestamp")
-        .groupby(t.join_key)
-        .tail(1)
-        for t in features.TABLES
+        t.name: tables.read_table(settings, t.name).sort_values("event_timestamp").groupby(t.join_key).tail(1)
+        for t in tables.TABLES
     }
-    source_rows = sum(changed["rows"].values())
+    source_rows = sum(changed.rows.values())
     entity_rows = sum(len(f) for f in latest.values())
 
     started = time.perf_counter()
-    feature_store.materialize(settings, changed)
+    materialize(settings, changed)
     materialize_s = time.perf_counter() - started
 
     started = time.perf_counter()
     for name, frame in latest.items():
-        store.write_to_online_store(name, frame.reset_index(drop=True))
+        feast_store.write_to_online_store(name, frame.reset_index(drop=True))
     direct_s = time.perf_counter() - started
 
     customers = latest["customer_activity"]["customer_id"].to_numpy()
     merchants = latest["merchant_risk"]["merchant_id"].to_numpy()
-    when = pd.Timestamp(changed["end"]) + pd.Timedelta("1min")
+    when = pd.Timestamp(changed.end) + pd.Timedelta("1min")
     timings: dict[int, list[float]] = {}
     for n in (1, 100):
         requests = pd.DataFrame(
@@ -130,11 +123,11 @@ def _bench_store(label: str, settings, changed: dict, repeats: int) -> dict:
                 "event_timestamp": when,
             }
         )
-        feature_store.online_features(settings, requests)  # warm: registry and connections
+        online_features(settings, requests)  # warm: registry and connections
         samples = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            feature_store.online_features(settings, requests)
+            online_features(settings, requests)
             samples.append(time.perf_counter() - t0)
         timings[n] = samples
     p50_1, p99_1 = _percentiles(timings[1])
@@ -156,24 +149,24 @@ def _bench_training_set(settings, n: int) -> dict:
     import pandas as pd
 
     from feature_repo.definitions import REQUEST_TIME
-    from tasks.features import store as feature_store
-    from tasks.features import tables as features
-    from tasks.ingest.batches import read_curated
+    from tasks.features import store, tables
+    from tasks.features.offline import training_set
+    from tasks.ingest.curated import read_curated
 
-    feature_store.forget_stores()
-    feature_store.apply(settings)
+    store.forget_stores()
+    store.apply(settings)
     events = read_curated(settings).sample(n, random_state=0).reset_index(drop=True)
     started = time.perf_counter()
-    feature_store.training_set(settings, events)
+    training_set(settings, events)
     ours = time.perf_counter() - started
-    ts = features.utc_us(events["event_timestamp"])
+    ts = tables.utc_us(events["event_timestamp"])
     entity_df = events[["customer_id", "merchant_id", "amount"]].copy()
     entity_df["as_of"] = ts - pd.Timedelta("1us")
-    entity_df[REQUEST_TIME] = features.unix_seconds(ts)
-    store = feature_store.get_store(settings)
-    service = store.get_feature_service(settings.feast.service)
+    entity_df[REQUEST_TIME] = tables.unix_seconds(ts)
+    feast_store = store.get_store(settings)
+    service = feast_store.get_feature_service(settings.feast.service)
     started = time.perf_counter()
-    store.get_historical_features(entity_df=entity_df, features=service).to_df()
+    feast_store.get_historical_features(entity_df=entity_df, features=service).to_df()
     feast = time.perf_counter() - started
     return {"events": n, "ours_s": ours, "feast_s": feast}
 
@@ -192,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     logging.disable(logging.WARNING)
-    from tasks.features import tables as features
+    from tasks.features import tables
 
     home = Path(tempfile.mkdtemp(prefix="airloop-bench-fs-"))
     try:
@@ -200,9 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"==> landing {args.hours} h x {args.rows} transactions ({args.customers} customers)")
         _land(base, args.hours, args.rows)
         started = time.perf_counter()
-        changed = features.refresh(base)
+        changed = tables.refresh(base)
         refresh_s = time.perf_counter() - started
-        print(f"    feature tables: {changed['rows']} rows computed in {refresh_s:.1f} s")
+        print(f"    feature tables: {changed.rows} rows computed in {refresh_s:.1f} s")
         results = [_bench_store("sqlite", base, changed, args.repeats)]
         training = _bench_training_set(base, args.events)
         with _redis() as redis_url:

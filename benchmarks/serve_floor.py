@@ -1,8 +1,15 @@
-"""The no-op Ray Serve application ``benchmarks/serving.py`` measures as its floor.
+"""The no-op Ray Serve applications ``benchmarks/serving.py`` measures as its floors.
 
-Same shape as airloop's application (a FastAPI ingress making one call to a model deployment),
-doing no work. Its own module, imported only when that benchmark runs: FastAPI resolves the
-handler's annotations from the module's globals.
+Each has the shape of one of airloop's placements and does no work:
+
+- ``ingress_app``: a FastAPI ingress that parses the body and answers (the shape of
+  ``serving.placement: ingress``, the models inside the ingress replica);
+- ``hop_app``: the same ingress making one call to a model deployment per request (the shape of
+  ``serving.placement: deployments``).
+
+Their latency is what any Serve application of that shape pays on the machine; airloop's minus
+it is what features, models, routing and logging cost. Their own module, imported only when that
+benchmark runs: FastAPI resolves the handlers' annotations from the module's globals.
 """
 
 import json
@@ -13,8 +20,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from ray import serve
 
-api = FastAPI()
 BODY = b'{"score":0.0}'
+ingress_api = FastAPI()
+hop_api = FastAPI()
 
 
 @serve.deployment(name="floor_model", ray_actor_options={"num_cpus": 0})
@@ -24,16 +32,26 @@ class FloorModel:
 
 
 @serve.deployment(name="floor_ingress", ray_actor_options={"num_cpus": 0})
-@serve.ingress(api)
+@serve.ingress(ingress_api)
 class FloorIngress:
+    @ingress_api.post("/score")
+    async def score(self, request: Request) -> Response:
+        json.loads(await request.body())
+        return Response(BODY, media_type="application/json")
+
+
+@serve.deployment(name="floor_hop_ingress", ray_actor_options={"num_cpus": 0})
+@serve.ingress(hop_api)
+class FloorHopIngress:
     def __init__(self, model: Any) -> None:
         self.model = model
 
-    @api.post("/score")
+    @hop_api.post("/score")
     async def score(self, request: Request) -> Response:
         row = json.loads(await request.body())
         await self.model.predict.remote({"amount": [row["amount"]]})
         return Response(BODY, media_type="application/json")
 
 
-app = FloorIngress.bind(FloorModel.bind())
+ingress_app = FloorIngress.bind()
+hop_app = FloorHopIngress.bind(FloorModel.bind())

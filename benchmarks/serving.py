@@ -1,26 +1,29 @@
-"""Serving speed: the full Ray Serve path against in-process predict and ``mlflow models serve``.
+"""Serving speed: both model placements against no-op Serve floors and mlflow models serve.
 
-One run, one machine, one model version (a real XGBoost model trained and registered by
-``tasks.training.run`` on simulated data), measured three ways:
+Both placements of ``tasks.serving``, the floors and the baseline are measured in one run.
 
-- **in-process**: ``LoadedModel.predict`` of one row (the model alone), and the same with the
-  online feature lookup in front (``tasks.features.store.online_features`` + predict): the floor of
-  any serving path with and without features;
+One machine, one model version (a real XGBoost model trained and registered by
+``tasks.training.run`` on simulated data), these systems up at once:
+
+- **airloop, ingress placement** (``serving.placement: ingress``, the default): ``POST /score``
+  with the raw transaction; the ingress fetches features from Feast, routes, scores in its own
+  process (no Ray hop), logs and counts;
+- **airloop, deployments placement**: the same application with each model slot its own Serve
+  deployment (one Ray hop per batch);
+- **no-op floors** (``benchmarks/serve_floor.py``): Serve applications of the same two shapes
+  doing no work, in the same Serve instance and mode: what Serve itself costs here;
 - **mlflow models serve** (``--env-manager local``, one worker, the baseline): ``POST /invocations``
-  with the model's full input (it cannot fetch features, so the client sends them);
-- **Ray Serve** (``tasks.serving``): ``POST /score`` with the raw transaction; the ingress fetches
-  features from Feast, routes, calls the champion slot, logs and counts.
+  with the model's full input (it cannot fetch features, so the client sends them).
 
-Both servers run at once and are measured alternately at each load point. For each: open-loop
-load at fixed rates (requests sent on schedule whatever the answers do, latency measured from the
-scheduled time so queueing is not hidden) reporting p50, p99 and the rate achieved, then a closed
-loop at fixed concurrency for the maximum throughput.
-Where the Ray Serve time goes comes from its own ``/metrics`` (queue, features and model stages
-per batch, batch sizes) and from the difference between the client's and the ingress's latency.
-Last, the ingress's adaptive batcher is compared with ``@serve.batch`` on a synthetic stage with
-the online store's cost shape (a fixed cost per call), at the same open-loop rates.
+Load points, each system measured in turn at each point (background load on a shared machine
+drifts; alternating exposes all to the same drift): a closed loop with one client (c=1), an open
+loop at a fixed rate (requests sent on schedule whatever the answers do, latency measured from
+the scheduled time so queueing is not hidden), and a closed loop at high concurrency (the
+throughput). Where airloop's time goes comes from its own ``/metrics`` (queue, features and model
+stages per batch). The in-process cost of the model and of features + model is printed first;
+last, the ingress's adaptive batcher is compared with ``@serve.batch`` on a synthetic stage.
 
-Run: ``python -m benchmarks.serving [--rates 50,200 --seconds 15 --concurrency 64]``.
+Run: ``python -m benchmarks.serving [--quick] [--seconds 15 --rate 50 --concurrency 64]``.
 """
 
 from __future__ import annotations
@@ -47,7 +50,17 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 START = "2026-01-01T00:00:00+00:00"
 
-GOAL_P50_MS, GOAL_P99_MS, GOAL_RATE, GOAL_THROUGHPUT_RATIO = 3.0, 10.0, 200, 1.5
+GOAL_P50_MS, GOAL_P99_MS, GOAL_THROUGHPUT_RATIO = 3.0, 10.0, 3.0
+"""For the ingress placement: p50 and p99 at c=1 and at the open-loop rate, c=64 throughput
+against ``mlflow models serve``."""
+
+MLFLOW = "mlflow models serve"
+INGRESS, DEPLOYMENTS = "airloop ingress", "airloop deployments"
+FLOOR, FLOOR_HOP = "no-op floor", "no-op floor + hop"
+AIRLOOP = {INGRESS: "ingress", DEPLOYMENTS: "deployments"}
+"""The airloop systems and their ``serving.placement``."""
+FLOORS = {FLOOR: ("ingress_app", "floor", "/floor"), FLOOR_HOP: ("hop_app", "floor-hop", "/floor-hop")}
+"""No-op systems: the application in ``benchmarks.serve_floor``, its name and route prefix."""
 
 
 def _say(msg: str) -> None:
@@ -67,17 +80,19 @@ def _pct(values: list[float], q: float) -> float:
 def prepare(home: Path, hours: int, rows: int) -> tuple[Any, str, Any]:
     """Simulated hours ingested, features materialized, one XGBoost model trained and registered."""
     from config import read_config
-    from tasks.features import store as feature_store
-    from tasks.features import tables as features
-    from tasks.ingest.batches import ingest_batch, read_curated
+    from tasks.features import store, tables
+    from tasks.features.materialization import materialize
+    from tasks.ingest.batches import ingest_batch
+    from tasks.ingest.curated import read_curated
     from tasks.platform import simulate, stack
-    from tasks.training import dataset as training_data
-    from tasks.training import run as train
+    from tasks.training import dataset
+    from tasks.training import run as training
 
     env = {
         "AIRLOOP_HOME": str(home),
         "AIRLOOP__MLFLOW__PORT": str(free_port()),
         "AIRLOOP__SERVING__PORT": str(free_port()),
+        "AIRLOOP__SERVING__REPLICA_CPUS": "0.25",  # four replicas (both placements) on two cores
         "AIRLOOP__SIMULATE__BATCH_MINUTES": "120",
         "AIRLOOP__TRAIN__FAMILIES": "[xgboost]",
         "AIRLOOP__TRAIN__XGBOOST__GRID__MAX_DEPTH": "[6]",
@@ -102,17 +117,17 @@ def prepare(home: Path, hours: int, rows: int) -> tuple[Any, str, Any]:
         frame = simulate.generate_batch(settings, "stable", index=i, rows=rows, start=START)
         uri = simulate.write_batch(frame, settings.storage.landing_uri, simulate.batch_name("stable", i))
         assert ingest_batch(uri, settings).status == "ingested"
-    changed = features.refresh(settings)
-    feature_store.apply(settings)
-    feature_store.materialize(settings, changed)
-    version = training_data.build(settings)
+    changed = tables.refresh(settings)
+    store.apply(settings)
+    materialize(settings, changed)
+    version = dataset.build(settings)
     mlflow_up.result()
     _say(f"data and features ready in {time.perf_counter() - started:.0f} s ({hours} h x {rows} rows)")
-    result = train.run(settings, version.uri, tracking_uri=settings.mlflow.url, say=lambda m: None)
-    if result["status"] != "registered":
-        raise SystemExit(f"training registered nothing: {result.get('reasons')}")
-    _say(f"model {settings.mlflow.registered_model} v{result['version']} trained and registered")
-    return settings, result["version"], read_curated(settings)
+    result = training.run(settings, version.uri, tracking_uri=settings.mlflow.url, say=lambda m: None)
+    if result.status != "registered":
+        raise SystemExit(f"training registered nothing: {result.reasons}")
+    _say(f"model {settings.mlflow.registered_model} v{result.version} trained and registered")
+    return settings, result.version, read_curated(settings)
 
 
 def transactions(settings: Any, events: Any, n: int) -> list[dict[str, Any]]:
@@ -140,11 +155,11 @@ def model_inputs(settings: Any, model: Any, txns: list[dict[str, Any]]) -> Any:
     """What the model takes for each transaction: the online features joined to the request."""
     import pandas as pd
 
-    from tasks.features import store as feature_store
+    from tasks.features.online import online_features
 
     request = pd.DataFrame(txns)
     request["event_timestamp"] = pd.to_datetime(request["event_timestamp"], utc=True)
-    feats = feature_store.online_features(settings, request)
+    feats = online_features(settings, request)
     return model.frame(pd.concat([request, feats], axis=1))
 
 
@@ -161,7 +176,7 @@ def _request_columns(txn: dict[str, Any]) -> dict[str, list[Any]]:
 def in_process(settings: Any, model: Any, txns: list[dict[str, Any]], inputs: Any, n: int) -> dict[str, Any]:
     """The serving path's own calls without Serve: ``LoadedModel.predict`` of one row, and
     ``online_columns`` + predict as the ingress and the model slot run them."""
-    from tasks.features import store as feature_store
+    from tasks.features.online import online_columns
 
     rows = [inputs.iloc[[i % len(inputs)]] for i in range(n)]
     for row in rows[:50]:
@@ -175,7 +190,7 @@ def in_process(settings: Any, model: Any, txns: list[dict[str, Any]], inputs: An
     with_features = []
     for request in requests:
         t = time.perf_counter()
-        feats = feature_store.online_columns(settings, request)
+        feats = online_columns(settings, request)
         model.predict({**request, **feats})
         with_features.append(time.perf_counter() - t)
     return {
@@ -325,45 +340,57 @@ def start_mlflow_serve(settings: Any, version: str) -> tuple[subprocess.Popen[by
     raise SystemExit("mlflow models serve did not come up in 180 s")
 
 
-FLOOR_APP, FLOOR_ROUTE = "floor", "/floor"
-MLFLOW, RAY, FLOOR = "mlflow models serve", "ray serve /score", "ray serve no-op floor"
-
-
-def deploy_floor(settings: Any) -> str:
-    """The named baseline for what Ray Serve itself costs here: an application of the same shape
-    (FastAPI ingress -> one call to a model deployment) that does no work
-    (``benchmarks/serve_floor.py``), in the same Serve instance and mode as airloop's (no CPUs
-    reserved, so it fits beside it). Its latency is the floor any Serve application pays on this
-    machine; airloop's minus it is what features, models, routing and logging cost."""
+def deploy_floors(settings: Any) -> dict[str, str]:
+    """The no-op applications (``benchmarks/serve_floor.py``) in the same Serve instance and mode
+    as airloop's (no CPUs reserved, so they fit beside it); their ``/score`` URLs."""
     from ray import serve
 
-    from benchmarks.serve_floor import app
+    from benchmarks import serve_floor
 
-    serve.run(app, name=FLOOR_APP, route_prefix=FLOOR_ROUTE)
-    return f"{settings.serving.url}{FLOOR_ROUTE}/score"
+    base = settings.serving.url.removesuffix(settings.serving.route_prefix.rstrip("/"))
+    urls = {}
+    for name, (attr, app_name, prefix) in FLOORS.items():
+        serve.run(getattr(serve_floor, attr), name=app_name, route_prefix=prefix)
+        urls[name] = f"{base}{prefix}/score"
+    return urls
+
+
+def placed(settings: Any, placement: str) -> Any:
+    """``settings`` for one placement: the configured one keeps its name and route; the other
+    gets its own, so both run in one Serve instance."""
+    serving = settings.serving
+    if placement != serving.placement:
+        serving = serving.model_copy(
+            update={
+                "placement": placement,
+                "app_name": f"airloop-{placement}",
+                "route_prefix": f"/{placement}",
+            }
+        )
+    return settings.model_copy(update={"serving": serving})
 
 
 def _stage_means(before: dict, after: dict) -> dict[str, float]:
+    """Mean per batch of each stage, rows per batch and the ingress's own latency, over a window."""
+
+    def grown(name: str, labels: tuple = ()) -> float:
+        return after.get((name, labels), 0.0) - before.get((name, labels), 0.0)
+
     out = {}
     for stage in ("queue", "features", "model_champion", "compute_champion"):
-        key_sum = ("airloop_serving_stage_latency_seconds_sum", (("stage", stage),))
-        key_count = ("airloop_serving_stage_latency_seconds_count", (("stage", stage),))
-        count = after.get(key_count, 0) - before.get(key_count, 0)
+        count = grown("airloop_serving_stage_latency_seconds_count", (("stage", stage),))
         if count:
-            out[f"{stage}_ms"] = (after.get(key_sum, 0) - before.get(key_sum, 0)) / count * 1000
-    rows_sum = after.get(("airloop_serving_batch_rows_sum", ()), 0) - before.get(
-        ("airloop_serving_batch_rows_sum", ()), 0
-    )
-    batches = after.get(("airloop_serving_batch_rows_count", ()), 0) - before.get(
-        ("airloop_serving_batch_rows_count", ()), 0
-    )
+            out[f"{stage}_ms"] = (
+                grown("airloop_serving_stage_latency_seconds_sum", (("stage", stage),)) / count * 1000
+            )
+    batches = grown("airloop_serving_batch_rows_count")
     if batches:
-        out["rows_per_batch"] = rows_sum / batches
-    req_sum = ("airloop_serving_request_latency_seconds_sum", (("endpoint", "score"),))
-    req_count = ("airloop_serving_request_latency_seconds_count", (("endpoint", "score"),))
-    n = after.get(req_count, 0) - before.get(req_count, 0)
+        out["rows_per_batch"] = grown("airloop_serving_batch_rows_sum") / batches
+    n = grown("airloop_serving_request_latency_seconds_count", (("endpoint", "score"),))
     if n:
-        out["ingress_ms"] = (after.get(req_sum, 0) - before.get(req_sum, 0)) / n * 1000
+        out["ingress_ms"] = (
+            grown("airloop_serving_request_latency_seconds_sum", (("endpoint", "score"),)) / n * 1000
+        )
     return out
 
 
@@ -436,11 +463,16 @@ def batching_policies(rates: list[float], seconds: float = 4.0) -> list[str]:
 
 # --- main -------------------------------------------------------------------------------------
 
+POINTS = ("c=1", "rate", "c=max")
+"""Load points: closed loop with one client, open loop at ``--rate``, closed loop at ``--concurrency``."""
 
-def _one(url: str, bodies: list[bytes], point: float | None, args: argparse.Namespace, name: str) -> Load:
-    if point is None:
-        return asyncio.run(_closed_loop(url, bodies, args.concurrency, args.seconds, name))
-    return asyncio.run(_open_loop(url, bodies, point, args.seconds, name))
+
+def _one(url: str, bodies: list[bytes], point: str, args: argparse.Namespace, name: str) -> Load:
+    if point == "c=1":
+        return asyncio.run(_closed_loop(url, bodies, 1, args.seconds, name))
+    if point == "rate":
+        return asyncio.run(_open_loop(url, bodies, args.rate, args.seconds, name))
+    return asyncio.run(_closed_loop(url, bodies, args.concurrency, args.seconds, name))
 
 
 def _mlflow_bodies(inputs: Any) -> list[bytes]:
@@ -451,68 +483,108 @@ def _mlflow_bodies(inputs: Any) -> list[bytes]:
     ]
 
 
-def run(args: argparse.Namespace, settings: Any, version: str, events: Any) -> dict[str, Any]:
-    """Both servers up at once, measured alternately at each load point (background load on a
-    shared machine drifts; alternating exposes both to the same drift)."""
-    import requests
-
-    from tasks.features import store as feature_store
-    from tasks.serving import models
+def start_airloop(
+    settings: Any, version: str, model: Any, txns: list[dict[str, Any]], inputs: Any
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """Both placements' applications on one local Ray; each answers the in-process model's score."""
     from tasks.serving import process as serve
     from tasks.serving.client import ServingClient
 
-    rates = [float(r) for r in args.rates.split(",") if r]
-    model = models.load(settings, version=version, features=feature_store.feature_names(settings))
+    urls, clients = {}, {}
+    for name, placement in AIRLOOP.items():
+        url = serve.start(placed(settings, placement), include_dashboard=False)
+        client = ServingClient(url)
+        assert client.status()["slots"]["champion"]["version"] == version, name
+        first = client.score(txns[0])
+        expected = float(model.predict(inputs.iloc[[0]])[0])
+        assert abs(first["score"] - expected) < 1e-9, (name, first, expected)  # same model, same features
+        urls[name], clients[name] = f"{url}/score", client
+    return urls, clients
+
+
+def run(args: argparse.Namespace, settings: Any, version: str, events: Any) -> dict[str, Any]:
+    """Every system up at once, measured in turn at each load point."""
+    import requests
+
+    from tasks.features.store import feature_names
+    from tasks.serving import models
+    from tasks.serving import process as serve
+
+    model = models.load(settings, version=version, features=feature_names(settings))
     txns = transactions(settings, events, args.requests)
     inputs = model_inputs(settings, model, txns)
-    found = float(inputs[feature_store.feature_names(settings)[0]].notna().mean())
+    found = float(inputs[feature_names(settings)[0]].notna().mean())
     _say(f"model v{version} ({len(model.columns)} inputs); {found:.0%} of the requests' customers known")
-    local = in_process(settings, model, txns, inputs, 3000)
+    local = in_process(settings, model, txns, inputs, 1000 if args.quick else 3000)
 
     mlflow_proc, mlflow_url, _ = start_mlflow_serve(settings, version)
     try:
         mlflow_bodies = _mlflow_bodies(inputs)
-        headers = {"Content-Type": "application/json"}
-        check = requests.post(f"{mlflow_url}/invocations", data=mlflow_bodies[0], headers=headers, timeout=60)
+        check = requests.post(
+            f"{mlflow_url}/invocations",
+            data=mlflow_bodies[0],
+            headers={"Content-Type": "application/json"},
+            timeout=60,
+        )
         assert check.status_code == 200, check.text
-        url = serve.start(settings, include_dashboard=False)
-        client = ServingClient(url)
-        assert client.status()["slots"]["champion"]["version"] == version
+        targets, clients = start_airloop(settings, version, model, txns, inputs)
+        targets.update(deploy_floors(settings))
+        targets[MLFLOW] = f"{mlflow_url}/invocations"
+        _say("servers up (both placements answer the in-process model's score); measuring")
         ray_bodies = [json.dumps(t).encode() for t in txns]
-        first = client.score(txns[0])
-        expected = float(model.predict(inputs.iloc[[0]])[0])
-        assert abs(first["score"] - expected) < 1e-9, (first, expected)  # same model, same features
-        floor_url = deploy_floor(settings)
-        _say("servers up (Ray Serve's score equals the in-process model's); measuring")
-        targets = {
-            MLFLOW: f"{mlflow_url}/invocations",
-            FLOOR: floor_url,
-            RAY: f"{url}/score",
-        }
-        bodies = {MLFLOW: mlflow_bodies, FLOOR: ray_bodies, RAY: ray_bodies}
+        bodies = {name: mlflow_bodies if name == MLFLOW else ray_bodies for name in targets}
         for name, target in targets.items():  # warm up
-            asyncio.run(_closed_loop(target, bodies[name], 4, 3.0, name))
-        runs: dict[str, list[Load]] = {name: [] for name in targets}
-        stages = []
-        for point in [*rates, None]:
+            asyncio.run(_closed_loop(target, bodies[name], 4, 1.0 if args.quick else 3.0, name))
+        runs: dict[str, dict[str, Load]] = {name: {} for name in targets}
+        stages: dict[str, dict[str, dict[str, float]]] = {name: {} for name in AIRLOOP}
+        for point in POINTS:
             for name, target in targets.items():
-                snap = client.metrics() if name == RAY else None
-                runs[name].append(_one(target, bodies[name], point, args, name))
+                snap = clients[name].metrics() if name in clients else None
+                runs[name][point] = _one(target, bodies[name], point, args, name)
                 if snap is not None:
-                    stages.append(_stage_means(snap, client.metrics()))
+                    stages[name][point] = _stage_means(snap, clients[name].metrics())
         serve.stop(settings, shutdown_ray=True)
     finally:
         mlflow_proc.terminate()
         mlflow_proc.wait(timeout=30)
-    return {"local": local, "rates": rates, "runs": runs, "stages": stages}
+    return {"local": local, "runs": runs, "stages": stages}
+
+
+def _label(point: str, args: argparse.Namespace) -> str:
+    return {"c=1": "c=1", "rate": f"{args.rate:.0f} rps", "c=max": f"c={args.concurrency}"}[point]
+
+
+def _goals(args: argparse.Namespace, runs: dict[str, dict[str, Load]]) -> list[str]:
+    """The ingress placement's figures against the issue's goals (and the others' beside them)."""
+    lines = []
+    for name in (INGRESS, DEPLOYMENTS):
+        for point in ("c=1", "rate"):
+            load = runs[name][point]
+            p50, p99 = _pct(load.latencies, 50) * 1000, _pct(load.latencies, 99) * 1000
+            met = "met" if p50 <= GOAL_P50_MS and p99 <= GOAL_P99_MS else "missed"
+            goal = f" (goal p50 <= {GOAL_P50_MS}, p99 <= {GOAL_P99_MS}: {met})" if name == INGRESS else ""
+            floor = runs[FLOOR if name == INGRESS else FLOOR_HOP][point]
+            f50 = _pct(floor.latencies, 50) * 1000
+            lines.append(
+                f"{name} at {_label(point, args)}: p50 {p50:.2f} ms, p99 {p99:.2f} ms{goal}; "
+                f"its floor's p50 {f50:.2f} ms (airloop adds {p50 - f50:.2f} ms)"
+            )
+    base = runs[MLFLOW]["c=max"].achieved
+    for name in (INGRESS, DEPLOYMENTS, FLOOR, FLOOR_HOP):
+        ratio = runs[name]["c=max"].achieved / base if base else float("nan")
+        goal = f" (goal >= {GOAL_THROUGHPUT_RATIO}x: {'met' if ratio >= GOAL_THROUGHPUT_RATIO else 'missed'})"
+        lines.append(
+            f"throughput {name} / {MLFLOW} at c={args.concurrency}: {ratio:.2f}x"
+            + (goal if name == INGRESS else "")
+        )
+    return lines
 
 
 def report(args: argparse.Namespace, result: dict[str, Any]) -> None:
-    local, rates, stages, runs = result["local"], result["rates"], result["stages"], result["runs"]
-    mlflow_runs, ray_runs, floor_runs = runs[MLFLOW], runs[RAY], runs[FLOOR]
+    local, runs, stages = result["local"], result["runs"], result["stages"]
     mode = "throughput-optimized behind HAProxy" if args.throughput_optimized else "default proxy"
     print()
-    print(f"Ray Serve mode: {mode}")
+    print(f"Ray Serve mode: {mode}; {args.seconds:.0f} s per measurement")
     print(
         f"in-process predict, 1 row:            p50 {local['model_p50_ms']:.3f} ms  "
         f"p99 {local['model_p99_ms']:.3f} ms  ({local['model_rps']:.0f} rows/s on one thread)"
@@ -522,50 +594,39 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> None:
         f"p99 {local['features_model_p99_ms']:.2f} ms"
     )
     print()
-    header = (
+    print(
         f"{'system':<22} {'mode':<6} {'target':>8} {'achieved':>9} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}"
     )
-    print(header)
-    for group in zip(mlflow_runs, floor_runs, ray_runs, strict=True):
-        for one in group:
-            print(one.row())
+    for point in POINTS:
+        for name in runs:
+            print(runs[name][point].row())
     print()
-    labels = [f"{r:.0f} rps" for r in rates] + [f"c={args.concurrency}"]
-    for label, stage in zip(labels, stages, strict=True):
-        parts = ", ".join(f"{k} {v:.2f}" for k, v in stage.items())
-        print(f"ray serve, where the time goes at {label}: {parts}")
-    ray_max, mlflow_max, floor_max = ray_runs[-1].achieved, mlflow_runs[-1].achieved, floor_runs[-1].achieved
+    for name, by_point in stages.items():
+        for point, stage in by_point.items():
+            parts = ", ".join(f"{k} {v:.2f}" for k, v in stage.items())
+            print(f"{name}, where the time goes at {_label(point, args)}: {parts}")
     print()
-    print(
-        f"throughput ratio ray serve / mlflow models serve (c={args.concurrency}): "
-        f"{ray_max / mlflow_max:.2f}x (goal >= {GOAL_THROUGHPUT_RATIO}x); "
-        f"ray serve / no-op floor {ray_max / floor_max:.2f}x"
-    )
+    for line in _goals(args, runs):
+        print(line)
     if result.get("batching"):
         print()
         print(f"batching policies on a synthetic first stage ({BATCH_FIXED_S * 1000:.0f} ms per call "
               f"+ {BATCH_PER_ROW_S * 1000:.1f} ms per row), open loop:")  # fmt: skip
         for line in result["batching"]:
             print(f"  {line}")
-    print()
-    for i, rate in enumerate(rates):
-        ray, base, floor = ray_runs[i], mlflow_runs[i], floor_runs[i]
-        p50, p99 = _pct(ray.latencies, 50) * 1000, _pct(ray.latencies, 99) * 1000
-        f50, f99 = _pct(floor.latencies, 50) * 1000, _pct(floor.latencies, 99) * 1000
-        goal = f" (goal p50 <= {GOAL_P50_MS}, p99 <= {GOAL_P99_MS})" if rate == GOAL_RATE else ""
-        print(
-            f"at {rate:.0f} rps: ray serve p50 {p50:.2f} ms, p99 {p99:.2f} ms{goal}; "
-            f"no-op floor p50 {f50:.2f} ms, p99 {f99:.2f} ms (airloop adds {p50 - f50:.2f} ms at p50); "
-            f"p50 ratio to mlflow models serve {_pct(ray.latencies, 50) / _pct(base.latencies, 50):.2f}x"
-        )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.serving", description=__doc__.split("\n")[0])
-    parser.add_argument("--rates", default="50,200", help="open-loop rates, requests per second")
-    parser.add_argument("--seconds", type=float, default=15.0, help="per measurement")
+    parser.add_argument(
+        "--quick", action="store_true", help="short measurements, less data, no batching comparison"
+    )
+    parser.add_argument("--seconds", type=float, default=None, help="per measurement (default 15, quick 5)")
+    parser.add_argument("--rate", type=float, default=50.0, help="open-loop rate, requests per second")
     parser.add_argument("--concurrency", type=int, default=64, help="closed-loop clients (max throughput)")
-    parser.add_argument("--hours", type=int, default=8)
+    parser.add_argument(
+        "--hours", type=int, default=None, help="simulated hours of data (default 8, quick 4)"
+    )
     parser.add_argument("--rows", type=int, default=2000, help="transactions per simulated batch")
     parser.add_argument("--requests", type=int, default=500, help="distinct transactions replayed")
     parser.add_argument(
@@ -576,6 +637,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--skip-batching", action="store_true", help="skip the batching-policy comparison")
     args = parser.parse_args(argv)
+    args.seconds = args.seconds or (5.0 if args.quick else 15.0)
+    args.hours = args.hours or (4 if args.quick else 8)
 
     from tasks.platform import stack
 
@@ -587,7 +650,8 @@ def main(argv: list[str] | None = None) -> int:
         result = run(args, settings, version, events)
     finally:
         stack.stop(settings, services=[stack.MLFLOW], quiet=True)
-    result["batching"] = batching_policies([50.0, 200.0, 400.0]) if not args.skip_batching else []
+    skip = args.skip_batching or args.quick
+    result["batching"] = [] if skip else batching_policies([args.rate, 200.0, 400.0])
     report(args, result)
     return 0
 

@@ -32,8 +32,9 @@ import pandas as pd
 
 from config import read_config
 from tasks.common import storage
-from tasks.training import dataset as training_data
-from tasks.training import run as train
+from tasks.training import dataset
+from tasks.training.candidates import plan
+from tasks.training.job import Job, prepare
 
 ROWS_PER_BATCH = 5_000
 
@@ -49,8 +50,7 @@ class Timing:
 
 def build_training_set(home: str, rows: int) -> tuple[object, str]:
     """The real pipeline, on simulated data; returns (settings, training-set URI)."""
-    from tasks.features import store as feature_store
-    from tasks.features import tables as features
+    from tasks.features import store, tables
     from tasks.ingest.batches import ingest_batch
     from tasks.platform import simulate
 
@@ -60,16 +60,16 @@ def build_training_set(home: str, rows: int) -> tuple[object, str]:
         frame = simulate.generate_batch(settings, "stable", index=i, rows=ROWS_PER_BATCH)
         name = simulate.batch_name("stable", i)
         ingest_batch(simulate.write_batch(frame, settings.storage.landing_uri, name), settings)
-    features.refresh(settings)
-    feature_store.apply(settings)
-    return settings, training_data.build(settings).uri
+    tables.refresh(settings)
+    store.apply(settings)
+    return settings, dataset.build(settings).uri
 
 
 def scaled(settings, uri: str, factor: int, home: str) -> str:
     """``factor`` resampled copies of the training set, each shifted past the previous one."""
     if factor == 1:
         return uri
-    frame, _ = training_data.read(settings, uri)
+    frame, _ = dataset.read(settings, uri)
     ts = settings.schema_.timestamp
     span = frame[ts].max() - frame[ts].min() + pd.Timedelta(seconds=1)
     rng = np.random.default_rng(0)
@@ -81,11 +81,11 @@ def scaled(settings, uri: str, factor: int, home: str) -> str:
         copies.append(part)
     big = pd.concat(copies, ignore_index=True).sort_values([ts, settings.schema_.key], kind="stable")
     out = storage.join("file://" + home, f"scaled-{factor}.parquet")
-    storage.write_bytes(out, training_data.to_parquet_bytes(big))
+    storage.write_bytes(out, dataset.to_parquet_bytes(big))
     return out
 
 
-def baseline(job: train.Job) -> Timing:
+def baseline(job: Job) -> Timing:
     """LogisticRegression (class-weighted) on the dense encoding the MLP uses."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
@@ -104,7 +104,7 @@ def baseline(job: train.Job) -> Timing:
     return Timing("LogisticRegression (baseline)", seconds, int(lr.n_iter_[0]), float(auc), "cpu")
 
 
-def candidates(job: train.Job) -> list[Timing]:
+def candidates(job: Job) -> list[Timing]:
     from sklearn.metrics import roc_auc_score
 
     from tasks.training.families.base import model_input
@@ -112,7 +112,7 @@ def candidates(job: train.Job) -> list[Timing]:
     label = job.settings.schema_.label
     holdout = model_input(job.split.holdout, job.spec)
     out = []
-    for cand in train.plan(job.settings):
+    for cand in plan(job.settings):
         fitted = cand.fit(job.fit)
         auc = roc_auc_score(job.split.holdout[label].to_numpy(), fitted.model.predict_proba(holdout))
         out.append(Timing(cand.name, fitted.seconds, fitted.best_iteration + 1, float(auc), fitted.device))
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         took = time.perf_counter() - t0
         print(f"built a {args.rows:,}-row training set through Feast in {took:.1f}s: {uri}")
         for factor in args.scale:
-            job = train.prepare(settings, scaled(settings, uri, factor, home), say=lambda _: None)
+            job = prepare(settings, scaled(settings, uri, factor, home), say=lambda _: None)
             base = baseline(job)
             report(job.data.rows, factor, base, candidates(job))
     return 0

@@ -30,13 +30,13 @@ os.environ.update(
 
 import argparse  # noqa: E402
 import shutil  # noqa: E402
-import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
 from config import PROJECT_ROOT, read_config  # noqa: E402
+from tasks.common.net import free_port  # noqa: E402
 
 FAST = {
     "AIRLOOP__TRAIN__XGBOOST__GRID__MAX_DEPTH": "[4]",
@@ -46,28 +46,21 @@ FAST = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _world(home: Path, hours: int, rows: int) -> tuple[dict[str, str], str]:
-    from tasks.features import store as feature_store
-    from tasks.features import tables as features
+    from tasks.features import store, tables
     from tasks.ingest.batches import ingest_batch
     from tasks.platform import simulate
-    from tasks.training import dataset as training_data
+    from tasks.training import dataset
 
-    env = {"AIRLOOP_HOME": str(home), "AIRLOOP__MLFLOW__PORT": str(_free_port()), **FAST}
+    env = {"AIRLOOP_HOME": str(home), "AIRLOOP__MLFLOW__PORT": str(free_port()), **FAST}
     os.environ.update(env)
     settings = read_config("local", env)
     for i in range(hours):
         frame = simulate.generate_batch(settings, "stable", index=i, rows=rows)
         ingest_batch(simulate.write_batch(frame, settings.storage.landing_uri, f"b{i:04d}.parquet"), settings)
-    features.refresh(settings)
-    feature_store.apply(settings)
-    return env, training_data.build(settings).uri
+    tables.refresh(settings)
+    store.apply(settings)
+    return env, dataset.build(settings).uri
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,6 +47,10 @@ class Serving(Section):
     """Where the champion and challenger models run. ``ingress``: two model slots inside the
     ingress replica, so a batch is scored without a Ray hop; ``deployments``: each in its own
     Serve deployment (a model that needs its own GPU or replicas)."""
+    inline_model_ms: float = Field(5.0, ge=0)
+    """A model is called on the ingress's event loop (no thread hop) while its last call took at
+    most this long; a slower one is called from a worker thread, so it cannot stall the other
+    requests. 0: always from a thread."""
     replica_cpus: float = Field(0.5, gt=0)
     """Logical CPUs each replica (ingress, champion, challenger) reserves."""
     max_ongoing_requests: int = Field(1000, ge=1)

@@ -65,7 +65,7 @@ class MLPGrid(Section):
 
 
 class MLPFamily(Section):
-    max_epochs: int = 40
+    max_epochs: int = Field(40, ge=1)
     patience: int = 5
     """Epochs without a better validation loss before training stops (the best epoch is kept)."""
     batch_size: int = 512

@@ -16,24 +16,23 @@ and is judged on its `/metrics` against the champion serving the same traffic:
 A failed judgment rolls traffic back to the champion at once and tags the version
 `rollout_status=rolled_back` with the reason; `rollback` (a teardown) repeats that if a step died without it.
 The first model ever goes to 100 % straight after its smoke test. Every task links to the
-rollout history page (steps on a timeline, judgments, earlier rollouts).
+rollout history page (steps on a timeline, judgments, earlier rollouts). The chain is
+`tasks.rollout.plan.steps` (from `rollout:` in config); each step's operator is
+`plugins.rollout.rollout_step`.
 """
 
 from __future__ import annotations
 
-import itertools
 from datetime import datetime, timedelta
 
-from airflow.sdk import Asset, Param, dag
+from airflow.sdk import BaseOperator, Param, dag
 
 from config import load_config
-from plugins.rollout import RolloutStepOperator
+from plugins.assets import registered_model
+from plugins.rollout import rollout_step
+from tasks.rollout import plan
 
 cfg = load_config()
-registered_model = Asset(
-    name=cfg.assets.registered_model, uri=f"mlflow-model://{cfg.mlflow.registered_model}"
-)
-ROLLOUT_ID = "{{ ti.xcom_pull(task_ids='begin') }}"
 
 
 @dag(
@@ -47,22 +46,13 @@ ROLLOUT_ID = "{{ ti.xcom_pull(task_ids='begin') }}"
     # A judged failure fails at once (no retry); a lost connection is retried.
     default_args={"owner": cfg.owner, "retries": 1, "retry_delay": timedelta(seconds=30)},
 )
-def deploy():
-    def step(task_id: str, name: str, **kwargs) -> RolloutStepOperator:
-        return RolloutStepOperator(task_id=task_id, step=name, settings=cfg, rollout_id=ROLLOUT_ID, **kwargs)
-
-    begin = RolloutStepOperator(
-        task_id="begin", step="begin", settings=cfg, version="{{ params.version or '' }}"
-    )
-    chain = [begin, step("smoke", "smoke"), step("shadow", "shadow")]
-    for i, canary in enumerate(cfg.rollout.canary):
-        chain.append(step(canary.name, "canary", canary_index=i, trigger_rule="none_failed"))
-    chain.append(step("promote", "promote", trigger_rule="none_failed"))
-    for upstream, downstream in itertools.pairwise(chain):
-        upstream >> downstream
-    # A teardown: it runs after every step whatever happened (rolling back a rollout that a dead
-    # task left half done, a no-op otherwise), and the run's state is the steps' own.
-    chain[1:] >> step("rollback", "rollback").as_teardown(setups=begin)
+def deploy() -> None:
+    made: dict[str, BaseOperator] = {}
+    for spec in plan.steps(cfg):
+        made[spec.task_id] = step = rollout_step(spec, settings=cfg)
+        step.set_upstream([made[upstream] for upstream in spec.upstream])
+        if spec.teardown_of:
+            step.as_teardown(setups=made[spec.teardown_of])
 
 
 deploy()

@@ -6,27 +6,28 @@ windowed customer and merchant features for the event dates the new batches can 
 correct: a row at `t` uses events at or before `t` only). `apply` registers the Feast definitions in
 `feature_repo/` only when they changed. `materialize` pushes the new rows into the online store
 (incrementally from Feast's watermark; late or replayed data is backfilled over exactly its range)
-and updates the `features/transactions` asset, which schedules training.
+and updates the `features/transactions` asset, which schedules training; it is skipped, and posts
+no event, when no feature row changed.
 
-Run by hand from the CLI with `python -m tasks.features.store refresh`.
+Run by hand from the CLI with `airloop features refresh` (or `python -m tasks.features refresh`).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
-from airflow.sdk import Asset, dag, task
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk import dag
 
 from config import load_config
+from plugins import assets
+from plugins.outcomes import stage_task
 
 cfg = load_config()
-curated = Asset(name=cfg.assets.curated, uri=cfg.storage.curated_uri)
-features_asset = Asset(name=cfg.assets.features, uri=cfg.storage.features_uri)
 
 
 @dag(
-    schedule=[curated],
+    schedule=[assets.curated],
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
@@ -34,37 +35,29 @@ features_asset = Asset(name=cfg.assets.features, uri=cfg.storage.features_uri)
     doc_md=__doc__,
     default_args={"owner": cfg.owner, "retries": 2, "retry_delay": timedelta(seconds=20)},
 )
-def features():
-    @task
-    def compute() -> dict:
+def features() -> None:
+    @stage_task
+    def compute() -> dict[str, Any]:
         """New curated batches → rewritten feature-table partitions and the changed time range."""
-        from tasks.features.tables import refresh
+        from tasks.features.tables import refresh  # noqa: PLC0415 - pandas stays out of parsing
 
-        return refresh(cfg)
+        return refresh(cfg).as_dict()
 
-    @task
+    @stage_task
     def apply() -> list[str]:
-        from tasks.features.store import apply as apply_definitions
+        """Register the Feast definitions, only when they changed."""
+        from tasks.features import store  # noqa: PLC0415 - Feast stays out of parsing
 
-        return apply_definitions(cfg)
+        return store.apply(cfg)
 
-    @task(outlets=[features_asset])
-    def materialize(changed: dict, outlet_events=None) -> list[dict]:
-        from tasks.features.store import materialize as push
+    @stage_task(outlets=[assets.features])
+    def materialize(changed: dict[str, Any], outlet_events: Any = None) -> dict[str, Any]:
+        """Push the rewritten rows online and post the features asset event; skipped when none."""
+        from tasks.features.materialization import materialize_refresh  # noqa: PLC0415 - Feast stays out of parsing
 
-        if not changed["start"]:
-            raise AirflowSkipException("no new feature rows: the online store is already current")
-        done = push(cfg, changed)
-        outlet_events[features_asset].extra = {
-            "batches": changed["batches"],
-            "dates": changed["dates"],
-            "rows": changed["rows"],
-            "start": changed["start"],
-            "end": changed["end"],
-            "feature_service": cfg.feast.service,
-            "materialized": done,
-        }
-        return done
+        extra = materialize_refresh(cfg, changed)
+        outlet_events[assets.features].extra = extra
+        return extra
 
     changed = compute()
     apply() >> materialize(changed)

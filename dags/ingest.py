@@ -10,29 +10,30 @@ Each batch is checked by a Great Expectations suite built from the schema in `co
 idempotently to the curated Parquet dataset (partitioned by event date); bad batches are moved to
 `quarantine/<batch_id>/` with `validation.json` and `validation.html`, and the run fails at
 `report` naming every failed expectation. The `curated/transactions` asset event carries the row
-counts in its extra.
+counts in its extra; a run that added no rows posts none (`publish` is skipped).
 
-Trigger a specific file by hand with conf `{"batch_uri": "file:///.../landing/my.csv"}`.
+Trigger a specific file by hand with conf `{"batch_uri": "file:///.../landing/my.csv"}`, or check
+one without moving it with `airloop validate FILE`.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
-from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, dag, task
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag
 
 from config import load_config
+from plugins import assets
+from plugins.outcomes import stage_task
 
 cfg = load_config()
-landing = Asset(name=cfg.assets.landing, uri=cfg.storage.landing_uri)
-curated = Asset(name=cfg.assets.curated, uri=cfg.storage.curated_uri)
 
 
 @dag(
     schedule=AssetOrTimeSchedule(
         timetable=CronTriggerTimetable(cfg.ingest.cron, timezone=cfg.ingest.timezone),
-        assets=[landing],
+        assets=[assets.landing],
     ),
     start_date=datetime(2026, 1, 1),
     catchup=False,
@@ -41,51 +42,41 @@ curated = Asset(name=cfg.assets.curated, uri=cfg.storage.curated_uri)
     doc_md=__doc__,
     default_args={"owner": cfg.owner, "retries": cfg.ingest.retries, "retry_delay": timedelta(seconds=20)},
 )
-def ingest():
-    @task
-    def discover(triggering_asset_events=None, dag_run=None) -> list[str]:
+def ingest() -> None:
+    @stage_task
+    def discover(triggering_asset_events: Any = None, dag_run: Any = None) -> list[str]:
         """Batches named by asset events or conf first, then everything pending in landing."""
-        from tasks.ingest.batches import pending_batches
+        from tasks.ingest.landing import pending_batches, requested_batches  # noqa: PLC0415 - pandas stays out of parsing
 
-        requested = [
-            event.extra["batch_uri"]
-            for events in (triggering_asset_events or {}).values()
-            for event in events
-            if event.extra and event.extra.get("batch_uri")
-        ]
-        if dag_run and dag_run.conf and dag_run.conf.get("batch_uri"):
-            requested.append(dag_run.conf["batch_uri"])
+        requested = requested_batches(assets.event_extras(triggering_asset_events), dag_run.conf)
         return pending_batches(cfg, requested)
 
-    @task(max_active_tis_per_dag=1)
-    def ingest_batch(batch_uri: str) -> dict:
-        from tasks.ingest.batches import ingest_batch as route
+    @stage_task(max_active_tis_per_dag=1)
+    def ingest_batch(batch_uri: str) -> dict[str, Any]:
+        """Validate one batch and route it: curated and archived, or quarantined."""
+        from tasks.ingest import batches  # noqa: PLC0415 - pandas and Great Expectations stay out of parsing
 
-        return route(batch_uri, cfg).as_dict()
+        return batches.ingest_batch(batch_uri, cfg).as_dict()
 
-    @task(outlets=[curated])
-    def publish(results: list[dict], outlet_events=None) -> dict:
-        from tasks.ingest.batches import summarize
+    @stage_task(outlets=[assets.curated])
+    def publish(results: list[dict[str, Any]], outlet_events: Any = None) -> dict[str, Any]:
+        """The curated asset event, with what this run added; skipped when it added no rows."""
+        from tasks.ingest.run_summary import curated_event_extra  # noqa: PLC0415 - pandas stays out of parsing
 
-        summary = summarize(list(results), cfg)
-        if summary["rows_added"] == 0:
-            raise AirflowSkipException("no new rows: the curated asset is left untouched")
-        outlet_events[curated].extra = summary
-        return summary
+        extra = curated_event_extra(cfg, results)
+        outlet_events[assets.curated].extra = extra
+        return extra
 
-    @task(trigger_rule="all_done")
-    def report(batches: list[str], results: list[dict]) -> None:
-        from tasks.ingest.batches import quarantine_message
+    @stage_task(trigger_rule="all_done")
+    def report(batches: list[str], results: list[dict[str, Any] | None]) -> None:
+        """Fails, naming them, when batches failed to ingest or were quarantined."""
+        from tasks.ingest.run_summary import check_run  # noqa: PLC0415 - pandas stays out of parsing
 
-        results = [r for r in results if r]
-        if len(results) < len(batches):
-            raise AirflowFailException(f"{len(batches) - len(results)} batches failed to ingest")
-        if message := quarantine_message(results):
-            raise AirflowFailException(message)
+        check_run(batches, results)
 
-    batches = discover()
-    results = ingest_batch.expand(batch_uri=batches)
-    publish(results) >> report(batches, results)
+    pending = discover()
+    results = ingest_batch.expand(batch_uri=pending)
+    publish(results) >> report(pending, results)
 
 
 ingest()

@@ -16,19 +16,20 @@ threshold, unless a `train` run is queued or running or the last retrain is with
 lets `trigger_train` run only on a retrain, which starts `train` with the reason and the numbers as
 its conf.
 
-Params `start` / `end` (ISO 8601) monitor a chosen window (a backfill, a replay).
+Params `start` / `end` (ISO 8601) monitor a chosen window (a backfill, a replay). No champion
+yet: the run ends with `drift_and_performance` skipped.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
-from airflow.sdk.exceptions import AirflowSkipException
 
 from config import load_config
-from plugins.monitoring import LINKS_XCOM_KEY, NewPredictionsSensor, monitoring_task
+from plugins.monitoring import NewPredictionsSensor, monitoring_task, running_dag_runs
 
 cfg = load_config()
 TRAIN_DAG_ID = "train"
@@ -47,7 +48,7 @@ TRAIN_DAG_ID = "train"
     },
     default_args={"owner": cfg.owner, "retries": 1, "retry_delay": timedelta(minutes=1)},
 )
-def monitor():
+def monitor() -> None:
     wait = NewPredictionsSensor(
         task_id="wait_for_predictions",
         min_new_predictions=cfg.monitor.min_new_predictions,
@@ -58,44 +59,31 @@ def monitor():
     )
 
     @monitoring_task
-    def drift_and_performance(window: dict, ti=None) -> dict:
+    def drift_and_performance(window: dict[str, Any]) -> dict[str, Any]:
         """Drift and live performance of the window, stored, with its HTML report."""
-        from plugins.monitoring import report_links
-        from tasks.monitoring.reference import NoChampion
-        from tasks.monitoring.window import Window, run_window
+        from tasks.monitoring.window import monitor_sensed  # noqa: PLC0415 - Evidently loads in the task
 
-        try:
-            result = run_window(cfg, Window.of(window["start"], window["end"]))
-        except NoChampion as exc:
-            raise AirflowSkipException(str(exc)) from exc
-        ti.xcom_push(key=LINKS_XCOM_KEY, value=report_links(cfg, result.window_id))
-        return result.as_dict()
+        return monitor_sensed(cfg, window)
 
     @monitoring_task
-    def decide(result: dict, ti=None) -> dict:
+    def decide(result: dict[str, Any], ti: Any = None) -> dict[str, Any]:
         """Retrain or not, and why; recorded once per window."""
-        from plugins.monitoring import report_links
-        from tasks.monitoring.decision import decide_and_record
-        from tasks.monitoring.window import WindowResult
+        from tasks.monitoring.decision import decide_window  # noqa: PLC0415 - pandas loads in the task
 
-        window = WindowResult.from_dict(result)
-        running = ti.get_dr_count(dag_id=TRAIN_DAG_ID, states=["queued", "running"])
-        # the last retrain: the monitor's own last decision to retrain, from its store
-        made = decide_and_record(cfg, window, retrain_running=running > 0)
-        ti.xcom_push(key=LINKS_XCOM_KEY, value=report_links(cfg, window.window_id))
-        print(f"decision on {made.window_id}: {made.detail}")  # the task log says why
-        return made.as_dict()
+        return decide_window(cfg, result, running_retrains=running_dag_runs(ti, TRAIN_DAG_ID))
 
     @task.short_circuit
-    def should_retrain(decision: dict) -> dict | bool:
+    def should_retrain(decision: dict[str, Any]) -> dict[str, Any] | bool:
         """The train DAG's conf when the decision is to retrain; otherwise skip the trigger."""
-        return decision["conf"] if decision["retrain"] else False
+        from tasks.monitoring.decision import retrain_conf  # noqa: PLC0415 - pandas loads in the task
+
+        return retrain_conf(decision)
 
     TriggerDagRunOperator(
         task_id="trigger_train",
         trigger_dag_id=TRAIN_DAG_ID,
         trigger_run_id="monitor__{{ ti.xcom_pull(task_ids='decide')['window_id'] }}",
-        conf=should_retrain(decide(drift_and_performance(wait.output))),
+        conf=should_retrain(decide(drift_and_performance(wait.output))),  # type: ignore[arg-type]
         skip_when_already_exists=True,
         openlineage_inject_parent_info=False,
     )

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import inspect
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple
+from types import FunctionType
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, RequestSource, ValueType
 from feast import types as feast_types
@@ -49,7 +50,7 @@ def transaction_context(inputs):
     Python mode (lists in, lists out): a one-row online lookup costs microseconds here, where a
     pandas frame cost milliseconds. Missing inputs give NaN and x / 0 gives +-inf, as pandas
     arithmetic did before."""
-    import math
+    import math  # noqa: PLC0415 - Feast stores this function's source and runs it alone
 
     def num(value):
         try:
@@ -103,26 +104,43 @@ def _view(settings: Settings, table: FeatureTable, entity: Entity, source: FileS
     )
 
 
+def _entity(settings: Settings, table: FeatureTable, description: str) -> Entity:
+    return Entity(
+        name=table.entity,
+        join_keys=[table.join_key],
+        value_type=ValueType.INT64,
+        description=description,
+        owner=settings.owner,
+    )
+
+
+def _transaction_context_odfv(
+    settings: Settings, customer_activity_fv: FeatureView, transaction_request: RequestSource
+) -> OnDemandFeatureView:
+    # Built directly rather than with the decorator, which re-homes the function in __main__:
+    # the UDF stays importable by reference from this module in every process that loads it.
+    return OnDemandFeatureView(
+        name="transaction_context",
+        sources=[customer_activity_fv, transaction_request],
+        schema=[
+            Field(name="seconds_since_last_txn", dtype=feast_types.Float64),
+            Field(name="amount_to_customer_mean_7d", dtype=feast_types.Float64),
+        ],
+        mode="python",
+        udf=cast(FunctionType, transaction_context),  # a def; mypy only knows it as a Callable
+        udf_string=_TRANSACTION_CONTEXT_SOURCE,
+        description="Time since the customer's previous transaction and the amount against their mean.",
+        owner=settings.owner,
+    )
+
+
 def feature_definitions(settings: Settings) -> Definitions:
-    customer = Entity(
-        name=CUSTOMER_ACTIVITY.entity,
-        join_keys=[CUSTOMER_ACTIVITY.join_key],
-        value_type=ValueType.INT64,
-        description="A card holder.",
-        owner=settings.owner,
-    )
-    merchant = Entity(
-        name=MERCHANT_RISK.entity,
-        join_keys=[MERCHANT_RISK.join_key],
-        value_type=ValueType.INT64,
-        description="A merchant accepting card payments.",
-        owner=settings.owner,
-    )
+    customer = _entity(settings, CUSTOMER_ACTIVITY, "A card holder.")
+    merchant = _entity(settings, MERCHANT_RISK, "A merchant accepting card payments.")
     customer_source = _source(settings, CUSTOMER_ACTIVITY)
     merchant_source = _source(settings, MERCHANT_RISK)
     customer_activity_fv = _view(settings, CUSTOMER_ACTIVITY, customer, customer_source)
     merchant_risk_fv = _view(settings, MERCHANT_RISK, merchant, merchant_source)
-
     # The transaction being scored: its amount and its time, sent with every request.
     transaction_request = RequestSource(
         name="transaction_request",
@@ -131,22 +149,7 @@ def feature_definitions(settings: Settings) -> Definitions:
             Field(name=REQUEST_TIME, dtype=feast_types.Float64),
         ],
     )
-    # Built directly rather than with the decorator, which re-homes the function in __main__:
-    # the UDF stays importable by reference from this module in every process that loads it.
-    transaction_context_odfv = OnDemandFeatureView(
-        name="transaction_context",
-        sources=[customer_activity_fv, transaction_request],
-        schema=[
-            Field(name="seconds_since_last_txn", dtype=feast_types.Float64),
-            Field(name="amount_to_customer_mean_7d", dtype=feast_types.Float64),
-        ],
-        mode="python",
-        udf=transaction_context,
-        udf_string=_TRANSACTION_CONTEXT_SOURCE,
-        description="Time since the customer's previous transaction and the amount against their mean.",
-        owner=settings.owner,
-    )
-
+    transaction_context_odfv = _transaction_context_odfv(settings, customer_activity_fv, transaction_request)
     # The model's contract: training and serving fetch features by this name, and MLflow logs it.
     fraud_features = FeatureService(
         name=settings.feast.service,

@@ -1,8 +1,9 @@
 """The airloop view in the Airflow UI: drift reports, model cards and rollout histories.
 
-An Airflow 3 plugin: a small FastAPI app mounted in the api-server at ``/airloop`` serves the
-reports ``tasks.common.reports`` indexes, and an external view puts "airloop reports" in the UI's
-navigation. Task extra links (monitor, deploy, train) point at ``/airloop/reports/<kind>/<name>``.
+An Airflow 3 plugin: a small FastAPI app mounted in the api-server at ``UI_PREFIX``
+(``/airloop``) serves the reports ``tasks.common.reports`` indexes, and an external view puts
+"airloop reports" in the UI's navigation. Task extra links (monitor, deploy, train) point at
+``report_url(kind, name)``.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ from airflow.plugins_manager import AirflowPlugin
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse
 
-PREFIX = "/airloop"
+from config import Settings, load_config
+from tasks.common.reports import KINDS, UI_PREFIX, list_reports, read_report, report_url
 
 app = FastAPI(title="airloop reports", docs_url=None, redoc_url=None)
 
 
-def _settings() -> Any:
-    from config import load_config
-
+def _settings() -> Settings:
+    """Read per request: the configuration follows the api-server's environment."""
     return load_config()
 
 
@@ -44,8 +45,6 @@ rollout histories from deployment.</p>
 
 @app.get("/", response_class=HTMLResponse)
 def index(kind: str | None = None, model_version: str | None = None) -> str:
-    from tasks.common.reports import KINDS, list_reports
-
     settings = _settings()
     sections = []
     for key, label in KINDS.items():
@@ -57,7 +56,7 @@ def index(kind: str | None = None, model_version: str | None = None) -> str:
             if model_version is None or r.model_version == model_version
         ]
         body = "".join(
-            f'<tr><td><a href="{PREFIX}/reports/{key}/{html.escape(r.name)}">{html.escape(r.title)}</a></td>'
+            f'<tr><td><a href="{html.escape(report_url(key, r.name))}">{html.escape(r.title)}</a></td>'
             f"<td>{html.escape(r.model_version or '')}</td><td>{html.escape(r.created_at[:19])}</td></tr>"
             for r in rows
         )
@@ -72,8 +71,6 @@ def index(kind: str | None = None, model_version: str | None = None) -> str:
 
 @app.get("/reports/{kind}/{name}", response_class=HTMLResponse)
 def report(kind: str, name: str) -> str:
-    from tasks.common.reports import read_report
-
     try:
         return read_report(_settings(), kind, name)
     except ValueError as exc:
@@ -84,18 +81,16 @@ def report(kind: str, name: str) -> str:
 
 @app.get("/api/reports")
 def reports_json(kind: str | None = None) -> list[dict[str, Any]]:
-    from tasks.common.reports import list_reports
-
     return [r.as_dict() for r in list_reports(_settings(), kind)]
 
 
 class AirloopUIPlugin(AirflowPlugin):
     name = "airloop"
-    fastapi_apps = [{"app": app, "url_prefix": PREFIX, "name": "airloop reports"}]
+    fastapi_apps = [{"app": app, "url_prefix": UI_PREFIX, "name": "airloop reports"}]
     external_views = [
         {
             "name": "airloop reports",
-            "href": f"{PREFIX}/",
+            "href": f"{UI_PREFIX}/",
             "destination": "nav",
             "category": "browse",
             "url_route": "airloop-reports",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperatorLink
+from airflow.sdk.execution_time.xcom import XCom
 
 if TYPE_CHECKING:
     from airflow.sdk.types import TaskInstanceKey
@@ -22,8 +23,6 @@ class XComLink(BaseOperatorLink):
     field: str | None = None
 
     def get_link(self, operator: Any, *, ti_key: TaskInstanceKey) -> str:
-        from airflow.sdk.execution_time.xcom import XCom
-
         value = XCom.get_value(ti_key=ti_key, key=self.source_key)
         if self.field is None:
             return value or ""

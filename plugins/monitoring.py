@@ -10,10 +10,14 @@ sensor returns the window to monitor: ``{"count", "start", "end"}`` (ISO 8601, U
 The window ends ``monitor.log_lag_seconds`` before the time of the check, so predictions still
 buffered by serving's inference-log writers land before their window is read.
 
+The window's bounds and the count are ``tasks.monitoring.sensing``'s (``check``): the sensor and
+the trigger only schedule the checks.
+
 ``MonitoringReportLink`` and ``MonitoringSummaryLink`` are the task page's "Drift report" and
-"Monitoring summary" buttons: they read the ``monitoring_links`` XCom the monitor's tasks push
-(``report_links``), which points into the airloop UI plugin (``/airloop/reports/monitoring/...``).
-``monitoring_task`` is ``@task`` with those buttons.
+"Monitoring summary" buttons: they read the ``monitoring_links`` XCom (``report_links``), which
+points into the airloop UI plugin (``/airloop/reports/monitoring/...``). ``monitoring_task`` is
+``@task`` with those buttons: it pushes the links of the window its task returned, and turns
+``Skip`` / ``Fail`` into Airflow's skip / fail-without-retry (``plugins.outcomes``).
 
 Nothing heavy is imported at module level: the monitor DAG imports this file at parse time.
 """
@@ -31,7 +35,12 @@ from airflow.sdk.bases.decorator import task_decorator_factory
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from config import load_config
 from plugins.links import XComLink
+from plugins.outcomes import airflow_outcomes
+from tasks.common.clock import utc
+from tasks.common.reports import report_url
+from tasks.monitoring.results import SUMMARY
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -39,55 +48,21 @@ if TYPE_CHECKING:
     from config import Settings
 
 LINKS_XCOM_KEY = "monitoring_links"
-UI_PREFIX = "/airloop"  # plugins.airloop_ui.PREFIX (not imported: that module loads FastAPI)
 READY, TIMEOUT, ERROR = "ready", "timeout", "error"
 
 
-# --- the window's bounds -------------------------------------------------------------------------
-
-
-def _utc(value: Any) -> datetime:
-    ts = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-
-
-def _settings() -> Settings:
-    from config import load_config
-
-    return load_config()
-
-
-def window_end(settings: Settings, end: Any = None, now: datetime | None = None) -> datetime:
-    """``end`` if given, else ``monitor.log_lag_seconds`` before ``now`` (default: the clock)."""
-    if end:
-        return _utc(end)
-    now = now or datetime.now(UTC)
-    return now - timedelta(seconds=settings.monitor.log_lag_seconds)
-
-
-def window_start(settings: Settings, start: Any = None, end: datetime | None = None) -> datetime:
-    """``start`` if given, else the end of the last monitored window, else
-    ``monitor.first_window_hours`` before ``end``."""
-    if start:
-        return _utc(start)
-    from tasks.monitoring import store
-
-    last = store.last_window_end(settings)
-    if last is not None:
-        return last.to_pydatetime()
-    end = end or window_end(settings)
-    return end - timedelta(hours=settings.monitor.first_window_hours)
-
-
 def check(settings: Settings, start: Any = None, end: Any = None) -> dict[str, Any]:
-    """Count the live predictions in the window this check would monitor (blocking: reads the
-    time and route columns of the inference log's hours in range)."""
-    from tasks.monitoring.window import count_predictions
+    """``tasks.monitoring.sensing.check`` as the sensor's XCom and the trigger's events carry it."""
+    from tasks.monitoring import sensing  # noqa: PLC0415 - pyarrow and pandas stay out of DAG parsing
 
-    hi = window_end(settings, end)
-    lo = window_start(settings, start, hi)
-    count = count_predictions(settings, lo, hi) if lo < hi else 0
-    return {"count": count, "start": lo.isoformat(), "end": hi.isoformat()}
+    return sensing.check(settings, start, end).as_dict()
+
+
+def first_start(settings: Settings, end: Any = None) -> str:
+    """Where a window without a given start starts (``sensing.window_start``), as ISO 8601."""
+    from tasks.monitoring import sensing  # noqa: PLC0415 - pyarrow and pandas stay out of DAG parsing
+
+    return sensing.window_start(settings, None, sensing.window_end(settings, end)).isoformat()
 
 
 # --- trigger ---------------------------------------------------------------------------------------
@@ -147,13 +122,13 @@ class NewPredictionsTrigger(BaseTrigger):
         )
 
     def _check(self) -> dict[str, Any]:
-        settings = _settings()
+        settings = load_config()
         if self.start is None:  # fixed once: the next polls count from the same start
-            self.start = window_start(settings, None, window_end(settings, self.end)).isoformat()
+            self.start = first_start(settings, self.end)
         return check(settings, self.start, self.end)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        deadline = _utc(self.timeout_at) if self.timeout_at else None
+        deadline = utc(self.timeout_at) if self.timeout_at else None
         errors, seen = 0, None
         while True:
             try:
@@ -215,14 +190,13 @@ class NewPredictionsSensor(BaseSensorOperator):
         return _enough(self.log, seen, self.min_new_predictions)
 
     def poke(self, context: Context) -> PokeReturnValue:
-        seen = check(_settings(), self.start or None, self.end or None)
+        seen = check(load_config(), self.start or None, self.end or None)
         return PokeReturnValue(is_done=self._enough(seen), xcom_value=seen)
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
-        settings = _settings()
-        seen = check(settings, self.start or None, self.end or None)
+        seen = check(load_config(), self.start or None, self.end or None)
         if self._enough(seen):
             return seen
         timeout_at = datetime.now(UTC) + timedelta(seconds=self.timeout)
@@ -258,17 +232,15 @@ class NewPredictionsSensor(BaseSensorOperator):
 # --- report links ----------------------------------------------------------------------------------
 
 
-def report_url(kind: str, name: str) -> str:
-    """Where the airloop UI plugin serves a report."""
-    return f"{UI_PREFIX}/reports/{kind}/{name}"
-
-
 def report_links(settings: Settings, window_id: str) -> dict[str, str]:
     """The ``monitoring_links`` XCom of a window: its drift report and the summary page."""
-    from tasks.monitoring.pages import INDEX
-
     kind = settings.monitor.reports_dir
-    return {"report": report_url(kind, window_id), "summary": report_url(kind, INDEX.removesuffix(".html"))}
+    return {"report": report_url(kind, window_id), "summary": report_url(kind, SUMMARY)}
+
+
+def running_dag_runs(ti: Any, dag_id: str) -> int:
+    """How many runs of ``dag_id`` are queued or running (what the monitor's decide task is told)."""
+    return int(ti.get_dr_count(dag_id=dag_id, states=["queued", "running"]))
 
 
 class _MonitoringLink(XComLink):
@@ -290,14 +262,23 @@ class MonitoringSummaryLink(_MonitoringLink):
 
 
 class MonitoringTaskOperator(_PythonDecoratedOperator):
-    """``@task`` with the "Drift report" and "Monitoring summary" buttons."""
+    """``@task`` with the "Drift report" and "Monitoring summary" buttons, pointing at the window
+    its callable returned (a dict with ``window_id``), and with ``Skip``/``Fail`` as task states."""
 
     operator_extra_links = (MonitoringReportLink(), MonitoringSummaryLink())
     custom_operator_name = "@monitoring_task"
 
+    def execute(self, context: Context) -> Any:
+        with airflow_outcomes():
+            result = super().execute(context)
+        window_id = result.get("window_id") if isinstance(result, dict) else None
+        if window_id:
+            context["ti"].xcom_push(key=LINKS_XCOM_KEY, value=report_links(load_config(), str(window_id)))
+        return result
 
-def monitoring_task(python_callable: Callable | None = None, **kwargs: Any) -> Any:
-    """Like ``@task``; the task pushes ``report_links(...)`` as the ``monitoring_links`` XCom."""
+
+def monitoring_task(python_callable: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
+    """Like ``@task``, with the monitoring report buttons (``MonitoringTaskOperator``)."""
     return task_decorator_factory(
         python_callable=python_callable, decorated_operator_class=MonitoringTaskOperator, **kwargs
     )

@@ -1,19 +1,30 @@
-"""The rollout operator: one step of ``tasks.rollout`` per task, with a link to the rollout history.
+"""The rollout operators: one step of ``tasks.rollout`` per task, with a link to the rollout history.
 
-Every step task of the deploy DAG is a ``RolloutStepOperator``. It runs its step against the
-serving application and the MLflow registry, republishes the rollout history page, and keeps
-its address in XCom so that the task's page in the Airflow UI links to it ("Rollout history").
-A failed judgment has already rolled traffic back when the task fails; it fails without retry.
+The deploy DAG's chain comes from ``tasks.rollout.plan.steps``; ``rollout_step(spec)`` picks the
+operator for each ``StepSpec`` once: ``BeginStepOperator``, ``SmokeStepOperator``,
+``ShadowStepOperator``, ``CanaryStepOperator``, ``PromoteStepOperator`` or
+``RollbackStepOperator``. Each runs its step against the serving application and the MLflow
+registry, republishes the rollout history page, and keeps its address in XCom so that the task's
+page in the Airflow UI links to it ("Rollout history"). A judged failure has already rolled
+traffic back when the task fails, and it fails without retry (``Fail``); ``Skip`` skips it.
+
+Nothing heavy at module level: the deploy DAG imports this file at parse time.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from config import load_config
+from plugins.assets import event_extras
 from plugins.links import XComLink
+from plugins.outcomes import airflow_outcomes
+from tasks.common.outcomes import Fail, Skip
+from tasks.rollout import history_page, plan
+from tasks.rollout.record import RolloutRecord, StepResult, load
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -21,7 +32,8 @@ if TYPE_CHECKING:
     from config import Settings
 
 LINK_XCOM_KEY = "rollout_history"
-STEPS = ("begin", "smoke", "shadow", "canary", "promote", "rollback")
+ROLLOUT_ID = "{{ (ti.xcom_pull(task_ids='begin') or {}).get('rollout_id', '') }}"
+"""The rollout the ``begin`` task started (its ``StepResult``), for every later step."""
 
 
 class RolloutHistoryLink(XComLink):
@@ -31,103 +43,153 @@ class RolloutHistoryLink(XComLink):
     source_key = LINK_XCOM_KEY
 
 
-def version_from_events(context: Context) -> str | None:
-    """The version announced by the newest ``registered_model`` asset event that triggered the run."""
-    events = context.get("triggering_asset_events") or {}
-    newest = None
-    for asset_events in events.values():
-        for event in asset_events:
-            if (event.extra or {}).get("version") is not None and (
-                newest is None or event.timestamp >= newest.timestamp
-            ):
-                newest = event
-    return None if newest is None else str(newest.extra["version"])
-
-
 class RolloutStepOperator(BaseOperator):
-    """Run one rollout step: ``begin``, ``smoke``, ``shadow``, ``canary`` (with ``canary_index``),
-    ``promote`` or ``rollback``. ``version`` (templated) applies to ``begin`` only: empty means
-    the version in the triggering asset event, else the ``challenger`` alias."""
+    """One step of a rollout (``rollout_id``, templated); subclasses say which in ``run``."""
 
-    template_fields = ("version", "rollout_id")
+    template_fields: Sequence[str] = ("rollout_id",)
     operator_extra_links = (RolloutHistoryLink(),)
     ui_color = "#e8f4ea"
 
     def __init__(
-        self,
-        *,
-        step: str,
-        settings: Settings | None = None,
-        version: str | None = None,
-        rollout_id: str | None = None,
-        canary_index: int | None = None,
-        **kwargs: Any,
+        self, *, settings: Settings | None = None, rollout_id: str | None = None, **kwargs: Any
     ) -> None:
-        if step not in STEPS:
-            raise ValueError(f"unknown rollout step {step!r}; one of {STEPS}")
-        if step == "canary" and canary_index is None:
-            raise ValueError("a canary step needs canary_index")
         super().__init__(**kwargs)
-        self.step = step
         self.settings = settings
-        self.version = version
         self.rollout_id = rollout_id
-        self.canary_index = canary_index
+
+    @classmethod
+    def from_spec(cls, spec: plan.StepSpec, *, settings: Settings) -> RolloutStepOperator:
+        return cls(
+            task_id=spec.task_id, trigger_rule=spec.trigger_rule, settings=settings, rollout_id=ROLLOUT_ID
+        )
 
     def _settings(self) -> Settings:
-        from config import load_config
-
         return self.settings or load_config()
 
-    def execute(self, context: Context) -> Any:
-        from tasks.rollout import steps
-        from tasks.rollout.record import load
-
-        settings = self._settings()
-        ti = context["ti"]
-        if self.step == "begin":
-            run = context.get("dag_run")
-            record = steps.begin(
-                settings,
-                version=(self.version or None) or version_from_events(context),
-                context={
-                    "dag_id": ti.dag_id,
-                    "dag_run_id": ti.run_id,
-                    "run_type": str(getattr(run, "run_type", "")),
-                },
-            )
-            self._publish(settings, record, ti)
-            return record.id
-
+    def _rollout(self) -> str:
         if not self.rollout_id:
-            raise AirflowFailException("no rollout id: the begin task did not run")
-        try:
-            if self.step == "smoke":
-                record = steps.smoke(settings, self.rollout_id)
-            elif self.step == "shadow":
-                record = steps.shadow(settings, self.rollout_id)
-            elif self.step == "canary":
-                record = steps.canary(settings, self.rollout_id, self.canary_index)
-            elif self.step == "promote":
-                record = steps.promote(settings, self.rollout_id)
-            else:
-                record = load(settings, self.rollout_id)
-                if record.finished:
-                    raise steps.Skip(f"the rollout already ended: {record.status}")
-                running = [s.name for s in record.steps if s.status == "running"]
-                where = f"step {running[-1]}" if running else "a step"
-                record = steps.rollback(settings, record, reason=f"{where} did not finish: its task failed")
-        except steps.Skip as exc:
-            self._publish(settings, load(settings, self.rollout_id), ti)
-            raise AirflowSkipException(str(exc)) from exc
-        except steps.StepFailed as exc:
-            self._publish(settings, load(settings, self.rollout_id), ti)
-            raise AirflowFailException(f"rolled back: {exc}") from exc
-        self._publish(settings, record, ti)
-        return {"rollout_id": record.id, "status": record.status, "version": record.version}
+            raise Fail("no rollout id: the begin task did not run")
+        return self.rollout_id
 
-    def _publish(self, settings: Settings, record: Any, ti: Any) -> None:
-        from tasks.rollout import history_page
+    def run(self, settings: Settings, context: Context) -> RolloutRecord:
+        raise NotImplementedError
 
-        published = history_page.publish(settings, record)
-        ti.xcom_push(key=LINK_XCOM_KEY, value=f"/airloop/reports/{published.kind}/{published.name}")
+    def execute(self, context: Context) -> dict[str, Any]:
+        settings = self._settings()
+        with airflow_outcomes():
+            try:
+                record = self.run(settings, context)
+            except (Skip, Fail):
+                if self.rollout_id:
+                    self._publish(settings, load(settings, self.rollout_id), context)
+                raise
+        self._publish(settings, record, context)
+        return StepResult.of(record).as_dict()
+
+    def _publish(self, settings: Settings, record: RolloutRecord, context: Context) -> None:
+        context["ti"].xcom_push(key=LINK_XCOM_KEY, value=history_page.publish(settings, record).url)
+
+
+class BeginStepOperator(RolloutStepOperator):
+    """Start a rollout of ``version`` (templated); empty: the version in the triggering asset
+    event, else the ``challenger`` alias."""
+
+    template_fields: Sequence[str] = ("version",)
+
+    def __init__(self, *, version: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.version = version
+
+    @classmethod
+    def from_spec(cls, spec: plan.StepSpec, *, settings: Settings) -> RolloutStepOperator:
+        return cls(
+            task_id=spec.task_id,
+            trigger_rule=spec.trigger_rule,
+            settings=settings,
+            version="{{ params.version or '' }}",
+        )
+
+    def run(self, settings: Settings, context: Context) -> RolloutRecord:
+        from tasks.rollout import steps  # noqa: PLC0415 - pandas and MLflow stay out of DAG parsing
+
+        ti = context["ti"]
+        announced = plan.announced_version(event_extras(context.get("triggering_asset_events")))
+        run = context.get("dag_run")
+        where = {"dag_id": ti.dag_id, "dag_run_id": ti.run_id, "run_type": str(getattr(run, "run_type", ""))}
+        return steps.begin(settings, version=(self.version or None) or announced, context=where)
+
+
+class SmokeStepOperator(RolloutStepOperator):
+    """Load the version into the challenger slot and score known inputs on it."""
+
+    def run(self, settings: Settings, context: Context) -> RolloutRecord:
+        from tasks.rollout import steps  # noqa: PLC0415 - pandas and MLflow stay out of DAG parsing
+
+        return steps.smoke(settings, self._rollout())
+
+
+class ShadowStepOperator(RolloutStepOperator):
+    """Mirror live traffic to the challenger and judge it."""
+
+    def run(self, settings: Settings, context: Context) -> RolloutRecord:
+        from tasks.rollout import steps  # noqa: PLC0415 - pandas and MLflow stay out of DAG parsing
+
+        return steps.shadow(settings, self._rollout())
+
+
+class CanaryStepOperator(RolloutStepOperator):
+    """Send ``rollout.canary[canary_index]`` of live traffic to the challenger and judge it."""
+
+    def __init__(self, *, canary_index: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.canary_index = canary_index
+
+    @classmethod
+    def from_spec(cls, spec: plan.StepSpec, *, settings: Settings) -> RolloutStepOperator:
+        if spec.canary_index is None:
+            raise ValueError(f"{spec.task_id}: a canary step needs its canary_index")
+        return cls(
+            task_id=spec.task_id,
+            trigger_rule=spec.trigger_rule,
+            settings=settings,
+            rollout_id=ROLLOUT_ID,
+            canary_index=spec.canary_index,
+        )
+
+    def run(self, settings: Settings, context: Context) -> RolloutRecord:
+        from tasks.rollout import steps  # noqa: PLC0415 - pandas and MLflow stay out of DAG parsing
+
+        return steps.canary(settings, self._rollout(), self.canary_index)
+
+
+class PromoteStepOperator(RolloutStepOperator):
+    """Make the version the champion, in serving and in the registry."""
+
+    def run(self, settings: Settings, context: Context) -> RolloutRecord:
+        from tasks.rollout import steps  # noqa: PLC0415 - pandas and MLflow stay out of DAG parsing
+
+        return steps.promote(settings, self._rollout())
+
+
+class RollbackStepOperator(RolloutStepOperator):
+    """The teardown: roll back a rollout that a dead task left running; skipped otherwise."""
+
+    def run(self, settings: Settings, context: Context) -> RolloutRecord:
+        from tasks.rollout import rollback  # noqa: PLC0415 - MLflow stays out of DAG parsing
+
+        return rollback.after_failed_task(settings, self._rollout())
+
+
+STEP_OPERATORS: dict[str, type[RolloutStepOperator]] = {
+    plan.BEGIN: BeginStepOperator,
+    plan.SMOKE: SmokeStepOperator,
+    plan.SHADOW: ShadowStepOperator,
+    plan.CANARY: CanaryStepOperator,
+    plan.PROMOTE: PromoteStepOperator,
+    plan.ROLLBACK: RollbackStepOperator,
+}
+
+
+def rollout_step(spec: plan.StepSpec, *, settings: Settings) -> RolloutStepOperator:
+    """The operator for one step of ``tasks.rollout.plan.steps``, chosen by its kind."""
+    return STEP_OPERATORS[spec.kind].from_spec(spec, settings=settings)

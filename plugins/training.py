@@ -1,11 +1,16 @@
-"""The training operator: ``python -m tasks.training`` in a GPU pod, or as a local process.
+"""The training operators: ``python -m tasks.training`` in a GPU pod, or as a local process.
 
-A ``KubernetesPodOperator`` whose pod (image, GPU requests and limits, node selector,
-tolerations, resources, service account, namespace, env) comes from ``config/`` and which runs
-deferrable in production. Its result (the JSON the entrypoint writes to ``/airflow/xcom/return.json``,
-read back by the XCom sidecar) is the task's return value: the MLflow run id and the gate's
-decision. In the local profile the same operator runs the same entrypoint with the same
-arguments as a child process, so the DAG is the same graph in both profiles.
+``training_operator(settings, **kwargs)`` picks the class once, from ``training_pod.runner``:
+
+- ``KubernetesTrainingOperator`` (``kubernetes``): a deferrable ``KubernetesPodOperator`` whose pod
+  (image, GPU requests and limits, node selector, tolerations, resources, service account,
+  namespace, env) comes from ``config/``; the entrypoint's JSON comes back through the XCom sidecar;
+- ``LocalTrainingOperator`` (``local``): the same entrypoint with the same arguments and env as a
+  child process, so the DAG is the same graph in both profiles.
+
+Both read the result back as a ``tasks.training.result.TrainingResult`` (a task that returns
+something else fails), return it as the task's XCom value, and link the task's page to the
+MLflow run and the model card.
 """
 
 from __future__ import annotations
@@ -16,12 +21,17 @@ import subprocess
 import sys
 import tempfile
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.sdk import BaseOperator, BaseOperatorLink
 from airflow.sdk.exceptions import AirflowException
+from kubernetes.client import models as k8s
 
+from config import PROJECT_ROOT
 from plugins.links import XComLink
+from tasks.training.result import LINK_MODEL_CARD, LINK_RUN, TrainingResult
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -29,7 +39,10 @@ if TYPE_CHECKING:
     from config import Settings
 
 LINKS_XCOM_KEY = "training_links"
-ENTRYPOINT = ["python", "-m", "tasks.training"]
+ENTRYPOINT = ("python", "-m", "tasks.training")
+TRAINING_FIELDS = ("training_set_uri", "reason", "run_context")
+LOG_TAIL = 40
+"""Lines of the entrypoint's output a failed local run quotes in its error."""
 
 
 class _TrainingLink(XComLink):
@@ -40,20 +53,27 @@ class MLflowRunLink(_TrainingLink):
     """The training run in the MLflow UI: params, curves per round/epoch, the gate's checks."""
 
     name = "MLflow run"
-    field = "run"
+    field = LINK_RUN
 
 
 class ModelCardLink(_TrainingLink):
     """The model card (HTML with ROC/PR, calibration, importance and fairness plots)."""
 
     name = "Model card"
-    field = "model_card"
+    field = LINK_MODEL_CARD
+
+
+def entrypoint_env(settings: Settings) -> dict[str, str]:
+    """The environment the entrypoint runs with, in a pod or as a child process."""
+    return {
+        "AIRLOOP_PROFILE": settings.profile,
+        "MLFLOW_TRACKING_URI": settings.mlflow.url,
+        **settings.training_pod.env,
+    }
 
 
 def pod_settings(settings: Settings) -> dict[str, Any]:
     """KubernetesPodOperator arguments from the ``training_pod`` section of the config."""
-    from kubernetes.client import models as k8s
-
     pod = settings.training_pod
     limits = dict(pod.limits)
     requests = dict(pod.requests)
@@ -78,18 +98,51 @@ def pod_settings(settings: Settings) -> dict[str, Any]:
     }
 
 
-class TrainingPodOperator(KubernetesPodOperator):
-    """Train, evaluate, gate and register candidates in one pod; returns the entrypoint's result.
+class TrainingResultMixin:
+    """What both training operators share: the entrypoint's arguments, the typed result, the links."""
 
+    operator_extra_links: Collection[BaseOperatorLink] = (MLflowRunLink(), ModelCardLink())
+    ui_color = "#c7e9c0"
+
+    training_set_uri: str
+    reason: str
+    run_context: str
+    mlflow_ui: str
+
+    def entrypoint_arguments(self) -> list[str]:
+        """The entrypoint's arguments after ``-m tasks.training``, from the rendered fields."""
+        return [
+            "--training-set-uri",
+            self.training_set_uri,
+            "--reason",
+            self.reason,
+            "--run-context",
+            self.run_context,
+        ]
+
+    def finish(self, context: Context, raw: Any) -> dict[str, Any]:
+        """Check the entrypoint's JSON as a ``TrainingResult``, push the links, return it."""
+        try:
+            result = TrainingResult.from_dict(raw)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise AirflowException(
+                f"the training entrypoint returned no result ({exc!r}): {raw!r:.2000}"
+            ) from exc
+        context["ti"].xcom_push(key=LINKS_XCOM_KEY, value=result.public_links(self.mlflow_ui))
+        return result.as_dict()
+
+
+class KubernetesTrainingOperator(TrainingResultMixin, KubernetesPodOperator):
+    """Train, evaluate, gate and register candidates in one GPU pod; returns the training result.
+
+    :param settings: the configuration; the pod comes from its ``training_pod`` section.
     :param training_set_uri: the Parquet training set (templated), from the training-set task.
     :param reason: why this run trains (templated): ``scheduled``, ``drift``, ``manual``...
     :param run_context: JSON with the DAG id, run id and trigger details (templated), logged as
         lineage tags on the MLflow run and the registered version.
     """
 
-    template_fields = (*KubernetesPodOperator.template_fields, "training_set_uri", "reason", "run_context")
-    operator_extra_links = (MLflowRunLink(), ModelCardLink())
-    ui_color = "#c7e9c0"
+    template_fields = (*KubernetesPodOperator.template_fields, *TRAINING_FIELDS)
 
     def __init__(
         self,
@@ -101,74 +154,76 @@ class TrainingPodOperator(KubernetesPodOperator):
         **kwargs: Any,
     ) -> None:
         options = {**pod_settings(settings), **kwargs}
-        env = {
-            "AIRLOOP_PROFILE": settings.profile,
-            "MLFLOW_TRACKING_URI": settings.mlflow.url,
-            **settings.training_pod.env,
-        }
-        super().__init__(name="airloop-train", cmds=ENTRYPOINT[:1], env_vars=env, **options)
-        self.settings = settings
-        self.runner = settings.training_pod.runner
+        super().__init__(
+            name="airloop-train", cmds=[ENTRYPOINT[0]], env_vars=entrypoint_env(settings), **options
+        )
         self.training_set_uri = training_set_uri
         self.reason = reason
         self.run_context = run_context
         self.mlflow_ui = settings.mlflow.ui_url
 
-    def _arguments(self) -> list[str]:
-        return [
-            *ENTRYPOINT[1:],
-            "--training-set-uri",
-            self.training_set_uri,
-            "--reason",
-            self.reason,
-            "--run-context",
-            self.run_context,
-        ]
-
     def build_pod_request_obj(self, context: Context | None = None, **kwargs: Any) -> Any:
-        self.arguments = self._arguments()
+        self.arguments = [*ENTRYPOINT[1:], *self.entrypoint_arguments()]
         return super().build_pod_request_obj(context, **kwargs)
 
     def execute(self, context: Context) -> Any:
-        self.arguments = self._arguments()
-        if self.runner == "local":
-            result = self._run_locally()
-        else:
-            result = super().execute(context)
-            if result is None:  # deferred: the result arrives in trigger_reentry
-                return None
-        return self._finish(context, result)
+        # deferrable: execute defers (raises) and the result arrives in trigger_reentry
+        return self.finish(context, super().execute(context))
 
     def trigger_reentry(self, context: Context, event: dict[str, Any]) -> Any:
-        result = super().trigger_reentry(context, event)
-        return self._finish(context, result)
+        return self.finish(context, super().trigger_reentry(context, event))
 
-    def _finish(self, context: Context, result: dict[str, Any] | None) -> dict[str, Any]:
-        if not result or "mlflow_run_id" not in result:
-            raise AirflowException(f"the training entrypoint returned no result: {result!r}")
-        # The entrypoint builds URLs on the tracking URI it used (cluster-internal in production);
-        # the UI links use the address browsers reach.
-        base = str(result.get("tracking_uri") or "").rstrip("/")
 
-        def public(url: str | None) -> str:
-            if url and base and url.startswith(base):
-                return self.mlflow_ui + url[len(base) :]
-            return url or ""
+class LocalTrainingOperator(TrainingResultMixin, BaseOperator):
+    """Train, evaluate, gate and register candidates in a child process (the local profile):
+    the pod's entrypoint, arguments and env; returns the training result.
 
-        links = {"run": public(result.get("run_url")), "model_card": public(result.get("model_card_url"))}
-        context["ti"].xcom_push(key=LINKS_XCOM_KEY, value=links)
-        return result
+    :param settings: the configuration; the env comes from its ``training_pod`` section.
+    :param training_set_uri: the Parquet training set (templated), from the training-set task.
+    :param reason: why this run trains (templated): ``scheduled``, ``drift``, ``manual``...
+    :param run_context: JSON with the DAG id, run id and trigger details (templated), logged as
+        lineage tags on the MLflow run and the registered version.
+    """
 
-    def _run_locally(self) -> dict[str, Any]:
-        """The pod's command as a child process: same entrypoint, arguments and env."""
+    template_fields = TRAINING_FIELDS
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        training_set_uri: str,
+        reason: str = "scheduled",
+        run_context: str = "{}",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.training_set_uri = training_set_uri
+        self.reason = reason
+        self.run_context = run_context
+        self.mlflow_ui = settings.mlflow.ui_url
+        self.child_env = entrypoint_env(settings)
+
+    def command(self, output: str) -> list[str]:
+        return [sys.executable, *ENTRYPOINT[1:], *self.entrypoint_arguments(), "--output", output]
+
+    def execute(self, context: Context) -> Any:
+        return self.finish(context, self.run_entrypoint())
+
+    def run_entrypoint(self) -> Any:
+        """The pod's command as a child process; its JSON result (``--output``)."""
         with tempfile.TemporaryDirectory(prefix="airloop-train-") as tmp:
             output = os.path.join(tmp, "return.json")
-            command = [sys.executable, *self.arguments, "--output", output]
-            env = {**os.environ, **{e.name: e.value for e in self.env_vars}}
+            command = self.command(output)
             self.log.info("running the training entrypoint locally: %s", " ".join(command))
-            tail: deque[str] = deque(maxlen=40)
+            tail: deque[str] = deque(maxlen=LOG_TAIL)
             with subprocess.Popen(
-                command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+                command,
+                env={**os.environ, **self.child_env},
+                cwd=PROJECT_ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                bufsize=1,
             ) as proc:
                 assert proc.stdout is not None
                 for line in proc.stdout:
@@ -180,3 +235,13 @@ class TrainingPodOperator(KubernetesPodOperator):
                 )
             with open(output) as handle:
                 return json.load(handle)
+
+
+TrainingOperator: TypeAlias = KubernetesTrainingOperator | LocalTrainingOperator
+
+
+def training_operator(settings: Settings, **kwargs: Any) -> TrainingOperator:
+    """The training operator for ``training_pod.runner``: a GPU pod or a local process."""
+    if settings.training_pod.runner == "kubernetes":
+        return KubernetesTrainingOperator(settings=settings, **kwargs)
+    return LocalTrainingOperator(settings=settings, **kwargs)

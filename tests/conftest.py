@@ -61,11 +61,11 @@ def dag_settings(tmp_path_factory, monkeypatch, airflow_db):
     import shutil
 
     from config import read_config
-    from tasks.features import store as feature_store
+    from tasks.features import store
 
     home = AIRFLOW_TEST_HOME / "airloop-home"
     shutil.rmtree(home / "data", ignore_errors=True)
-    feature_store.forget_stores()  # their registry caches describe the data just wiped
+    store.forget_stores()  # their registry caches describe the data just wiped
     home.mkdir(exist_ok=True)
     monkeypatch.setenv("AIRLOOP_HOME", str(home))
     monkeypatch.setenv("AIRLOOP_PROFILE", "local")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def xcom(run: Any, task_id: str, key: str) -> Any:
@@ -28,8 +31,8 @@ def xcom(run: Any, task_id: str, key: str) -> Any:
 def load_dag(file: str, dag_id: str) -> Any:
     from airflow.dag_processing.dagbag import DagBag
 
-    from tests.conftest import ROOT
-
+    # Not ``tests.conftest.ROOT``: importing conftest as a module runs it a second time, which
+    # points AIRFLOW_HOME at a fresh database after Airflow has started.
     bag = DagBag(str(ROOT / "dags" / file))
     assert not bag.import_errors, bag.import_errors
     return bag.get_dag(dag_id)

@@ -149,3 +149,77 @@ def load_verified(tracking_uri: str, name: str, alias: str, dst: str | Path) -> 
 
     local, version = fetch_verified(tracking_uri, name, alias, dst)
     return mlflow.pyfunc.load_model(str(local)), version
+
+
+# --- rollout moves: the only places the champion alias moves or a version is turned away -------
+
+TAG_ROLLOUT_STATUS = "rollout_status"
+TAG_ROLLOUT_ID = "rollout_id"
+TAG_REJECTED_REASON = "rejected_reason"
+TAG_REJECTED_STEP = "rejected_step"
+TAG_PROMOTED_AT = "promoted_at"
+TAG_RETIRED_AT = "retired_at"
+PROMOTED = "promoted"
+REJECTED = "rolled_back"
+"""Values of ``rollout_status``: a rejected version is not rolled out again."""
+MAX_TAG_CHARS = 4900
+"""MLflow keeps tag values up to 5000 characters."""
+
+
+def _drop_alias_if(mlflow_client: MlflowClient, name: str, alias: str, version: str) -> None:
+    """Delete ``name@alias`` when it points at ``version`` (and leave it alone otherwise)."""
+    current = version_for_alias(mlflow_client, name, alias)
+    if current is not None and str(current.version) == str(version):
+        mlflow_client.delete_registered_model_alias(name, alias)
+
+
+def promote(mlflow_client: MlflowClient, name: str, version: str, *, rollout_id: str, at: str) -> str | None:
+    """Make ``version`` the champion: the ``champion`` alias moves to it, its ``challenger`` alias
+    goes, it is tagged promoted (``at``: when) and the version it replaced is tagged retired.
+    Returns the replaced champion's version (``None``: there was none)."""
+    previous = version_for_alias(mlflow_client, name, CHAMPION)
+    mlflow_client.set_registered_model_alias(name, CHAMPION, str(version))
+    _drop_alias_if(mlflow_client, name, CHALLENGER, version)
+    tags = {TAG_ROLLOUT_STATUS: PROMOTED, TAG_ROLLOUT_ID: rollout_id, TAG_PROMOTED_AT: at}
+    for key, value in tags.items():
+        mlflow_client.set_model_version_tag(name, str(version), key, value)
+    if previous is None:
+        return None
+    if str(previous.version) != str(version):
+        mlflow_client.set_model_version_tag(name, str(previous.version), TAG_RETIRED_AT, at)
+    return str(previous.version)
+
+
+def reject(
+    mlflow_client: MlflowClient,
+    name: str,
+    version: str,
+    reason: str,
+    step: str | None,
+    *,
+    rollout_id: str,
+    first: bool = False,
+) -> None:
+    """Turn ``version`` away: tagged rejected with the reason and the step that showed it, and its
+    ``challenger`` alias gone. A first model (no champion before it) also loses the ``champion``
+    alias its registration gave it."""
+    tags = {
+        TAG_ROLLOUT_STATUS: REJECTED,
+        TAG_ROLLOUT_ID: rollout_id,
+        TAG_REJECTED_REASON: reason[:MAX_TAG_CHARS],
+    }
+    if step:
+        tags[TAG_REJECTED_STEP] = step
+    for key, value in tags.items():
+        mlflow_client.set_model_version_tag(name, str(version), key, value)
+    _drop_alias_if(mlflow_client, name, CHALLENGER, version)
+    if first:
+        _drop_alias_if(mlflow_client, name, CHAMPION, version)
+
+
+def rejection(version: ModelVersion) -> str | None:
+    """Why ``version`` was rejected by an earlier rollout (``None``: it was not)."""
+    tags = version.tags or {}
+    if tags.get(TAG_ROLLOUT_STATUS) != REJECTED:
+        return None
+    return str(tags.get(TAG_REJECTED_REASON) or "no reason recorded")

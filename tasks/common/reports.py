@@ -114,27 +114,3 @@ def list_reports(settings: Settings, kind: str | None = None) -> list[Report]:
 
 def read_report(settings: Settings, kind: str, name: str) -> str:
     return storage.read_bytes(report_uri(settings, kind, name)).decode()
-
-
-def publish_model_card(settings: Settings, result: dict[str, Any]) -> Report | None:
-    """Copy a registered version's model card from MLflow into the reports the UI lists."""
-    if not result.get("model_card_uri"):
-        return None
-    import mlflow.artifacts
-
-    local = mlflow.artifacts.download_artifacts(
-        artifact_uri=result["model_card_uri"], tracking_uri=result.get("tracking_uri") or settings.mlflow.url
-    )
-    with open(local, encoding="utf-8") as handle:
-        card = handle.read()
-    model, version = result["registered_model"], str(result["version"])
-    return publish(
-        settings,
-        "model_cards",
-        f"{model}-v{version}",
-        card,
-        title=f"{model} v{version} ({result.get('best_candidate') or 'model'})",
-        model_version=version,
-        mlflow_run_id=result.get("mlflow_run_id"),
-        model_uri=result.get("model_uri"),
-    )

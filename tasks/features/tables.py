@@ -5,7 +5,7 @@ module computes them into feature tables (one per entity) that Feast reads as of
 
 A feature row stamped ``t`` holds an entity's state *after* every event at or before ``t``, from
 events at or before ``t`` only. Training sets look rows up just before each label's own time (see
-``tasks.features.store``), so a label never sees its own transaction or any later one, exactly as
+``tasks.features.offline``), so a label never sees its own transaction or any later one, exactly as
 at serving time, where the transaction being scored is not in the store yet.
 
 Windows are computed from cumulative sums and an as-of join (``count(t-w, t] = cum(t) - cum(<=t-w)``),
@@ -15,20 +15,27 @@ that new curated batches can change (their dates plus the longest window after t
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
 from tasks.common import storage
+from tasks.common.clock import now_iso
+from tasks.ingest.curated import curated_dates, read_curated_dates, read_manifests
 
 if TYPE_CHECKING:
-    import numpy as np
-    import pandas as pd
-
     from config import Settings
 
 log = logging.getLogger(__name__)
@@ -82,9 +89,6 @@ def _window_sums(
     events: pd.DataFrame, key: str, values: dict[str, pd.Series], windows: dict[str, timedelta]
 ) -> pd.DataFrame:
     """Per (key, distinct timestamp): sums of ``values`` over each trailing window ``(t-w, t]``."""
-    import numpy as np
-    import pandas as pd
-
     frame = pd.DataFrame({key: events[key].to_numpy(), TIMESTAMP: events[TIMESTAMP].to_numpy()})
     for name, series in values.items():
         frame[name] = series.to_numpy()
@@ -147,26 +151,21 @@ def compute(events: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 def utc_us(series: pd.Series) -> pd.Series:
     """Timestamps as tz-aware UTC with microsecond precision, the one resolution Feast keeps."""
-    import pandas as pd
-
     return pd.to_datetime(series, utc=True).astype("datetime64[us, UTC]")
 
 
-def unix_seconds(series: pd.Series | Sequence[Any]) -> pd.Series | np.ndarray:
+def unix_seconds(series: pd.Series | Sequence[Any]) -> pd.Series | npt.NDArray[np.float64]:
     """Seconds since the epoch at microsecond resolution (NaN for a missing time).
 
     The one conversion of every path (feature tables, training sets, online lookups), so they
     agree to the last bit; integer microseconds / 1e6, which is also cheap for one row. A plain
     sequence of datetimes (a serving batch) is converted without pandas, same arithmetic, and
     comes back as an array."""
-    import numpy as np
-    import pandas as pd
-
     if not isinstance(series, pd.Series):
         if all(v is None or isinstance(v, datetime) for v in series):
             seconds = [math.nan if v is None or pd.isna(v) else _micros(v) / 1e6 for v in series]
             return np.array(seconds, dtype="float64")
-        return unix_seconds(pd.Series(list(series))).to_numpy()
+        return np.asarray(unix_seconds(pd.Series(list(series))), dtype="float64")
     if not isinstance(series.dtype, pd.DatetimeTZDtype):
         series = pd.to_datetime(series, utc=True)
     micros = series.to_numpy(dtype="datetime64[us]")
@@ -188,6 +187,34 @@ def _micros(value: datetime) -> int:
 # --- incremental refresh of the tables ------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class FeatureChanges:
+    """What a refresh rewrote: the features DAG hands it from ``compute`` to ``materialize``."""
+
+    batches: list[str] = field(default_factory=list)
+    """The curated batches this refresh took in."""
+    dates: list[str] = field(default_factory=list)
+    """The event dates whose feature partitions were rewritten."""
+    rows: dict[str, int] = field(default_factory=dict)
+    """Rows written, per feature table."""
+    start: str | None = None
+    """Event time (ISO 8601) of the earliest row that may differ: materialization starts here."""
+    end: str | None = None
+    """Event time (ISO 8601) of the latest row written."""
+
+    @property
+    def rewritten(self) -> bool:
+        """Whether any feature row may have changed (else there is nothing to materialize)."""
+        return self.start is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureChanges:
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
 def table_uri(settings: Settings, table: str) -> str:
     return storage.join(settings.storage.features_uri, table)
 
@@ -197,69 +224,52 @@ def _state_uri(settings: Settings) -> str:
 
 
 def read_state(settings: Settings) -> dict[str, Any]:
+    """The curated batches the tables already hold (``_state.json`` beside the tables)."""
     uri = _state_uri(settings)
-    return json.loads(storage.read_bytes(uri)) if storage.exists(uri) else {"batches": []}
+    state: dict[str, Any] = json.loads(storage.read_bytes(uri)) if storage.exists(uri) else {"batches": []}
+    return state
 
 
-def _curated_manifests(settings: Settings) -> dict[str, dict[str, Any]]:
-    from tasks.ingest.batches import MANIFESTS
-
-    uris = storage.list_files(storage.join(settings.storage.curated_uri, MANIFESTS), ["*.json"])
-    manifests = [json.loads(storage.read_bytes(u)) for u in uris]
-    return {m["batch_id"]: m for m in manifests}
-
-
-def _curated_dates(settings: Settings) -> list[str]:
-    fs, path = storage.filesystem(settings.storage.curated_uri)
-    if not fs.exists(path):
-        return []
-    dirs = fs.glob(f"{path.rstrip('/')}/event_date=*")
-    return sorted(d.rsplit("event_date=", 1)[1] for d in dirs)
-
-
-def read_curated_dates(settings: Settings, dates: list[str]) -> pd.DataFrame:
-    """Curated transactions of the given event dates (only their partitions are read)."""
-    import pandas as pd
-    import pyarrow.parquet as pq
-
-    frames = []
-    for day in dates:
-        for uri in storage.list_files(
-            storage.join(settings.storage.curated_uri, f"event_date={day}"), ["*.parquet"]
-        ):
-            fs, path = storage.filesystem(uri)
-            frames.append(pq.read_table(path, filesystem=fs).to_pandas())
-    if not frames:
-        return pd.DataFrame(columns=settings.schema_.names)
-    return pd.concat(frames, ignore_index=True)
+def _write_state(settings: Settings, batches: list[str]) -> None:
+    state = {"batches": batches, "updated_at": now_iso()}
+    storage.write_text(_state_uri(settings), json.dumps(state, indent=2))
 
 
 def _day(text: str) -> date:
     return date.fromisoformat(text)
 
 
-def refresh(settings: Settings, *, full: bool = False) -> dict[str, Any]:
+def refresh(settings: Settings, *, full: bool = False) -> FeatureChanges:
     """Bring the feature tables up to date with the curated dataset.
 
-    Returns what changed: the batches taken in, the dates rewritten, the rows written and the
-    event-time range ``[start, end]`` of the rewritten rows (what materialization must cover).
+    Takes in the curated batches it has not seen (all of them with ``full``) and rewrites the
+    event dates they can change; returns what changed, which is what materialization must cover.
     """
-    manifests = _curated_manifests(settings)
-    state = read_state(settings)
-    done = set() if full else set(state["batches"])
+    manifests = read_manifests(settings)
+    done = set() if full else set(read_state(settings)["batches"])
     new = sorted(b for b in manifests if b not in done)
-    summary: dict[str, Any] = {"batches": new, "dates": [], "rows": {}, "start": None, "end": None}
-    new_dates = sorted({d for b in new for d in manifests[b]["partitions"]})
-    if not new_dates:
-        _write_state(settings, sorted(done | set(new)))
+    new_dates = sorted({d for b in new for d in manifests[b].partitions})
+    if new_dates:
+        changes = _rewrite(settings, new, new_dates)
+    else:
         log.info("features: %d new curated batches, no new rows", len(new))
-        return summary
+        changes = FeatureChanges(batches=new)
+    _write_state(settings, sorted(done | set(new)))
+    return changes
 
-    all_dates = _curated_dates(settings)
+
+def _dates_to_rewrite(curated: list[str], new_dates: list[str]) -> tuple[list[str], list[str]]:
+    """The dates whose rows new events can change (theirs, and the longest window after them),
+    and the dates of the events those rows are computed from (the longest window before too)."""
     first, last = _day(new_dates[0]), _day(new_dates[-1]) + MAX_WINDOW
-    targets = [d for d in all_dates if first <= _day(d) <= last]
+    targets = [d for d in curated if first <= _day(d) <= last]
     context_start = first - MAX_WINDOW - timedelta(days=1)
-    context = [d for d in all_dates if context_start <= _day(d) <= _day(targets[-1])]
+    context = [d for d in curated if context_start <= _day(d) <= _day(targets[-1])]
+    return targets, context
+
+
+def _rewrite(settings: Settings, new: list[str], new_dates: list[str]) -> FeatureChanges:
+    targets, context = _dates_to_rewrite(curated_dates(settings), new_dates)
     events = read_curated_dates(settings, context)
     log.info(
         "features: %d new batches -> rewriting %d dates (%s..%s) from %d events of %d dates",
@@ -270,35 +280,39 @@ def refresh(settings: Settings, *, full: bool = False) -> dict[str, Any]:
         len(events),
         len(context),
     )
-    tables = compute(events)
-    starts, ends = [], []
-    for name, table in tables.items():
-        days = table[TIMESTAMP].dt.strftime("%Y-%m-%d")
-        keep = days.isin(targets)
-        frame, days = table[keep], days[keep]
-        for day, part in frame.groupby(days, sort=True):
-            _write_partition(settings, name, str(day), part)
-        summary["rows"][name] = len(frame)
-        if len(frame):
-            starts.append(frame[TIMESTAMP].min())
-            ends.append(frame[TIMESTAMP].max())
-    summary["dates"] = targets
-    # A row at t depends only on events at or before t, so nothing before the earliest new
-    # event changed, although whole dates were rewritten: materialization starts there.
+    written = {name: _write_dates(settings, name, t, targets) for name, t in compute(events).items()}
+    ends = [frame[TIMESTAMP].max() for frame in written.values() if len(frame)]
+    return FeatureChanges(
+        batches=new,
+        dates=targets,
+        rows={name: len(frame) for name, frame in written.items()},
+        start=_first_changed(events, new, written.values()),
+        end=max(ends).isoformat() if ends else None,
+    )
+
+
+def _write_dates(settings: Settings, name: str, table: pd.DataFrame, dates: list[str]) -> pd.DataFrame:
+    """Write the table's rows of these dates, one partition per date; returns the rows written."""
+    days = table[TIMESTAMP].dt.strftime("%Y-%m-%d")
+    keep = days.isin(dates)
+    frame, days = table[keep], days[keep]
+    for day, part in frame.groupby(days, sort=True):
+        _write_partition(settings, name, str(day), part)
+    return frame
+
+
+def _first_changed(events: pd.DataFrame, new: list[str], written: Iterable[pd.DataFrame]) -> str | None:
+    """Where materialization starts. A row at t depends only on events at or before t, so no row
+    before the earliest new event changed, although whole dates were rewritten."""
+    starts = [frame[TIMESTAMP].min() for frame in written if len(frame)]
     fresh = events[events["batch_id"].isin(new)] if "batch_id" in events else events
-    first_new = utc_us(fresh[TIMESTAMP]).min() if len(fresh) else None
-    summary["start"] = max(first_new, min(starts)).isoformat() if starts and first_new is not None else None
-    summary["end"] = max(ends).isoformat() if ends else None
-    _write_state(settings, sorted(done | set(new)))
-    return summary
+    if not starts or not len(fresh):
+        return None
+    first: pd.Timestamp = max(utc_us(fresh[TIMESTAMP]).min(), min(starts))
+    return str(first.isoformat())
 
 
 def _write_partition(settings: Settings, table: str, day: str, frame: pd.DataFrame) -> None:
-    import io
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     buffer = io.BytesIO()
     pq.write_table(pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False), buffer)
     storage.write_bytes(
@@ -306,16 +320,8 @@ def _write_partition(settings: Settings, table: str, day: str, frame: pd.DataFra
     )
 
 
-def _write_state(settings: Settings, batches: list[str]) -> None:
-    state = {"batches": batches, "updated_at": datetime.now(UTC).isoformat()}
-    storage.write_text(_state_uri(settings), json.dumps(state, indent=2))
-
-
 def read_table(settings: Settings, table: str) -> pd.DataFrame:
     """A whole feature table (tests, tools, benchmarks)."""
-    import pandas as pd
-    import pyarrow.dataset as ds
-
     fs, path = storage.filesystem(table_uri(settings, table))
     if not fs.exists(path):
         return pd.DataFrame()

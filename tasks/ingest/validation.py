@@ -13,13 +13,14 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from html import escape
 from typing import TYPE_CHECKING, Any
+
+import pandas as pd
 
 from tasks.common import storage
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from config import DataSchema, Settings
 
 log = logging.getLogger(__name__)
@@ -82,8 +83,6 @@ def read_batch(uri: str, schema: DataSchema) -> pd.DataFrame:
     Values that do not convert (``"12,5x"`` in a float column) keep the column's raw dtype, so the
     type expectation fails and names the column instead of the reader silently coercing to NaN.
     """
-    import pandas as pd
-
     data = storage.read_bytes(uri)
     name = storage.basename(uri).lower()
     if not data:
@@ -103,8 +102,6 @@ def read_batch(uri: str, schema: DataSchema) -> pd.DataFrame:
 
 
 def normalize_types(df: pd.DataFrame, schema: DataSchema) -> pd.DataFrame:
-    import pandas as pd
-
     out = df.copy()
     for col in schema.columns:
         if col.name not in out.columns:
@@ -131,7 +128,8 @@ def normalize_types(df: pd.DataFrame, schema: DataSchema) -> pd.DataFrame:
 
 
 def _expectations(settings: Settings) -> list[Any]:
-    import great_expectations.expectations as gxe
+    _quiet_great_expectations()
+    import great_expectations.expectations as gxe  # noqa: PLC0415 - see _quiet_great_expectations
 
     schema, ingest = settings.schema_, settings.ingest
     exps: list[Any] = [
@@ -157,6 +155,11 @@ def _expectations(settings: Settings) -> list[Any]:
 
 
 def _quiet_great_expectations() -> None:
+    """Before Great Expectations is first imported: no analytics, no INFO flood in task logs.
+
+    It is imported inside the functions that run a suite or render its page (~7 s), so that
+    importing this module (the ingest routing, ``airloop validate --help``) stays light.
+    """
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     for name in ("great_expectations", "great_expectations._docs_decorators"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -164,8 +167,10 @@ def _quiet_great_expectations() -> None:
 
 def _run_suite(df: pd.DataFrame, settings: Settings) -> Any:
     _quiet_great_expectations()
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+    import great_expectations as gx  # noqa: PLC0415 - see _quiet_great_expectations
+    from great_expectations.data_context.types.base import (  # noqa: PLC0415 - as above
+        ProgressBarsConfig,
+    )
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
@@ -184,8 +189,6 @@ def _run_suite(df: pd.DataFrame, settings: Settings) -> Any:
 
 def _for_ge(df: pd.DataFrame) -> pd.DataFrame:
     """Tz-aware timestamp columns as naive UTC, the only datetime form GE's type check knows."""
-    import pandas as pd
-
     tz_cols = [c for c in df.columns if isinstance(df[c].dtype, pd.DatetimeTZDtype)]
     if not tz_cols:
         return df
@@ -200,7 +203,7 @@ def _describe(result: Any, missing: set[str]) -> CheckFailure | None:
     if column in missing:
         return None  # already reported once as a missing column
     count = res.get("unexpected_count")
-    examples = [_plain(v) for v in (res.get("partial_unexpected_list") or [])]
+    examples = [_scalar_or_text(v) for v in (res.get("partial_unexpected_list") or [])]
     exception = (result.exception_info or {}).get("exception_message")
     if kind == "expect_table_columns_to_match_set":
         details = res.get("details", {}).get("mismatched", {})
@@ -240,9 +243,9 @@ def _describe(result: Any, missing: set[str]) -> CheckFailure | None:
 
 def _explain_type(failure: CheckFailure, df: pd.DataFrame, schema: DataSchema) -> None:
     """Say which values broke the type: GE only reports the dtype, and not always that."""
-    import pandas as pd
-
     column = failure.column
+    if column is None:
+        return
     expected = schema.column(column).type
     series = df[column]
     bad = series
@@ -251,7 +254,7 @@ def _explain_type(failure: CheckFailure, df: pd.DataFrame, schema: DataSchema) -
     elif expected == "timestamp":
         parsed = pd.to_datetime(series, errors="coerce", utc=True, format="ISO8601")
         bad = series[parsed.isna() & series.notna()]
-    failure.examples = [_plain(v) for v in bad.head(3)]
+    failure.examples = [_scalar_or_text(v) for v in bad.head(3)]
     failure.unexpected_count = len(bad)
     failure.message = (
         f"column {column!r} has type {series.dtype}, expected {expected}: "
@@ -259,7 +262,9 @@ def _explain_type(failure: CheckFailure, df: pd.DataFrame, schema: DataSchema) -
     )
 
 
-def _plain(value: Any) -> Any:
+def _scalar_or_text(value: Any) -> Any:
+    """An example value as GE's JSON result and the quarantine note can show it: scalars as they
+    are, anything else (a timestamp, a list) as its text."""
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
@@ -303,16 +308,17 @@ def validate_batch(uri: str, settings: Settings) -> tuple[ValidationReport, pd.D
 def render_html(report: ValidationReport) -> str:
     """GE's data-docs page for the validation result (a plain page when there was no result)."""
     if report.gx_result is None:
-        from html import escape
-
         return (
             "<html><head><title>airloop validation</title></head><body>"
             f"<h1>Batch rejected</h1><p>{escape(report.batch_uri)}</p>"
             f"<p><strong>{escape(report.reason)}</strong></p></body></html>"
         )
     _quiet_great_expectations()
-    from great_expectations.render.renderer import ValidationResultsPageRenderer
-    from great_expectations.render.view import DefaultJinjaPageView
+    from great_expectations.render.renderer import (  # noqa: PLC0415 - see _quiet_great_expectations
+        ValidationResultsPageRenderer,
+    )
+    from great_expectations.render.view import DefaultJinjaPageView  # noqa: PLC0415 - as above
 
     page = ValidationResultsPageRenderer().render(report.gx_result)
-    return DefaultJinjaPageView().render(page)
+    view: Any = DefaultJinjaPageView()  # its render() is unannotated
+    return str(view.render(page))

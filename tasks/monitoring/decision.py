@@ -20,22 +20,29 @@ knows nothing.
 
 ``decide`` is pure; ``decide_and_record`` reads the store, decides once per window (a retried
 task gets the recorded decision back instead of a second one) and records the decision.
+``decide_window`` and ``retrain_conf`` are what the monitor DAG's ``decide`` and
+``should_retrain`` tasks call, on the XCom forms (``as_dict``) of the window and the decision.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from tasks.monitoring import store
-from tasks.monitoring.window import WindowResult, _plain, utc
+import pandas as pd
+
+from tasks.common.clock import utc_timestamp
+from tasks.common.values import json_safe
+from tasks.monitoring import pages, store
+from tasks.monitoring.results import WindowResult
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from config import Settings
+
+log = logging.getLogger(__name__)
 
 DRIFT = "drift"
 PERFORMANCE = "performance"
@@ -76,8 +83,8 @@ class Decision:
 
     def conf(self) -> dict[str, Any]:
         """The train DAG run's conf: ``reason`` and, under ``drift``, the window and its numbers
-        (``tasks.training.run.RunContext`` reads both)."""
-        return _plain(
+        (``tasks.training.context.RunContext`` reads both)."""
+        conf: dict[str, Any] = json_safe(
             {
                 "reason": self.reason,
                 "drift": {
@@ -90,15 +97,23 @@ class Decision:
                 },
             }
         )
+        return conf
 
     def as_dict(self) -> dict[str, Any]:
-        return _plain(asdict(self) | {"conf": self.conf() if self.retrain else None})
+        """What XCom gets: every field, and the train run's ``conf`` when it retrains."""
+        out: dict[str, Any] = json_safe(asdict(self) | {"conf": self.conf() if self.retrain else None})
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Decision:
+        """The decision back from ``as_dict()`` (``conf`` is derived, so it is left out)."""
+        return cls(**{k: v for k, v in data.items() if k != "conf"})
 
     def row(self) -> dict[str, Any]:
         return {
             "window_id": self.window_id,
-            "end": utc(self.end),
-            "decided_at": utc(self.decided_at),
+            "end": utc_timestamp(self.end),
+            "decided_at": utc_timestamp(self.decided_at),
             "retrain": self.retrain,
             "reason": self.reason,
             "detail": self.detail,
@@ -110,15 +125,15 @@ class Decision:
             "model_name": self.model_name,
             "model_version": self.model_version,
             "report_uri": self.report_uri or "",
-            "numbers": json.dumps(_plain(self.numbers)),
+            "numbers": json.dumps(json_safe(self.numbers)),
         }
 
     @classmethod
     def from_row(cls, row: dict[str, Any], *, replayed: bool = False) -> Decision:
         return cls(
             window_id=str(row["window_id"]),
-            end=utc(row["end"]).isoformat(),
-            decided_at=utc(row["decided_at"]).isoformat(),
+            end=utc_timestamp(row["end"]).isoformat(),
+            decided_at=utc_timestamp(row["decided_at"]).isoformat(),
             retrain=bool(row["retrain"]),
             reason=str(row["reason"]),
             detail=str(row["detail"]),
@@ -161,7 +176,9 @@ def _consecutive(settings: Settings, result: WindowResult, history: pd.DataFrame
     """How many windows right before this one (same model version) drifted too."""
     if history is None or history.empty:
         return 0
-    before = history[(history["window_id"] != result.window_id) & (history["end"] <= utc(result.end))]
+    before = history[
+        (history["window_id"] != result.window_id) & (history["end"] <= utc_timestamp(result.end))
+    ]
     before = before.sort_values("end")
     n = 0
     for _, row in before[::-1].iterrows():
@@ -195,21 +212,14 @@ def _numbers(result: WindowResult) -> dict[str, Any]:
     }
 
 
-def decide(
-    settings: Settings,
-    result: WindowResult,
-    *,
-    history: pd.DataFrame | None = None,
-    last_retrain_at: Any = None,
-    retrain_running: bool = False,
-    now: Any = None,
-) -> Decision:
-    """Retrain or not after ``result``, given the windows recorded before it (``history``, the
-    store's rows), when the last retrain started and whether one is running now."""
-    cfg = settings.monitor.decision
-    decided = utc(now) if now is not None else utc(datetime.now(UTC))
-    last = utc(last_retrain_at) if last_retrain_at is not None and str(last_retrain_at) else None
-    out = Decision(
+def _when(value: Any) -> pd.Timestamp | None:
+    """A time given by a caller (``None`` or empty: not known)."""
+    return utc_timestamp(value) if value is not None and str(value) else None
+
+
+def _blank(result: WindowResult, decided: pd.Timestamp, last: pd.Timestamp | None) -> Decision:
+    """The decision on ``result`` before any rule ran: no retrain, the window's numbers."""
+    return Decision(
         window_id=result.window_id,
         end=result.end,
         decided_at=decided.isoformat(),
@@ -222,25 +232,14 @@ def decide(
         report_uri=result.report_uri,
         numbers=_numbers(result),
     )
-    drift_lines = _drift_lines(settings, result)
-    if drift_lines:
-        seen = _consecutive(settings, result, history) + 1
-        if seen >= cfg.confirm_windows:
-            out.triggers += drift_lines
-        else:
-            out.pending = [
-                *drift_lines,
-                f"drift in {seen} consecutive window(s), {cfg.confirm_windows} needed",
-            ]
-    perf_lines = [f"performance: {line}" for line in result.performance.degraded]
-    out.triggers += perf_lines
-    if not out.triggers:
-        out.detail = "; ".join(out.pending) if out.pending else _calm(result)
-        return out
 
-    out.reason = PERFORMANCE if perf_lines else DRIFT
+
+def _hold_back(settings: Settings, out: Decision, *, running: bool, last: pd.Timestamp | None) -> None:
+    """A triggered decision retrains unless a retrain is running or the cooldown holds it back."""
+    cfg = settings.monitor.decision
     cooldown = timedelta(hours=cfg.cooldown_hours)
-    if retrain_running:
+    decided = utc_timestamp(out.decided_at)
+    if running:
         out.blocked_by = RUNNING
         out.detail = f"{out.reason} would retrain, but a retrain is running"
     elif last is not None and decided - last < cooldown:
@@ -253,6 +252,36 @@ def decide(
     else:
         out.retrain = True
         out.detail = f"retrain ({out.reason}): " + "; ".join(out.triggers)
+
+
+def decide(
+    settings: Settings,
+    result: WindowResult,
+    *,
+    history: pd.DataFrame | None = None,
+    last_retrain_at: Any = None,
+    retrain_running: bool = False,
+    now: Any = None,
+) -> Decision:
+    """Retrain or not after ``result``, given the windows recorded before it (``history``, the
+    store's rows), when the last retrain started and whether one is running now."""
+    confirm = settings.monitor.decision.confirm_windows
+    last = _when(last_retrain_at)
+    out = _blank(result, utc_timestamp(now if now is not None else datetime.now(UTC)), last)
+    drift_lines = _drift_lines(settings, result)
+    if drift_lines:
+        seen = _consecutive(settings, result, history) + 1
+        if seen >= confirm:
+            out.triggers += drift_lines
+        else:
+            out.pending = [*drift_lines, f"drift in {seen} consecutive window(s), {confirm} needed"]
+    perf_lines = [f"performance: {line}" for line in result.performance.degraded]
+    out.triggers += perf_lines
+    if not out.triggers:
+        out.detail = "; ".join(out.pending) if out.pending else _calm(result)
+        return out
+    out.reason = PERFORMANCE if perf_lines else DRIFT
+    _hold_back(settings, out, running=retrain_running, last=last)
     return out
 
 
@@ -286,19 +315,17 @@ def decide_and_record(
     monitor's own last retrain decision counts too. A window decided before gets its recorded
     decision back (``replayed=True``), so a retried task never triggers a second retrain.
     """
-    from tasks.monitoring import pages
-
     recorded = store.decision_for(settings, result.window_id, result.end)
     if recorded is not None:
         return Decision.from_row(recorded, replayed=True)
-    decided = utc(now) if now is not None else utc(datetime.now(UTC))
+    decided = utc_timestamp(now if now is not None else datetime.now(UTC))
     cfg = settings.monitor.decision
-    end = utc(result.end)
+    end = utc_timestamp(result.end)
     history = store.history(settings, since=end - timedelta(days=7), until=end + timedelta(seconds=1))
     horizon = decided - timedelta(hours=cfg.cooldown_hours) - timedelta(days=1)
-    ours = store.last_retrain(settings, since=horizon)
-    given = utc(last_retrain_at) if last_retrain_at is not None and str(last_retrain_at) else None
-    known = [t for t in (given, ours) if t is not None]
+    known = [
+        t for t in (_when(last_retrain_at), store.last_retrain(settings, since=horizon)) if t is not None
+    ]
     made = decide(
         settings,
         result,
@@ -311,3 +338,18 @@ def decide_and_record(
     if result.report_uri:
         pages.write_summary(settings, now=end)
     return made
+
+
+def decide_window(settings: Settings, result: dict[str, Any], *, running_retrains: int) -> dict[str, Any]:
+    """The monitor DAG's ``decide`` task: the window's result from XCom (``WindowResult.as_dict()``)
+    decided and recorded, given how many train runs are queued or running; the decision for XCom."""
+    made = decide_and_record(settings, WindowResult.from_dict(result), retrain_running=running_retrains > 0)
+    log.info("decision on %s: %s", made.window_id, made.detail)  # the task log says why
+    return made.as_dict()
+
+
+def retrain_conf(decision: dict[str, Any]) -> dict[str, Any] | Literal[False]:
+    """The monitor DAG's ``should_retrain`` rule: the train run's conf when the decision
+    (``Decision.as_dict()``) is to retrain, else ``False`` (the trigger is skipped)."""
+    made = Decision.from_dict(decision)
+    return made.conf() if made.retrain else False

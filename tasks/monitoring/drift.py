@@ -13,7 +13,7 @@ column's test three times (its ``DriftedColumnsCount``, its ``ValueDrift``s and 
 table), which is most of its 150 s on 1M rows x 30 columns; the share is counted here instead.
 
 Large windows: both sides are cut to a uniform sample of at most ``monitor.drift.max_rows`` rows
-(the window while it is read, see ``UniformSample``; the reference when it is built), so time
+(the window while it is read, see ``sampling.UniformSample``; the reference when it is built), so time
 and memory do not grow with the window. What the sample costs is bounded and recorded with
 every window as ``error_bound``: by the Dvoretzky-Kiefer-Wolfowitz inequality (Massart's
 constant), a uniform sample of ``n`` rows has an empirical CDF within
@@ -35,148 +35,20 @@ With 50 000 rows per side and 95% confidence, ``error_bound`` is 0.0132.
 
 from __future__ import annotations
 
-import math
 import warnings
-from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    import pandas as pd
+import numpy as np
+import pandas as pd
+from evidently import DataDefinition, Dataset, Report
+from evidently.metrics import ValueDrift
 
+from tasks.monitoring.results import CATEGORICAL, NUMERIC, PREDICTION, SCORE, ColumnDrift, DriftResult
+from tasks.monitoring.sampling import dkw_epsilon, sample_frame
+
+if TYPE_CHECKING:
     from config import Settings
     from tasks.monitoring.reference import Reference
-
-SCORE = "score"
-NUMERIC = "numeric"
-CATEGORICAL = "categorical"
-PREDICTION = "prediction"
-
-
-def dkw_epsilon(sample: int, population: int, confidence: float) -> float:
-    """Sup-distance bound between the empirical CDF of a uniform sample of ``sample`` rows and
-    that of all ``population`` rows (0 when nothing was left out), for one of two sides holding
-    together with probability ``confidence``."""
-    if sample <= 0 or sample >= population:
-        return 0.0
-    return math.sqrt(math.log(4.0 / (1.0 - confidence)) / (2.0 * sample))
-
-
-def sample_frame(frame: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:
-    """At most ``size`` rows, drawn uniformly without replacement, in their original order."""
-    import numpy as np
-
-    if len(frame) <= size:
-        return frame
-    rows = np.sort(np.random.default_rng(seed).choice(len(frame), size=size, replace=False))
-    return frame.iloc[rows].reset_index(drop=True)
-
-
-class UniformSample:
-    """A uniform sample without replacement of at most ``size`` rows of a stream of frames.
-
-    Every row gets a random key and the ``size`` rows with the smallest keys are kept (a bottom-k
-    sample), so memory is bounded by ``size`` plus one chunk whatever the stream's length, and
-    the stream's length need not be known in advance. Kept rows stay in stream order.
-    """
-
-    def __init__(self, size: int, seed: int) -> None:
-        import numpy as np
-
-        self.size = size
-        self.seen = 0
-        self._rng = np.random.default_rng(seed)
-        self._frame: pd.DataFrame | None = None
-        self._keys: Any = None
-
-    def add(self, chunk: pd.DataFrame) -> None:
-        import numpy as np
-        import pandas as pd
-
-        if chunk.empty:
-            return
-        keys = self._rng.random(len(chunk))
-        self.seen += len(chunk)
-        if self._frame is None:
-            frame, all_keys = chunk.reset_index(drop=True), keys
-        else:
-            frame = pd.concat([self._frame, chunk], ignore_index=True)
-            all_keys = np.concatenate([self._keys, keys])
-        if len(frame) > self.size:
-            keep = np.sort(np.argpartition(all_keys, self.size)[: self.size])
-            frame, all_keys = frame.iloc[keep].reset_index(drop=True), all_keys[keep]
-        self._frame, self._keys = frame, all_keys
-
-    def frame(self) -> pd.DataFrame | None:
-        """The sample (``None`` when nothing was added)."""
-        return self._frame
-
-
-@dataclass
-class ColumnDrift:
-    """One column's drift test: Evidently's score, the threshold it was held to, the verdict."""
-
-    column: str
-    kind: str
-    """``numeric``, ``categorical`` or ``prediction`` (the score)."""
-    method: str
-    threshold: float | None
-    score: float | None = None
-    drifted: bool = False
-    note: str = ""
-    """Why the column was not tested (no values on one side), else empty."""
-
-    @property
-    def judged(self) -> bool:
-        return self.score is not None
-
-
-@dataclass
-class DriftResult:
-    """Drift of one window against the reference: every column's test, the share, the score's."""
-
-    judged: bool
-    rows: int
-    """Live predictions in the window (all of them, before sampling)."""
-    reference_rows: int
-    """Rows of the champion's training set (before sampling)."""
-    sample_rows: int
-    reference_sample_rows: int
-    error_bound: float
-    """Bound on the sampling error of any CDF-based distance (see the module's docstring)."""
-    error_confidence: float
-    columns: list[ColumnDrift] = field(default_factory=list)
-    prediction: ColumnDrift | None = None
-    share_threshold: float = 0.0
-    note: str = ""
-
-    @property
-    def tested(self) -> list[ColumnDrift]:
-        return [c for c in self.columns if c.judged]
-
-    @property
-    def drifted_columns(self) -> list[str]:
-        return [c.column for c in self.columns if c.drifted]
-
-    @property
-    def share(self) -> float | None:
-        """Share of the tested input columns that drifted (``None`` when none was tested)."""
-        tested = self.tested
-        return len(self.drifted_columns) / len(tested) if tested else None
-
-    @property
-    def data_drift(self) -> bool:
-        share = self.share
-        return self.judged and share is not None and share >= self.share_threshold
-
-    @property
-    def prediction_drift(self) -> bool:
-        return self.judged and self.prediction is not None and self.prediction.drifted
-
-    def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.update(share=self.share, drifted_columns=self.drifted_columns, data_drift=self.data_drift)
-        out["prediction_drift"] = self.prediction_drift
-        return out
 
 
 def _settings_for(settings: Settings, column: str, kind: str) -> tuple[str, float | None]:
@@ -190,9 +62,6 @@ def _settings_for(settings: Settings, column: str, kind: str) -> tuple[str, floa
 
 def _typed(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:
     """Numbers as float64 (infinities as missing), categories as strings (missing as None)."""
-    import numpy as np
-    import pandas as pd
-
     out = pd.DataFrame(index=frame.index)
     for col in numeric:
         values = pd.to_numeric(frame[col], errors="coerce").astype("float64")
@@ -207,21 +76,11 @@ def _has_values(frame: pd.DataFrame, column: str) -> bool:
     return column in frame.columns and bool(frame[column].notna().any())
 
 
-def compute(
-    settings: Settings, current: pd.DataFrame, reference: Reference, *, rows: int | None = None
-) -> tuple[DriftResult, Any]:
-    """Drift of ``current`` (a window's live predictions, or a uniform sample of them; ``rows``
-    is then the window's full size) against ``reference``. Returns the result and Evidently's
-    snapshot (``None`` when the window is too small to judge): ``report.write_report`` saves it.
-
-    ``current`` needs the reference's input columns and, for prediction drift, a ``score``
-    column holding the champion's scores (missing for rows another model scored).
-    """
+def _empty_result(settings: Settings, cur: pd.DataFrame, reference: Reference, total: int) -> DriftResult:
+    """The window's drift before any test ran: sizes, the sampling error bound, not judged."""
     cfg = settings.monitor.drift
-    total = len(current) if rows is None else int(rows)
-    cur = sample_frame(current, cfg.max_rows, cfg.seed)
     ref = reference.frame
-    result = DriftResult(
+    return DriftResult(
         judged=False,
         rows=total,
         reference_rows=reference.rows,
@@ -232,10 +91,13 @@ def compute(
         error_confidence=cfg.error_confidence,
         share_threshold=cfg.share_threshold,
     )
-    if total < cfg.min_rows:
-        result.note = f"{total} live predictions, below monitor.drift.min_rows={cfg.min_rows}: not judged"
-        return result, None
 
+
+def _plan(
+    settings: Settings, cur: pd.DataFrame, reference: Reference, result: DriftResult
+) -> list[ColumnDrift]:
+    """One test per input column and one on the score, added to ``result``; the tests that can
+    run (values on both sides), the others with a note that says why not."""
     planned: list[ColumnDrift] = []
     kinds = [(c, NUMERIC) for c in reference.numeric] + [(c, CATEGORICAL) for c in reference.categorical]
     for column, kind in [*kinds, (SCORE, PREDICTION)]:
@@ -245,7 +107,7 @@ def compute(
             drift.note = "not in the window"
         elif not _has_values(cur, column):
             drift.note = "no values in the window"
-        elif not _has_values(ref, column):
+        elif not _has_values(reference.frame, column):
             drift.note = "no values in the reference"
         if kind == PREDICTION:
             result.prediction = drift
@@ -253,13 +115,39 @@ def compute(
             result.columns.append(drift)
         if not drift.note:
             planned.append(drift)
+    return planned
+
+
+def compute(
+    settings: Settings, current: pd.DataFrame, reference: Reference, *, rows: int | None = None
+) -> tuple[DriftResult, Any]:
+    """Drift of ``current`` (a window's live predictions, or a uniform sample of them; ``rows``
+    is then the window's full size) against ``reference``. Returns the result and Evidently's
+    snapshot (``None`` when the window is too small to judge): ``pages.write_report`` saves it.
+
+    ``current`` needs the reference's input columns and, for prediction drift, a ``score``
+    column holding the champion's scores (missing for rows another model scored).
+    """
+    cfg = settings.monitor.drift
+    total = len(current) if rows is None else int(rows)
+    cur = sample_frame(current, cfg.max_rows, cfg.seed)
+    result = _empty_result(settings, cur, reference, total)
+    if total < cfg.min_rows:
+        result.note = f"{total} live predictions, below monitor.drift.min_rows={cfg.min_rows}: not judged"
+        return result, None
+    planned = _plan(settings, cur, reference, result)
     if not planned:
         result.note = "no column had values on both sides"
         return result, None
+    snapshot = _run_report(cur, reference.frame, planned)
+    _read_verdicts(snapshot.dict(), planned)
+    result.judged = True
+    return result, snapshot
 
-    snapshot = _run_report(settings, cur, ref, planned)
+
+def _read_verdicts(data: dict[str, Any], planned: list[ColumnDrift]) -> None:
+    """Each planned test's method, threshold, score and verdict, from the snapshot's data."""
     by_column = {d.column: d for d in planned}
-    data = snapshot.dict()
     failed = {t["metric_config"]["metric_id"] for t in data.get("tests", []) if t.get("status") == "FAIL"}
     for metric in data["metrics"]:
         conf = metric["config"]
@@ -268,14 +156,9 @@ def compute(
         drift.threshold = conf.get("threshold", drift.threshold)
         drift.score = float(metric["value"])
         drift.drifted = metric["id"] in failed
-    result.judged = True
-    return result, snapshot
 
 
-def _run_report(settings: Settings, cur: pd.DataFrame, ref: pd.DataFrame, planned: list[ColumnDrift]) -> Any:
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.metrics import ValueDrift
-
+def _run_report(cur: pd.DataFrame, ref: pd.DataFrame, planned: list[ColumnDrift]) -> Any:
     numeric = [d.column for d in planned if d.kind in (NUMERIC, PREDICTION)]
     categorical = [d.column for d in planned if d.kind == CATEGORICAL]
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)

@@ -21,19 +21,23 @@ from __future__ import annotations
 
 import html
 import json
-import math
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from tasks.common import storage
+from tasks.common.clock import now_iso, utc_timestamp
+from tasks.common.reports import Report
+from tasks.common.values import json_safe
+from tasks.monitoring import store
+from tasks.monitoring.charts import finite, svg_chart
+from tasks.monitoring.results import SUMMARY, WindowResult
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from config import Settings
-    from tasks.monitoring.window import WindowResult
 
-INDEX = "index.html"
+INDEX = f"{SUMMARY}.html"
 
 
 def reports_dir(settings: Settings) -> str:
@@ -50,17 +54,14 @@ def numbers_uri(settings: Settings, window_id: str) -> str:
 
 def _index_entry(settings: Settings, uri: str, title: str, model_version: str | None, **meta: Any) -> None:
     """The report's entry in the reports index the UI lists (``tasks.common.reports``), beside it."""
-    from tasks.common.reports import Report
-    from tasks.monitoring.window import _plain
-
     name = uri.rsplit("/", 1)[-1].removesuffix(".html")
     entry = Report(
         kind=settings.monitor.reports_dir,
         name=name,
         title=title,
-        created_at=datetime.now(UTC).isoformat(),
+        created_at=now_iso(),
         model_version=model_version,
-        meta=_plain(meta),
+        meta=json_safe(meta),
     )
     text = json.dumps(entry.as_dict(), indent=2, default=str)
     storage.write_text(uri.removesuffix(".html") + ".json", text)
@@ -134,76 +135,8 @@ def _page(title: str, body: str) -> str:
     )
 
 
-def _finite(v: Any) -> bool:
-    try:
-        return v is not None and math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
-
-
-def svg_chart(
-    title: str,
-    times: list[Any],
-    series: dict[str, list[Any]],
-    *,
-    lines: dict[str, float] | None = None,
-    width: int = 760,
-    height: int = 170,
-) -> str:
-    """A small time-series chart as inline SVG: one polyline and dots per series, dashed
-    horizontal lines for thresholds, the time range and value range on the axes."""
-    colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
-    pad_l, pad_r, pad_t, pad_b = 48, 12, 22, 22
-    xs = [t.timestamp() if hasattr(t, "timestamp") else float(t) for t in times]
-    values = [float(v) for vs in series.values() for v in vs if _finite(v)] + list((lines or {}).values())
-    head = f"<text x='{pad_l}' y='15' font-size='12' font-weight='600'>{html.escape(title)}</text>"
-    if not xs or not values:
-        empty = f"<text x='{pad_l}' y='60' font-size='12'>no data</text>"
-        return f"<svg width='{width}' height='{height}'>{head}{empty}</svg>"
-    lo, hi = min(0.0, *values), max(values)
-    hi = hi if hi > lo else lo + 1.0
-    x0, x1 = min(xs), max(xs)
-    span = (x1 - x0) or 1.0
-
-    def px(x: float) -> float:
-        return pad_l + (x - x0) / span * (width - pad_l - pad_r)
-
-    def py(y: float) -> float:
-        return height - pad_b - (y - lo) / (hi - lo) * (height - pad_t - pad_b)
-
-    parts = [head]
-    parts.append(
-        f"<text x='4' y='{py(hi) + 4:.1f}' font-size='10'>{hi:.3g}</text>"
-        f"<text x='4' y='{py(lo) + 4:.1f}' font-size='10'>{lo:.3g}</text>"
-    )
-    fmt = "%m-%d %H:%M"
-    first, last = datetime.fromtimestamp(x0, UTC), datetime.fromtimestamp(x1, UTC)
-    parts.append(
-        f"<text x='{pad_l}' y='{height - 5}' font-size='10'>{first:{fmt}}</text>"
-        f"<text x='{width - pad_r}' y='{height - 5}' font-size='10' text-anchor='end'>{last:{fmt}} UTC</text>"
-    )
-    for name, value in (lines or {}).items():
-        y = py(value)
-        parts.append(
-            f"<line x1='{pad_l}' x2='{width - pad_r}' y1='{y:.1f}' y2='{y:.1f}' "
-            "stroke='#888' stroke-dasharray='4 3'/>"
-            f"<text x='{width - pad_r}' y='{y - 3:.1f}' font-size='10' text-anchor='end' fill='#666'>"
-            f"{html.escape(name)} {value:g}</text>"
-        )
-    for i, (name, vs) in enumerate(series.items()):
-        color = colors[i % len(colors)]
-        pts = [(px(x), py(float(v))) for x, v in zip(xs, vs, strict=True) if _finite(v)]
-        if len(pts) > 1:
-            path = " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
-            parts.append(f"<polyline points='{path}' fill='none' stroke='{color}' stroke-width='1.5'/>")
-        parts += [f"<circle cx='{x:.1f}' cy='{y:.1f}' r='2.5' fill='{color}'/>" for x, y in pts]
-        legend_x = pad_l + 200 + 140 * i
-        parts.append(f"<text x='{legend_x}' y='15' font-size='11' fill='{color}'>{html.escape(name)}</text>")
-    return f"<svg width='{width}' height='{height}' role='img'>{''.join(parts)}</svg>"
-
-
 def _cell(v: Any, digits: int = 3) -> str:
-    return f"{float(v):.{digits}f}" if _finite(v) else "-"
+    return f"{float(v):.{digits}f}" if finite(v) else "-"
 
 
 def _decision_cell(row: pd.Series | None) -> str:
@@ -218,15 +151,12 @@ def _decision_cell(row: pd.Series | None) -> str:
     return f"<td class='text' title='{html.escape(str(row['detail']))}'>{reason}</td>"
 
 
-def render_summary(settings: Settings, windows: pd.DataFrame, decisions: pd.DataFrame) -> str:
-    """The summary page for these metrics and decision rows (``store.history`` / ``decisions``)."""
-    title = f"Monitoring: {settings.mlflow.registered_model}"
-    if windows.empty:
-        return _page(title, "<p>No window monitored yet.</p>")
-    w = windows.sort_values("end")
-    times = list(w["end"])
+def _charts(settings: Settings, w: pd.DataFrame) -> list[str]:
+    """Drift share, score drift and live ROC AUC over the windows (oldest first)."""
     cfg = settings.monitor
-    charts = [
+    times = list(w["end"])
+    known = w["prediction_threshold"].dropna()
+    return [
         svg_chart(
             "Share of drifted input columns",
             times,
@@ -237,9 +167,7 @@ def render_summary(settings: Settings, windows: pd.DataFrame, decisions: pd.Data
             f"Prediction drift ({cfg.drift.prediction_method} on the score)",
             times,
             {"score drift": list(w["prediction_score"])},
-            lines={"threshold": float(w["prediction_threshold"].dropna().iloc[-1])}
-            if w["prediction_threshold"].notna().any()
-            else None,
+            lines={"threshold": float(known.iloc[-1])} if len(known) else None,
         ),
         svg_chart(
             f"Live ROC AUC (last {cfg.performance.lookback_hours:g} h of labels) vs hold-out",
@@ -247,6 +175,17 @@ def render_summary(settings: Settings, windows: pd.DataFrame, decisions: pd.Data
             {"live": list(w["roc_auc"]), "hold-out": list(w["baseline_roc_auc"])},
         ),
     ]
+
+
+_TABLE_HEAD = (
+    "<tr><th>window (report)</th><th>model</th><th>rows</th><th>drift share</th><th>drifted columns</th>"
+    "<th>score drift</th><th>labelled</th><th>ROC AUC live / hold-out</th><th>recall live / hold-out</th>"
+    "<th>decision</th></tr>"
+)
+
+
+def _table(w: pd.DataFrame, decisions: pd.DataFrame) -> str:
+    """One row per window, latest first, with its decision and a link to its report."""
     by_window = {} if decisions.empty else {r["window_id"]: r for _, r in decisions.iterrows()}
     rows = []
     for _, r in w[::-1].iterrows():
@@ -262,28 +201,28 @@ def render_summary(settings: Settings, windows: pd.DataFrame, decisions: pd.Data
             f"<td>{_cell(r['recall'], 2)} / {_cell(r['baseline_recall'], 2)}</td>"
             f"{_decision_cell(by_window.get(r['window_id']))}</tr>"
         )
-    head = (
-        "<tr><th>window (report)</th><th>model</th><th>rows</th><th>drift share</th><th>drifted columns</th>"
-        "<th>score drift</th><th>labelled</th><th>ROC AUC live / hold-out</th><th>recall live / hold-out</th>"
-        "<th>decision</th></tr>"
-    )
+    return f"<table>{_TABLE_HEAD}{''.join(rows)}</table>"
+
+
+def render_summary(settings: Settings, windows: pd.DataFrame, decisions: pd.DataFrame) -> str:
+    """The summary page for these metrics and decision rows (``store.history`` / ``decisions``)."""
+    title = f"Monitoring: {settings.mlflow.registered_model}"
+    if windows.empty:
+        return _page(title, "<p>No window monitored yet.</p>")
+    w = windows.sort_values("end")
+    cfg = settings.monitor
     note = (
         f"<p>Thresholds: drift share {cfg.drift.share_threshold:g}, score {cfg.drift.prediction_method} "
         f"{cfg.drift.prediction_threshold}, ROC AUC tolerance {cfg.performance.roc_auc_tolerance}, "
         f"cooldown {cfg.decision.cooldown_hours:g} h. Updated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.</p>"
     )
-    return _page(title, note + "".join(charts) + f"<table>{head}{''.join(rows)}</table>")
+    return _page(title, note + "".join(_charts(settings, w)) + _table(w, decisions))
 
 
 def write_summary(settings: Settings, now: Any = None) -> str:
     """Rewrite ``index.html`` from the store's last ``monitor.summary_days`` days; returns its URI."""
-    import pandas as pd
-
-    from tasks.monitoring import store
-
     storage.configure(settings.storage.s3_endpoint_url)
-    end = pd.Timestamp(now) if now is not None else pd.Timestamp.now(tz="UTC")
-    end = end.tz_localize("UTC") if end.tzinfo is None else end
+    end = utc_timestamp(now if now is not None else datetime.now(UTC))
     since = end - timedelta(days=settings.monitor.summary_days)
     windows, decisions = store.history(settings, since=since), store.decisions(settings, since=since)
     page = render_summary(settings, windows, decisions)

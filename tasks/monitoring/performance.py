@@ -11,31 +11,15 @@ turns a check off).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from tasks.monitoring.results import METRICS, Performance, Scores
 
 if TYPE_CHECKING:
     from config import Settings
-
-METRICS = ("roc_auc", "recall", "precision")
-
-
-@dataclass
-class Scores:
-    """Classification metrics of one set of labelled scores."""
-
-    rows: int
-    positives: int
-    threshold: float
-    roc_auc: float | None = None
-    pr_auc: float | None = None
-    precision: float | None = None
-    """Of the rows scored at or above the threshold, the share that is fraud (``None``: none was)."""
-    recall: float | None = None
-    """Of the fraud rows, the share scored at or above the threshold (``None``: no fraud)."""
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def threshold_for(settings: Settings) -> float:
@@ -45,9 +29,6 @@ def threshold_for(settings: Settings) -> float:
 
 def scores(y: Any, p: Any, threshold: float) -> Scores:
     """Metrics of labels ``y`` (0/1) and scores ``p``; rows with a missing label or score are left out."""
-    import numpy as np
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
     y = np.asarray(y, dtype="float64").reshape(-1)
     p = np.asarray(p, dtype="float64").reshape(-1)
     keep = np.isfinite(y) & np.isfinite(p)
@@ -64,30 +45,6 @@ def scores(y: Any, p: Any, threshold: float) -> Scores:
     if positives:
         out.recall = hits / positives
     return out
-
-
-@dataclass
-class Performance:
-    """Live scores against the hold-out's, and which metrics fell by more than their tolerance."""
-
-    judged: bool
-    live: Scores
-    baseline: Scores
-    start: str
-    """Labelled predictions made from here to the window's end count."""
-    end: str
-    drops: dict[str, float] = field(default_factory=dict)
-    """Hold-out minus live, per metric both have."""
-    degraded: list[str] = field(default_factory=list)
-    """One line per metric over its tolerance (empty when not judged)."""
-    note: str = ""
-
-    @property
-    def is_degraded(self) -> bool:
-        return bool(self.degraded)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"is_degraded": self.is_degraded}
 
 
 def compare(settings: Settings, live: Scores, baseline: Scores, *, start: str, end: str) -> Performance:

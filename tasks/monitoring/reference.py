@@ -6,7 +6,7 @@ For the registered version behind the ``champion`` alias, ``champion_reference``
   re-hashes the file; the hash must also equal the version's ``data_sha256`` tag);
 - splits it by time exactly as training did (``tasks.training.evaluation.time_split``) and scores the
   hold-out split with the registered model, downloaded and checked against its SHA-256
-  (``tasks.common.registry.fetch_verified``): these scores are the reference for prediction drift, and
+  (``tasks.common.registry.load_verified``): these scores are the reference for prediction drift, and
   their metrics at the monitor's threshold are the baseline for live performance;
 - keeps a uniform sample of at most ``monitor.drift.max_rows`` training rows (the model's input
   columns, plus ``score`` on hold-out rows) as the reference for data drift.
@@ -20,26 +20,34 @@ from __future__ import annotations
 import io
 import json
 import os
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from tasks.common import storage
-from tasks.monitoring.drift import SCORE, sample_frame
-from tasks.monitoring.performance import Scores, scores, threshold_for
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks.common import registry, storage
+from tasks.common.clock import now_iso
+from tasks.common.outcomes import Skip
+from tasks.monitoring.performance import scores, threshold_for
+from tasks.monitoring.results import LABEL, SCORE, Scores
+from tasks.monitoring.sampling import sample_frame
+from tasks.training import dataset, evaluation
+from tasks.training.families.base import InputSpec, model_input
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    import pandas as pd
+    from mlflow.entities.model_registry import ModelVersion
 
     from config import Settings
 
-LABEL = "label"
 
-
-class NoChampion(LookupError):
-    """The registered model has no ``champion`` version: there is nothing to monitor yet."""
+class NoChampion(Skip):
+    """The registered model has no ``champion`` version: there is nothing to monitor yet (the
+    monitor's task ends as skipped)."""
 
 
 @dataclass
@@ -59,7 +67,7 @@ class Reference:
     holdout: pd.DataFrame
     """The hold-out split's labels and champion scores (``label``, ``score``), every row."""
     holdout_start: str
-    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    created_at: str = field(default_factory=now_iso)
 
     @property
     def columns(self) -> list[str]:
@@ -96,14 +104,8 @@ def build_reference(
 ) -> Reference:
     """A reference from a training set (``tasks.training.dataset`` columns) and a model's ``predict``
     (model-input frame -> fraud probabilities): the pure part of ``champion_reference``."""
-    import numpy as np
-    import pandas as pd
-
-    from tasks.training import evaluation as evaluate
-    from tasks.training.families.base import InputSpec, model_input
-
     spec = InputSpec.from_settings(settings, features)
-    split = evaluate.time_split(frame, settings)
+    split = evaluation.time_split(frame, settings)
     p = np.asarray(predict(model_input(split.holdout, spec)), dtype="float64").reshape(-1)
     label = settings.schema_.label
     holdout = pd.DataFrame({LABEL: split.holdout[label].to_numpy(dtype="int64"), SCORE: p})
@@ -139,17 +141,12 @@ def _cache_base(settings: Settings, name: str, version: str, sha: str) -> str:
 
 
 def _parquet(frame: pd.DataFrame) -> bytes:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     sink = io.BytesIO()
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), sink, compression="zstd")
     return sink.getvalue()
 
 
 def _frame(uri: str) -> pd.DataFrame:
-    import pyarrow.parquet as pq
-
     return pq.read_table(io.BytesIO(storage.read_bytes(uri))).to_pandas()
 
 
@@ -174,44 +171,47 @@ def load_cached(settings: Settings, name: str, version: str, sha: str) -> Refere
 # --- the registered champion ------------------------------------------------------------------
 
 
-def champion_reference(
-    settings: Settings, tracking_uri: str | None = None, *, alias: str = "champion"
-) -> Reference:
-    """The reference of ``mlflow.registered_model@alias``, from the cache or built and cached.
-
-    Raises ``NoChampion`` when the alias does not exist, and ``tasks.training.dataset``'s
-    ``TrainingDataError`` when the training set is gone or no longer matches its hash.
-    """
-    import tempfile
-
-    from tasks.common import registry
-    from tasks.training import dataset as training_data
-
-    storage.configure(settings.storage.s3_endpoint_url)
-    tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or settings.mlflow.url
-    name = settings.mlflow.registered_model
+def _registered(tracking_uri: str, name: str, alias: str) -> tuple[ModelVersion, str, str]:
+    """The version behind ``name@alias`` with its training set's URI and SHA-256 tags."""
     version = registry.version_for_alias(registry.client(tracking_uri), name, alias)
     if version is None:
         raise NoChampion(f"{name} has no '{alias}' version in {tracking_uri}: nothing to monitor yet")
     tags = version.tags or {}
     uri, sha = tags.get(registry.TAG_TRAINING_SET), tags.get(registry.TAG_DATA_SHA256, "")
     if not uri:
-        raise training_data.TrainingDataError(
+        raise dataset.TrainingDataError(
             f"{name} v{version.version} has no {registry.TAG_TRAINING_SET} tag: its training data is unknown"
         )
+    return version, uri, sha
+
+
+def champion_reference(
+    settings: Settings, tracking_uri: str | None = None, *, alias: str = registry.CHAMPION
+) -> Reference:
+    """The reference of ``mlflow.registered_model@alias``, from the cache or built and cached.
+
+    Raises ``NoChampion`` when the alias does not exist, and ``tasks.training.dataset``'s
+    ``TrainingDataError`` when the training set is gone or no longer matches its hash.
+    """
+    storage.configure(settings.storage.s3_endpoint_url)
+    tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or settings.mlflow.url
+    name = settings.mlflow.registered_model
+    version, uri, sha = _registered(tracking_uri, name, alias)
     cached = load_cached(settings, name, str(version.version), sha)
     if cached is not None:
         return cached
-    frame, data = training_data.read(settings, uri)
+    frame, data = dataset.read(settings, uri)
     if sha and data.sha256 != sha:
-        raise training_data.TrainingDataError(
+        raise dataset.TrainingDataError(
             f"{name} v{version.version} was trained on {uri} with SHA-256 {sha}; "
             f"the file now hashes to {data.sha256}"
         )
     with tempfile.TemporaryDirectory(prefix="airloop-monitor-") as tmp:
-        model, loaded = _load_model(tracking_uri, name, alias, tmp)
-        if str(loaded) != str(version.version):
-            raise RuntimeError(f"{name}@{alias} moved from v{version.version} to v{loaded} while loading it")
+        model, loaded = registry.load_verified(tracking_uri, name, alias, tmp)
+        if str(loaded.version) != str(version.version):
+            raise RuntimeError(
+                f"{name}@{alias} moved from v{version.version} to v{loaded.version} while loading it"
+            )
         ref = build_reference(
             settings,
             frame,
@@ -224,16 +224,6 @@ def champion_reference(
         )
     save(settings, ref)
     return ref
-
-
-def _load_model(tracking_uri: str, name: str, alias: str, dst: str) -> tuple[Any, str]:
-    """The pyfunc model behind ``name@alias`` (files checked against its SHA-256) and its version."""
-    import mlflow
-
-    from tasks.common import registry
-
-    local, version = registry.fetch_verified(tracking_uri, name, alias, dst)
-    return mlflow.pyfunc.load_model(str(local)), str(version.version)
 
 
 def describe(ref: Reference, settings: Settings) -> dict[str, Any]:

@@ -17,11 +17,14 @@ import io
 import re
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from tasks.common import storage
+from tasks.common.clock import utc_timestamp
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from config import Settings
 
 WINDOWS = "windows"
@@ -33,22 +36,13 @@ def root_uri(settings: Settings) -> str:
     return storage.join(settings.storage.data_uri, settings.monitor.store_dir)
 
 
-def _utc(value: Any) -> pd.Timestamp:
-    import pandas as pd
-
-    ts = pd.Timestamp(value)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
 def _uri(settings: Settings, table: str, end: Any, window_id: str) -> str:
-    return storage.join(root_uri(settings), table, f"date={_utc(end):%Y-%m-%d}", f"{window_id}.parquet")
+    return storage.join(
+        root_uri(settings), table, f"date={utc_timestamp(end):%Y-%m-%d}", f"{window_id}.parquet"
+    )
 
 
 def _write(uri: str, row: dict[str, Any]) -> str:
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     sink = io.BytesIO()
     pq.write_table(pa.Table.from_pandas(pd.DataFrame([row]), preserve_index=False), sink)
     return storage.write_bytes(uri, sink.getvalue())
@@ -67,13 +61,10 @@ def record_decision(settings: Settings, row: dict[str, Any]) -> str:
 
 
 def _read(settings: Settings, table: str, since: Any, until: Any, time_column: str) -> pd.DataFrame:
-    import pandas as pd
-    import pyarrow.parquet as pq
-
     storage.configure(settings.storage.s3_endpoint_url)
     fs, base = storage.filesystem(storage.join(root_uri(settings), table))
-    lo = _utc(since) if since is not None else None
-    hi = _utc(until) if until is not None else None
+    lo = utc_timestamp(since) if since is not None else None
+    hi = utc_timestamp(until) if until is not None else None
     frames = []
     if fs.exists(base):
         for path in sorted(fs.glob(f"{base.rstrip('/')}/date=*/*.parquet")):
@@ -107,13 +98,12 @@ def decisions(settings: Settings, since: Any = None, until: Any = None) -> pd.Da
 
 def decision_for(settings: Settings, window_id: str, end: Any) -> dict[str, Any] | None:
     """The decision already recorded for a window, if any."""
-    import pyarrow.parquet as pq
-
     storage.configure(settings.storage.s3_endpoint_url)
     uri = _uri(settings, DECISIONS, end, window_id)
     if not storage.exists(uri):
         return None
-    return pq.read_table(io.BytesIO(storage.read_bytes(uri))).to_pandas().iloc[0].to_dict()
+    row: dict[str, Any] = pq.read_table(io.BytesIO(storage.read_bytes(uri))).to_pandas().iloc[0].to_dict()
+    return row
 
 
 def _dates(settings: Settings, table: str) -> list[str]:
@@ -131,7 +121,7 @@ def last_window_end(settings: Settings) -> pd.Timestamp | None:
     for day in reversed(_dates(settings, WINDOWS)):
         frame = history(settings, since=day)
         if not frame.empty:
-            return _utc(frame["end"].max())
+            return utc_timestamp(frame["end"].max())
     return None
 
 
@@ -142,4 +132,4 @@ def last_retrain(settings: Settings, since: Any = None) -> pd.Timestamp | None:
     if frame.empty or "retrain" not in frame:
         return None
     done = frame[frame["retrain"].astype(bool)]
-    return None if done.empty else _utc(done["decided_at"].max())
+    return None if done.empty else utc_timestamp(done["decided_at"].max())

@@ -21,6 +21,25 @@ HEALTH_PATH = "/api/v2/monitor/health"
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
 
 
+Json = dict[str, Any]
+"""A JSON object as the REST API answers it."""
+
+
+def _object(value: Any) -> Json:
+    """The answer as a JSON object (anything else is a broken contract, not a quiet ``None``)."""
+    if not isinstance(value, dict):
+        raise TypeError(f"expected a JSON object from Airflow's REST API, got {type(value).__name__}")
+    return value
+
+
+def _objects(value: Any, key: str) -> list[Json]:
+    """The list under ``key`` of a JSON object (a collection endpoint's answer)."""
+    items = _object(value)[key]
+    if not isinstance(items, list):
+        raise TypeError(f"expected a list under {key!r} from Airflow's REST API")
+    return items
+
+
 class AirflowAPIError(RuntimeError):
     """A REST call answered with an error status; carries the status and body."""
 
@@ -94,15 +113,15 @@ class AirflowClient:
     def health(self) -> dict[str, Any]:
         resp = self.session.get(self.base_url + HEALTH_PATH, timeout=self.timeout)
         resp.raise_for_status()
-        return resp.json()
+        return _object(resp.json())
 
     # -- DAGs and runs -----------------------------------------------------------------------
 
     def dag(self, dag_id: str) -> dict[str, Any]:
-        return self.get(f"/dags/{dag_id}")
+        return _object(self.get(f"/dags/{dag_id}"))
 
     def import_errors(self) -> list[dict[str, Any]]:
-        return self.get("/importErrors", limit=100)["import_errors"]
+        return _objects(self.get("/importErrors", limit=100), "import_errors")
 
     def wait_for_dag(self, dag_id: str, timeout: float = 120.0, poll: float = 1.0) -> dict[str, Any]:
         """The DAG once the dag-processor has parsed it; fails early on an import error of a
@@ -127,19 +146,19 @@ class AirflowClient:
             time.sleep(poll)
 
     def unpause(self, dag_id: str) -> dict[str, Any]:
-        return self.patch(f"/dags/{dag_id}", {"is_paused": False})
+        return _object(self.patch(f"/dags/{dag_id}", {"is_paused": False}))
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> dict[str, Any]:
         """A manual run now (``logical_date`` null, as Airflow 3 expects)."""
-        return self.post(f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
+        return _object(self.post(f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}}))
 
     def dag_runs(self, dag_id: str, **filters: Any) -> list[dict[str, Any]]:
         """Runs of a DAG, newest first (filters: run_type, state, ... as query parameters)."""
         params = {"order_by": "-id", "limit": 100, **filters}
-        return self.get(f"/dags/{dag_id}/dagRuns", **params)["dag_runs"]
+        return _objects(self.get(f"/dags/{dag_id}/dagRuns", **params), "dag_runs")
 
     def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
-        return self.get(f"/dags/{dag_id}/dagRuns/{run_id}")
+        return _object(self.get(f"/dags/{dag_id}/dagRuns/{run_id}"))
 
     def wait_for_run(
         self,
@@ -178,16 +197,18 @@ class AirflowClient:
 
     def upstream_asset_events(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         """The asset events that triggered an asset-triggered run."""
-        return self.get(f"/dags/{dag_id}/dagRuns/{run_id}/upstreamAssetEvents")["asset_events"]
+        return _objects(self.get(f"/dags/{dag_id}/dagRuns/{run_id}/upstreamAssetEvents"), "asset_events")
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        return self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", limit=100)["task_instances"]
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
+        return _objects(self.get(path, limit=100), "task_instances")
 
     # -- assets ------------------------------------------------------------------------------
 
     def asset(self, name: str) -> dict[str, Any]:
         """The asset with exactly this name (``name_pattern`` is a substring search)."""
-        found = [a for a in self.get("/assets", name_pattern=name, limit=100)["assets"] if a["name"] == name]
+        assets = _objects(self.get("/assets", name_pattern=name, limit=100), "assets")
+        found = [a for a in assets if a["name"] == name]
         if not found:
             raise AirflowAPIError(
                 "GET",
@@ -200,10 +221,10 @@ class AirflowClient:
     def post_asset_event(self, name: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Record an event for the asset, as an upstream system would (triggers its consumers)."""
         asset_id = self.asset(name)["id"]
-        return self.post("/assets/events", {"asset_id": asset_id, "extra": extra or {}})
+        return _object(self.post("/assets/events", {"asset_id": asset_id, "extra": extra or {}}))
 
     def asset_events(self, name: str, **filters: Any) -> list[dict[str, Any]]:
         """Events of the asset, newest first (filters: source_dag_id, source_run_id, ...)."""
         asset_id = self.asset(name)["id"]
         params = {"asset_id": asset_id, "order_by": "-timestamp", "limit": 100, **filters}
-        return self.get("/assets/events", **params)["asset_events"]
+        return _objects(self.get("/assets/events", **params), "asset_events")

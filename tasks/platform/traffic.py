@@ -1,8 +1,8 @@
 """Live traffic for the serving application: simulated transactions scored at a steady rate, and
 their labels posted after a delay, as a payment system and its chargeback feed would.
 
-    python -m tasks.platform.traffic --rate 50 --seconds 600                 # stable traffic for 10 minutes
-    python -m tasks.platform.traffic --scenario covariate_drift --requests 5000 --label-delay 120
+    airloop traffic --rate 50 --seconds 600                    # stable traffic for 10 minutes
+    airloop traffic --scenario covariate_drift --requests 5000 --label-delay 120
 
 Locally this is what the deploy DAG's shadow and canary steps are judged on, and what fills the
 inference log the monitor DAG reads. Requests are open-loop (the i-th is sent at ``i / rate``
@@ -13,19 +13,18 @@ line every few seconds and a summary at the end; exits 1 if any request failed.
 
 from __future__ import annotations
 
-import argparse
-import sys
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from config import Settings
-    from tasks.serving.client import ServingClient
+from config import Settings
+from tasks.common.clock import now_iso
+from tasks.platform.simulate import generate_batch
+from tasks.serving.client import ServingClient
 
 CHUNK_ROWS = 1000
 FIRST_INDEX = 100_000
@@ -34,12 +33,14 @@ FIRST_INDEX = 100_000
 
 @dataclass
 class TrafficStats:
+    """What one run sent and got back; ``line()`` is its progress line."""
+
     sent: int = 0
     ok: int = 0
     failed: int = 0
     labels_posted: int = 0
-    versions: Counter = field(default_factory=Counter)
-    routes: Counter = field(default_factory=Counter)
+    versions: Counter[str] = field(default_factory=Counter)
+    routes: Counter[str] = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
@@ -63,17 +64,30 @@ class TrafficStats:
 
 def transactions(
     settings: Settings, scenario: str, drift_strength: float, first_index: int
-) -> Iterator[dict]:
+) -> Iterator[dict[str, Any]]:
     """Endless simulated transactions (with their label), stamped with the time they are sent."""
-    from tasks.platform import simulate
-
     index = first_index
     while True:
-        frame = simulate.generate_batch(
-            settings, scenario, index, rows=CHUNK_ROWS, drift_strength=drift_strength
-        )
-        yield from frame.to_dict("records")
+        frame = generate_batch(settings, scenario, index, rows=CHUNK_ROWS, drift_strength=drift_strength)
+        for record in frame.to_dict("records"):
+            yield {str(k): v for k, v in record.items()}
         index += 1
+
+
+@dataclass(frozen=True)
+class _Pace:
+    """How fast to send and when to stop: after ``requests``, after ``seconds``, or on ``stop``."""
+
+    rate: float
+    seconds: float | None
+    requests: int | None
+    stop: threading.Event
+    progress_every: float
+
+    def done(self, sent: int, elapsed_when_due: float) -> bool:
+        return (self.requests is not None and sent >= self.requests) or (
+            self.seconds is not None and elapsed_when_due >= self.seconds
+        )
 
 
 class _Player:
@@ -88,11 +102,9 @@ class _Player:
         self.pending: deque[tuple[float, str, int]] = deque()  # (due, transaction id, label)
 
     def score(self, row: dict[str, Any]) -> None:
-        import pandas as pd
-
         schema = self.settings.schema_
         label = int(row.pop(schema.label))
-        row[schema.timestamp] = pd.Timestamp.now(tz="UTC").isoformat()
+        row[schema.timestamp] = now_iso()
         stats = self.stats
         try:
             answer = self.client.score(row)
@@ -121,6 +133,30 @@ class _Player:
             self.client.post_labels([{"transaction_id": t, "label": y} for _, t, y in chunk])
             self.stats.labels_posted += len(chunk)
 
+    def send(
+        self,
+        pool: ThreadPoolExecutor,
+        rows: Iterator[dict[str, Any]],
+        pace: _Pace,
+        progress: Callable[[str], None] | None,
+    ) -> None:
+        """Submit one request at each due time (open loop) until the pace says stop."""
+        stats = self.stats
+        last_report = stats.started
+        while not pace.stop.is_set():
+            due = stats.started + stats.sent / pace.rate
+            if pace.done(stats.sent, due - stats.started):
+                break
+            wait = due - time.monotonic()
+            if wait > 0 and pace.stop.wait(wait):
+                break
+            pool.submit(self.score, next(rows))
+            stats.sent += 1
+            self.post_labels()
+            if progress and time.monotonic() - last_report >= pace.progress_every:
+                last_report = time.monotonic()
+                progress(f"[traffic] {stats.line()}")
+
 
 def play(
     settings: Settings,
@@ -140,77 +176,19 @@ def play(
 ) -> TrafficStats:
     """Send ``requests`` (or for ``seconds``) transactions at ``rate`` per second; post each
     one's label ``label_delay`` seconds after it was scored."""
-    from tasks.serving.client import ServingClient
-
     if rate <= 0:
         raise ValueError("rate must be > 0")
     if seconds is None and requests is None:
         raise ValueError("give seconds or requests (or both)")
     client = client or ServingClient(settings.serving.url, token=settings.serving.admin_token)
     player = _Player(settings, client, label_delay)
-    stats = player.stats
-    stop = stop or threading.Event()
+    pace = _Pace(rate, seconds, requests, stop or threading.Event(), progress_every)
     rows = transactions(settings, scenario, drift_strength, first_index)
-    last_report = stats.started
     with ThreadPoolExecutor(workers, thread_name_prefix="traffic") as pool:
-        while not stop.is_set():
-            due = stats.started + stats.sent / rate
-            if (requests is not None and stats.sent >= requests) or (
-                seconds is not None and due - stats.started >= seconds
-            ):
-                break
-            wait = due - time.monotonic()
-            if wait > 0 and stop.wait(wait):
-                break
-            pool.submit(player.score, next(rows))
-            stats.sent += 1
-            player.post_labels()
-            if progress and time.monotonic() - last_report >= progress_every:
-                last_report = time.monotonic()
-                progress(f"[traffic] {stats.line()}")
+        player.send(pool, rows, pace, progress)
     player.post_labels(everything=True)
     if progress:
-        progress(f"[traffic] done: {stats.line()}")
-        for error in stats.errors:
+        progress(f"[traffic] done: {player.stats.line()}")
+        for error in player.stats.errors:
             progress(f"[traffic] failure: {error}")
-    return stats
-
-
-def _parser() -> argparse.ArgumentParser:
-    from tasks.platform.simulate import SCENARIOS
-
-    p = argparse.ArgumentParser(prog="python -m tasks.platform.traffic", description=__doc__.split("\n")[0])
-    p.add_argument("--rate", type=float, default=50.0, help="requests per second (default 50)")
-    p.add_argument("--seconds", type=float, default=None, help="how long to send")
-    p.add_argument("--requests", type=int, default=None, help="how many requests to send")
-    p.add_argument("--scenario", choices=SCENARIOS, default="stable")
-    p.add_argument("--drift-strength", type=float, default=1.0)
-    p.add_argument("--label-delay", type=float, default=30.0, help="seconds until a label is posted")
-    p.add_argument("--workers", type=int, default=16, help="concurrent client threads")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from config import load_config
-
-    args = _parser().parse_args(argv)
-    if args.seconds is None and args.requests is None:
-        args.seconds = 60.0
-    settings = load_config()
-    print(f"[traffic] {args.rate:g}/s of {args.scenario} transactions to {settings.serving.url}", flush=True)
-    stats = play(
-        settings,
-        rate=args.rate,
-        seconds=args.seconds,
-        requests=args.requests,
-        scenario=args.scenario,
-        drift_strength=args.drift_strength,
-        label_delay=args.label_delay,
-        workers=args.workers,
-        progress=lambda line: print(line, flush=True),
-    )
-    return 1 if stats.failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return player.stats

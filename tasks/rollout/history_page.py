@@ -8,11 +8,11 @@ import html
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from tasks.common import reports
 from tasks.rollout.record import FAILED, PASSED, RolloutRecord, history, safe
 
 if TYPE_CHECKING:
     from config import Settings
-    from tasks.common.reports import Report
 
 KIND = "rollouts"
 COLORS = {PASSED: "#2ca02c", FAILED: "#d62728", "running": "#1f77b4", "skipped": "#bbb"}
@@ -105,7 +105,8 @@ def _steps_table(record: RolloutRecord) -> str:
 def _history_table(records: list[RolloutRecord]) -> str:
     rows = []
     for r in records:
-        seconds = (_t(r.ended_at) - _t(r.started_at)) if r.ended_at else None
+        started, ended = _t(r.started_at), _t(r.ended_at)
+        seconds = ended - started if started is not None and ended is not None else None
         steps = " → ".join(f"<span class='{s.status}'>{html.escape(s.name)}</span>" for s in r.steps)
         rows.append(
             f"<tr><td>{html.escape(r.started_at[:19])}</td><td>{html.escape(r.version)}</td>"
@@ -140,10 +141,8 @@ def render(record: RolloutRecord, earlier: list[RolloutRecord]) -> str:
     )
 
 
-def publish(settings: Settings, record: RolloutRecord) -> Report:
+def publish(settings: Settings, record: RolloutRecord) -> reports.Report:
     """Write the page for ``record`` (with the model's 50 latest rollouts) into the reports."""
-    from tasks.common import reports
-
     page = render(record, history(settings, limit=50))
     return reports.publish(
         settings,
@@ -160,4 +159,4 @@ def publish(settings: Settings, record: RolloutRecord) -> Report:
 
 def url(record: RolloutRecord) -> str:
     """Where the Airflow UI plugin serves the page."""
-    return f"/airloop/reports/{KIND}/{report_name(record)}"
+    return reports.report_url(KIND, report_name(record))

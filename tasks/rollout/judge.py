@@ -21,7 +21,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from config import RolloutJudge
 
 PREFIX = "airloop_serving"
 Samples = Mapping[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -201,8 +204,8 @@ class Check:
         return asdict(self)
 
 
-def checks(m: Measure, judge: Any) -> list[Check]:
-    """Every check of a measured step (``judge``: ``config.RolloutJudge``)."""
+def checks(m: Measure, judge: RolloutJudge) -> list[Check]:
+    """Every check of a measured step, held to ``rollout.judge``."""
     out = [
         Check(
             "error_rate",

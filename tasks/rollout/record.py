@@ -14,16 +14,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from tasks.common import storage
+from tasks.common.clock import now_iso
 
 if TYPE_CHECKING:
     from config import Settings
 
 RUNNING, PROMOTED, ROLLED_BACK, NOTHING_TO_DO = "running", "promoted", "rolled_back", "nothing_to_do"
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat()
 
 
 @dataclass
@@ -41,6 +38,12 @@ class StepRecord:
     checks: list[dict[str, Any]] = field(default_factory=list)
     measured: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None
+
+    def end(self, status: str, reason: str | None = None) -> None:
+        """The step is over: ``passed``, ``failed`` or ``skipped``, and how long it took."""
+        self.status, self.reason, self.ended_at = status, reason, now_iso()
+        started, ended = datetime.fromisoformat(self.started_at), datetime.fromisoformat(self.ended_at)
+        self.seconds = round((ended - started).total_seconds(), 3)
 
 
 @dataclass
@@ -69,6 +72,16 @@ class RolloutRecord:
     def step(self, name: str) -> StepRecord | None:
         return next((s for s in self.steps if s.name == name), None)
 
+    def start(self, name: str, kind: str, **kw: Any) -> StepRecord:
+        """A new running step ``name`` (replacing an earlier try of it)."""
+        step = StepRecord(name=name, kind=kind, status=RUNNING, started_at=now_iso(), **kw)
+        self.steps = [s for s in self.steps if s.name != name] + [step]
+        return step
+
+    def end(self, status: str, reason: str | None = None) -> None:
+        """The rollout is over: ``promoted``, ``rolled_back`` or ``nothing_to_do``."""
+        self.status, self.reason, self.ended_at = status, reason, now_iso()
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -77,6 +90,29 @@ class RolloutRecord:
         data = dict(data)
         data["steps"] = [StepRecord(**s) for s in data.get("steps", [])]
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a rollout step's task returns (its XCom): which rollout, where it stands now."""
+
+    rollout_id: str
+    status: str
+    """The rollout's status after the step (``running`` until it ends)."""
+    version: str
+
+    @classmethod
+    def of(cls, record: RolloutRecord) -> StepResult:
+        return cls(rollout_id=record.id, status=record.status, version=record.version)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StepResult:
+        return cls(
+            rollout_id=str(data["rollout_id"]), status=str(data["status"]), version=str(data["version"])
+        )
 
 
 def new_id(version: str) -> str:
@@ -109,7 +145,5 @@ def load(settings: Settings, rollout_id: str) -> RolloutRecord:
 def history(settings: Settings, limit: int | None = None) -> list[RolloutRecord]:
     """The model's rollouts, newest first."""
     uris = sorted(storage.list_files(_folder(settings), ["*.json"]), key=storage.basename, reverse=True)
-    out = []
-    for uri in uris[:limit]:
-        out.append(RolloutRecord.from_dict(json.loads(storage.read_bytes(uri))))
+    out = [RolloutRecord.from_dict(json.loads(storage.read_bytes(uri))) for uri in uris[:limit]]
     return sorted(out, key=lambda r: r.started_at, reverse=True)

@@ -69,6 +69,27 @@ class MicroBatcher(Generic[T, R]):
         self._ready.set()
         return await future
 
+    async def submit_many(self, items: list[T]) -> list[R]:
+        """Each item's result, in order (queued together: one task, not one per item); the first
+        item's error is raised if any failed."""
+        if self._worker is None or self._worker.done():
+            self._start()
+        assert self._ready is not None
+        loop = asyncio.get_running_loop()
+        now = time.perf_counter()
+        futures: list[asyncio.Future[R]] = []
+        for item in items:
+            future: asyncio.Future[R] = loop.create_future()
+            self._queue.append((item, future, now))
+            futures.append(future)
+        self._ready.set()
+        out: list[R] = []
+        for result in await asyncio.gather(*futures, return_exceptions=True):
+            if isinstance(result, BaseException):
+                raise result
+            out.append(result)
+        return out
+
     async def _run(self) -> None:
         assert self._ready is not None and self._in_flight is not None
         while True:

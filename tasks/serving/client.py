@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 
 class ServingError(RuntimeError):
@@ -41,16 +42,21 @@ class ServingClient:
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
 
-    def _call(self, method: str, path: str, body: Any = None, timeout: float | None = None) -> Any:
+    def _call(self, method: str, path: str, body: Any = None, timeout: float | None = None) -> dict[str, Any]:
+        """The decoded JSON object of a 2xx answer; ``ServingError`` for anything else."""
         url = f"{self.url}{path}"
         resp = self.session.request(method, url, json=body, timeout=timeout or self.timeout)
         try:
             data = resp.json()
         except ValueError:
             data = resp.text
-        if resp.status_code >= 400:
+        if resp.status_code >= 400 or not isinstance(data, dict):
             raise ServingError(resp.status_code, data, url)
         return data
+
+    def _predictions(self, path: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        predictions: list[dict[str, Any]] = self._call("POST", path, {"rows": rows})["predictions"]
+        return predictions
 
     # --- scoring ------------------------------------------------------------------------------
 
@@ -60,7 +66,7 @@ class ServingClient:
         return self._call("POST", "/score", transaction)
 
     def score_batch(self, transactions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return self._call("POST", "/score/batch", {"rows": transactions})["predictions"]
+        return self._predictions("/score/batch", transactions)
 
     def post_labels(self, labels: list[dict[str, Any]]) -> dict[str, Any]:
         """``[{"request_id" or "transaction_id": ..., "label": 0|1}, ...]``."""
@@ -83,8 +89,6 @@ class ServingClient:
 
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """Every sample of ``/metrics``: ``{(name, sorted label pairs): value}``."""
-        from prometheus_client.parser import text_string_to_metric_families
-
         out = {}
         for family in text_string_to_metric_families(self.metrics_text()):
             for sample in family.samples:
@@ -125,7 +129,7 @@ class ServingClient:
 
     def smoke(self, slot: str, transactions: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Score rows on one slot only (logged with route ``smoke``), e.g. before any traffic."""
-        return self._call("POST", f"/admin/slots/{slot}/score", {"rows": transactions})["predictions"]
+        return self._predictions(f"/admin/slots/{slot}/score", transactions)
 
     def flush(self) -> dict[str, Any]:
         """Write the buffered inference log now (the monitor reads files, not the buffer)."""

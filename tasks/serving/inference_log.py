@@ -32,14 +32,18 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from tasks.common import storage
+from tasks.common.clock import utc_timestamp
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from config import Settings
 
 log = logging.getLogger(__name__)
@@ -66,21 +70,11 @@ def labels_uri(settings: Settings) -> str:
     return storage.join(root_uri(settings), LABELS)
 
 
-def _utc(value: datetime | str | pd.Timestamp) -> pd.Timestamp:
-    import pandas as pd
-
-    ts = pd.Timestamp(value)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
 def _partition(hour: pd.Timestamp) -> str:
     return f"date={hour:%Y-%m-%d}/hour={hour:%H}"
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     sink = io.BytesIO()
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), sink, compression="zstd")
     return sink.getvalue()
@@ -188,8 +182,6 @@ class InferenceLogWriter:
 
     def flush(self) -> int:
         """Write everything buffered now; returns the rows written (0 on failure: kept for retry)."""
-        import pandas as pd
-
         with self._flush_lock:
             with self._buffer_lock:
                 chunks, self._chunks = self._chunks, []
@@ -247,9 +239,6 @@ def _combine(chunks: list[tuple[pd.DataFrame | Mapping[str, Any], dict[str, Any]
     one DataFrame in tens of milliseconds, where a frame per chunk took seconds of a flush
     thread holding the GIL (and stalled the request path with it). A column a chunk lacks is
     missing (None) in its rows, as ``pd.concat`` would have it."""
-    import numpy as np
-    import pandas as pd
-
     tables = []
     for chunk, first in chunks:
         own = {c: chunk[c].to_numpy() for c in chunk.columns} if isinstance(chunk, pd.DataFrame) else chunk
@@ -264,7 +253,7 @@ def _combine(chunks: list[tuple[pd.DataFrame | Mapping[str, Any], dict[str, Any]
             else:
                 piece = [values] * n  # one value for every row (None: a column this chunk lacks)
             parts[name].append(piece)
-    columns = {}
+    columns: dict[str, Any] = {}
     for name, pieces in parts.items():
         kinds = {p.dtype.kind if isinstance(p, np.ndarray) else "list" for p in pieces}
         if len(kinds) == 1 and kinds <= set("fiubmM"):  # one numeric or time kind: as arrays
@@ -279,8 +268,6 @@ def write_labels(
 ) -> list[str]:
     """Land delayed labels (``request_id`` and/or ``transaction_id``, ``label``) now; returns the
     files written. Each needs a key and a 0/1 label (``ValueError`` otherwise, nothing written)."""
-    import pandas as pd
-
     storage.configure(settings.storage.s3_endpoint_url)
     frame = labels.copy() if isinstance(labels, pd.DataFrame) else pd.DataFrame(list(labels))
     if frame.empty:
@@ -295,7 +282,7 @@ def write_labels(
         rows = sorted(set(frame.index[keyless | bad].tolist()))[:10]
         raise ValueError(f"labels need request_id or transaction_id and a 0/1 label; bad rows: {rows}")
     frame["label"] = frame["label"].astype("int8")
-    frame[LABELED_AT] = _utc(now) if now is not None else pd.Timestamp.now(tz="UTC")
+    frame[LABELED_AT] = utc_timestamp(now) if now is not None else pd.Timestamp.now(tz="UTC")
     frame = frame[list(LABEL_COLUMNS)]
     return _write_hourly(
         labels_uri(settings), frame, LABELED_AT, f"labels-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
@@ -321,16 +308,13 @@ def _files(base_uri: str, start: pd.Timestamp, end: pd.Timestamp) -> list[str]:
             m = _PARTITION.search(path)
             if not m:
                 continue
-            hour = _utc(f"{m.group(1)}T{m.group(2)}:00:00")
+            hour = utc_timestamp(f"{m.group(1)}T{m.group(2)}:00:00")
             if first <= hour < last:
                 found.append(storage.to_uri(fs, path))
     return sorted(found)
 
 
 def _read(uris: list[str]) -> pd.DataFrame:
-    import pandas as pd
-    import pyarrow.parquet as pq
-
     frames = [pq.read_table(io.BytesIO(storage.read_bytes(u))).to_pandas() for u in uris]
     frames = [f for f in frames if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -338,11 +322,9 @@ def _read(uris: list[str]) -> pd.DataFrame:
 
 def read_labels(settings: Settings, start: Any = None, end: Any = None) -> pd.DataFrame:
     """Labels landed in ``[start, end)`` (default: all), one row per landing, oldest first."""
-    import pandas as pd
-
     storage.configure(settings.storage.s3_endpoint_url)
-    lo = _utc(start) if start is not None else _utc("1970-01-01")
-    hi = _utc(end) if end is not None else pd.Timestamp.now(tz="UTC") + timedelta(hours=1)
+    lo = utc_timestamp(start) if start is not None else utc_timestamp("1970-01-01")
+    hi = utc_timestamp(end) if end is not None else pd.Timestamp.now(tz="UTC") + timedelta(hours=1)
     frame = _read(_files(labels_uri(settings), lo, hi))
     if frame.empty:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in LABEL_COLUMNS})
@@ -365,22 +347,11 @@ def read_predictions(
     ``labeled_at``: the latest label landed by ``end + label_lookahead_hours`` for the prediction's
     ``request_id``, else for its ``transaction_id``.
     """
-    import numpy as np
-    import pandas as pd
-
     storage.configure(settings.storage.s3_endpoint_url)
-    lo, hi = _utc(start), _utc(end)
+    lo, hi = utc_timestamp(start), utc_timestamp(end)
     frame = _read(_files(predictions_uri(settings), lo, hi))
     if frame.empty:
-        frame = pd.DataFrame(
-            {
-                "request_id": pd.Series(dtype="object"),
-                TIME: pd.Series(dtype="datetime64[ns, UTC]"),
-                "route": pd.Series(dtype="object"),
-                "model_version": pd.Series(dtype="object"),
-                "score": pd.Series(dtype="float64"),
-            }
-        )
+        frame = _no_predictions()
     frame = frame[(frame[TIME] >= lo) & (frame[TIME] < hi)]
     if routes is not None:
         frame = frame[frame["route"].isin(list(routes))]
@@ -388,7 +359,24 @@ def read_predictions(
     if not labels:
         return frame
     lookahead = timedelta(hours=settings.serving.inference_log.label_lookahead_hours)
-    landed = read_labels(settings, lo, hi + lookahead)
+    return _join_labels(frame, read_labels(settings, lo, hi + lookahead))
+
+
+def _no_predictions() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "request_id": pd.Series(dtype="object"),
+            TIME: pd.Series(dtype="datetime64[ns, UTC]"),
+            "route": pd.Series(dtype="object"),
+            "model_version": pd.Series(dtype="object"),
+            "score": pd.Series(dtype="float64"),
+        }
+    )
+
+
+def _join_labels(frame: pd.DataFrame, landed: pd.DataFrame) -> pd.DataFrame:
+    """``label`` and ``labeled_at`` of each prediction: the latest landed for its ``request_id``,
+    else for its ``transaction_id``."""
     frame["label"] = np.nan
     frame[LABELED_AT] = pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns, UTC]")
     if landed.empty or frame.empty:

@@ -5,14 +5,23 @@ not collide). Per prediction: a count and a latency by endpoint, route and model
 score distribution by route and version (what a canary judge compares against the champion).
 Per request: a latency by endpoint and errors by endpoint, kind and route. Stages, batch sizes,
 traffic settings and the inference log's own counters complete the picture.
+
+Values live in process memory. Feast sets ``PROMETHEUS_MULTIPROC_DIR`` when it is imported (for
+its own pre-forked feature servers), and a process started after that (a Ray worker) or a
+``prometheus_client`` imported after it would keep every value in a memory-mapped file shared
+by pid (an increment ten times as costly, and a new process could read a dead one's counts).
+This application exports its metrics from its own registry, never through a multiprocess
+collector, so this module sets plain values for the process.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+values.ValueClass = values.MutexValue  # see the module docstring
 
 LATENCY_BUCKETS = (
     0.001,
@@ -38,10 +47,18 @@ PREFIX = "airloop_serving"
 
 
 class ServingMetrics:
+    """The ingress's metrics, in one registry of its own, declared by family."""
+
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._declare_predictions()
+        self._declare_requests()
+        self._declare_stages()
+        self._declare_state()
+
+    def _declare_predictions(self) -> None:
         r = self.registry
         self.predictions = Counter(
             f"{PREFIX}_predictions",
@@ -63,6 +80,15 @@ class ServingMetrics:
             buckets=SCORE_BUCKETS,
             registry=r,
         )
+        self.unknown_entities = Counter(
+            f"{PREFIX}_unknown_entities",
+            "Scored rows whose entity had no online features.",
+            ["entity"],
+            registry=r,
+        )
+
+    def _declare_requests(self) -> None:
+        r = self.registry
         self.requests = Counter(
             f"{PREFIX}_requests",
             "HTTP requests by endpoint and status code.",
@@ -78,17 +104,14 @@ class ServingMetrics:
         )
         self.errors = Counter(
             f"{PREFIX}_errors",
-            "Errors by endpoint, kind (validation, features, model, no_model, fallback, shadow, internal) "
-            "and route.",
+            "Errors by endpoint, kind (validation, features, model, no_model, fallback, shadow, "
+            "shadow_skipped, internal) and route.",
             ["endpoint", "kind", "route"],
             registry=r,
         )
-        self.unknown_entities = Counter(
-            f"{PREFIX}_unknown_entities",
-            "Scored rows whose entity had no online features.",
-            ["entity"],
-            registry=r,
-        )
+
+    def _declare_stages(self) -> None:
+        r = self.registry
         self.stage_latency = Histogram(
             f"{PREFIX}_stage_latency_seconds",
             "Time per batch in each stage: queue (the oldest request's wait for its batch), features "
@@ -101,6 +124,9 @@ class ServingMetrics:
         self.batch_size = Histogram(
             f"{PREFIX}_batch_rows", "Rows per scoring batch.", buckets=BATCH_BUCKETS, registry=r
         )
+
+    def _declare_state(self) -> None:
+        r = self.registry
         self.challenger_weight = Gauge(
             f"{PREFIX}_challenger_weight", "Share of live traffic routed to the challenger.", registry=r
         )
@@ -119,6 +145,13 @@ class ServingMetrics:
             ["state"],
             registry=r,
         )
+
+    def record_traffic(self, challenger_weight: float, shadow: bool) -> None:
+        self.challenger_weight.set(challenger_weight)
+        self.shadow.set(1 if shadow else 0)
+
+    def record_slot(self, slot: str, version: str | None) -> None:
+        self.slot_version.labels(slot).set(float(version) if version else 0.0)
 
     def record_log(self, stats: dict[str, Any]) -> None:
         self.log_rows.labels("buffered").set(stats["buffered"])

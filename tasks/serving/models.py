@@ -13,18 +13,25 @@ on one row, and the input is built here to the signature anyway.
 
 from __future__ import annotations
 
+import inspect
 import math
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import mlflow
+import numpy as np
+import pandas as pd
+
+from tasks.common import registry
+
 if TYPE_CHECKING:
-    import numpy as np
-    import pandas as pd
+    from mlflow.entities.model_registry import ModelVersion
 
     from config import Settings
 
@@ -63,8 +70,6 @@ class LoadedModel:
         """The model's input columns from the request rows joined with their features (a frame or
         equal-length arrays): its signature's columns, numbers as float64 (missing as NaN), the
         others as strings or ``None``, the way ``tasks.training.families.base.model_input`` types them."""
-        import numpy as np
-
         numeric = set(self.numeric)
         out: dict[str, np.ndarray] = {}
         for c in self.columns:
@@ -77,13 +82,9 @@ class LoadedModel:
 
     def frame(self, scoring: Mapping[str, Any]) -> pd.DataFrame:
         """The model's input as a frame (what ``mlflow models serve`` takes)."""
-        import pandas as pd
-
         return pd.DataFrame(self.inputs(scoring), columns=self.columns)
 
     def predict(self, scoring: Mapping[str, Any]) -> np.ndarray:
-        import numpy as np
-
         inputs = self.inputs(scoring)
         n = len(inputs[self.columns[0]])
         scores = np.asarray(self.predict_fn(inputs), dtype="float64").reshape(-1)
@@ -94,8 +95,6 @@ class LoadedModel:
         return scores
 
     def info(self) -> dict[str, Any]:
-        from datetime import UTC, datetime
-
         return {
             "version": self.version,
             "source": self.source,
@@ -109,12 +108,8 @@ class LoadedModel:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def resolve(settings: Settings, *, version: str | None = None, alias: str | None = None) -> Any:
-    """The registered ``ModelVersion`` for a version number or an alias (``ModelRefused`` if none)."""
-    from mlflow.exceptions import MlflowException
-
-    from tasks.common import registry
-
+def resolve(settings: Settings, *, version: str | None = None, alias: str | None = None) -> ModelVersion:
+    """The registered version for a version number or an alias (``ModelRefused`` if none)."""
     name = settings.mlflow.registered_model
     mc = registry.client(settings.mlflow.url)
     if alias is not None:
@@ -122,12 +117,10 @@ def resolve(settings: Settings, *, version: str | None = None, alias: str | None
         if found is None:
             raise ModelRefused("not_found", f"model {name!r} has no alias {alias!r}")
         return found
-    try:
-        return mc.get_model_version(name, str(version))
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
-            raise ModelRefused("not_found", f"model {name!r} has no version {version}") from exc
-        raise
+    found = registry.version_by_number(mc, name, str(version))
+    if found is None:
+        raise ModelRefused("not_found", f"model {name!r} has no version {version}")
+    return found
 
 
 def available_columns(settings: Settings, features: list[str]) -> set[str]:
@@ -151,42 +144,12 @@ def load(
     refused. Files go to a fresh folder under ``cache_dir`` (default: the temp dir), removed again
     when the model is refused.
     """
-    import mlflow
-
-    from tasks.common import registry
-
     mv = resolve(settings, version=version, alias=alias)
-    source = f"alias {alias}" if alias is not None else f"version {version}"
     name = settings.mlflow.registered_model
     folder = Path(tempfile.mkdtemp(prefix=f"airloop-{name}-v{mv.version}-", dir=cache_dir))
     try:
-        try:
-            # The version's artifact location, resolved with this registry explicitly: a bare
-            # ``models:/`` URI would be resolved against the process's default registry URI.
-            mc = registry.client(settings.mlflow.url)
-            download_uri = mc.get_model_version_download_uri(name, mv.version)
-            local = Path(
-                mlflow.artifacts.download_artifacts(
-                    artifact_uri=download_uri, dst_path=str(folder), tracking_uri=settings.mlflow.url
-                )
-            )
-        except Exception as exc:
-            raise ModelRefused("load", f"{name} version {mv.version}: download failed: {exc}") from exc
-        expected = mv.tags.get(registry.TAG_MODEL_SHA256)
-        actual = registry.artifact_sha256(local)
-        if not expected or expected != actual:
-            raise ModelRefused(
-                "integrity",
-                f"{name} version {mv.version} refused: its files hash to {actual}, the "
-                f"{registry.TAG_MODEL_SHA256} recorded at registration is {expected or 'missing'}",
-            )
-        service = mv.tags.get(registry.TAG_FEATURE_SERVICE)
-        if service and service != settings.feast.service:
-            raise ModelRefused(
-                "contract",
-                f"{name} version {mv.version} was trained on feature service {service!r}, "
-                f"serving fetches {settings.feast.service!r}",
-            )
+        local, sha256 = _download(settings, mv, folder)
+        service = _check_service(settings, mv)
         try:
             model = mlflow.pyfunc.load_model(str(local))
         except Exception as exc:
@@ -198,21 +161,43 @@ def load(
                 raise ModelRefused(
                     "contract", f"{name} version {mv.version} needs inputs serving does not have: {missing}"
                 )
-        return LoadedModel(
-            name=name,
-            version=str(mv.version),
-            source=source,
-            sha256=actual,
-            run_id=mv.run_id,
-            feature_service=service,
-            columns=columns,
-            numeric=numeric,
-            path=folder,
-            predict_fn=_predictor(model, columns),
-        )
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
+    return LoadedModel(
+        name=name,
+        version=str(mv.version),
+        source=f"alias {alias}" if alias is not None else f"version {version}",
+        sha256=sha256,
+        run_id=mv.run_id,
+        feature_service=service,
+        columns=columns,
+        numeric=numeric,
+        path=folder,
+        predict_fn=_predictor(model, columns),
+    )
+
+
+def _download(settings: Settings, mv: ModelVersion, folder: Path) -> tuple[Path, str]:
+    """The version's files in ``folder``, verified (``registry.download_verified``)."""
+    try:
+        return registry.download_verified(settings.mlflow.url, mv, folder)
+    except registry.IntegrityError as exc:
+        raise ModelRefused("integrity", str(exc)) from exc
+    except Exception as exc:
+        raise ModelRefused("load", f"{mv.name} version {mv.version}: download failed: {exc}") from exc
+
+
+def _check_service(settings: Settings, mv: ModelVersion) -> str | None:
+    """The feature service the version was trained on; refused if serving fetches another."""
+    service = (mv.tags or {}).get(registry.TAG_FEATURE_SERVICE)
+    if service and service != settings.feast.service:
+        raise ModelRefused(
+            "contract",
+            f"{mv.name} version {mv.version} was trained on feature service {service!r}, "
+            f"serving fetches {settings.feast.service!r}",
+        )
+    return service
 
 
 def _signature_columns(model: Any) -> tuple[list[str], list[str]]:
@@ -239,16 +224,13 @@ def _category(value: Any) -> str | None:
 def _predictor(model: Any, columns: list[str]) -> Callable[[dict[str, np.ndarray]], Any]:
     """The fastest correct way to score typed input columns: a ``FraudModel`` straight from the
     arrays (``score``), any other pyfunc through a frame."""
-    import inspect
-
-    import pandas as pd
-
     try:
         python_model = model.unwrap_python_model()
     except Exception:  # noqa: BLE001 - not a PythonModel flavor: go through pyfunc
         return lambda inputs: model.predict(pd.DataFrame(inputs, columns=columns))
     if callable(getattr(python_model, "score", None)):
-        return python_model.score
+        score: Callable[[dict[str, np.ndarray]], Any] = python_model.score
+        return score
     if "context" in inspect.signature(python_model.predict).parameters:
         return lambda inputs: python_model.predict(None, pd.DataFrame(inputs, columns=columns))
     return lambda inputs: python_model.predict(pd.DataFrame(inputs, columns=columns))

@@ -20,6 +20,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
 from config import PROJECT_ROOT, load_config
 from tasks.common.net import free_port
 
@@ -75,10 +77,10 @@ def start(settings: Settings, **ray_init: Any) -> str:
             "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT",
         ):
             os.environ.setdefault(var, str(free_port()))
-    import ray
-    from ray import serve
+    import ray  # noqa: PLC0415 - Ray takes seconds to import: not for `config` or --help
+    from ray import serve  # noqa: PLC0415 - as above
 
-    from tasks.serving.app import build
+    from tasks.serving.app import build  # noqa: PLC0415 - imports Ray and the models' stack
 
     cfg = settings.serving
     if not ray.is_initialized():
@@ -97,14 +99,14 @@ def start(settings: Settings, **ray_init: Any) -> str:
 
 def stop(settings: Settings, *, shutdown_ray: bool = False) -> None:
     """Delete the application (its replicas flush their inference log), then Serve and Ray."""
-    import ray
-    from ray import serve
+    import ray  # noqa: PLC0415 - see start()
+    from ray import serve  # noqa: PLC0415 - see start()
 
     if ray.is_initialized():
         try:
             serve.delete(settings.serving.app_name)
         finally:
-            serve.shutdown()
+            serve.shutdown()  # type: ignore[no-untyped-call]
             if shutdown_ray:
                 ray.shutdown()
 
@@ -127,20 +129,19 @@ def serve_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tasks.serving", description=__doc__.split("\n")[0])
+def _parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("run", help="start Ray Serve with the application and block (default)")
     sub.add_parser("config", help="print the Serve config file (YAML) of the application")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: list[str] | None = None, *, prog: str = "python -m tasks.serving") -> int:
+    """Run the command (``prog``: the name ``--help`` shows, e.g. ``airloop serve``)."""
+    args = _parser(prog).parse_args(argv)
     settings = load_config()
     if args.command == "config":
-        import yaml
-
         print(yaml.safe_dump(serve_config(settings), sort_keys=False), end="")
         return 0
     started = time.perf_counter()

@@ -24,16 +24,23 @@ ROUTES = ("champion", "challenger", "shadow", "smoke")
 request in shadow mode (never returned), or a smoke test sent to one slot by the control API."""
 
 
+class Unavailable(RuntimeError):
+    """Scoring cannot happen now (no champion model, feature store down): a 503 with ``kind``."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _column_type(col: Column, *, required: bool) -> tuple[Any, Any]:
-    bounds = {k: v for k, v in (("ge", col.min), ("le", col.max)) if v is not None}
     if col.type == "int":
-        kind: Any = Annotated[int, Field(strict=True, **bounds)]
+        kind: Any = Annotated[int, Field(strict=True, ge=col.min, le=col.max)]
     elif col.type == "float":
-        kind = Annotated[float, Field(strict=True, allow_inf_nan=False, **bounds)]
+        kind = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=col.min, le=col.max)]
     elif col.type == "timestamp":
         kind = datetime
     elif col.allowed:
@@ -94,6 +101,17 @@ class Contract:
                 row[self.timestamp] = ts.replace(tzinfo=UTC)
             out.append(row)
         return out
+
+    def batch_rows(self, batch: BaseModel, now: datetime | None = None) -> list[dict[str, Any]]:
+        """``rows`` of a validated ``batch`` (a ``TransactionBatch``)."""
+        items: list[BaseModel] = batch.rows  # type: ignore[attr-defined]  # built from the config
+        return self.rows(items, now)
+
+    @staticmethod
+    def label_rows(batch: BaseModel) -> list[dict[str, Any]]:
+        """The labels of a validated ``LabelBatch`` as plain rows."""
+        labels: list[Label] = batch.labels  # type: ignore[attr-defined]  # built from the config
+        return [label.model_dump() for label in labels]
 
 
 def error_details(exc: ValidationError, prefix: tuple[str | int, ...] = ("body",)) -> list[dict[str, Any]]:

@@ -1,7 +1,7 @@
-"""``python -m tasks.training``: the training pod's command (see ``tasks.training.run``)."""
+"""``python -m tasks.training``: the training pod's command (see ``tasks.training.cli``)."""
 
 import sys
 
-from tasks.training.run import main
+from tasks.training.cli import main
 
 sys.exit(main())

@@ -1,7 +1,7 @@
 """Training sets: every labelled curated event with its point-in-time features, as one Parquet file.
 
 ``build`` joins the curated transactions (all of them, or a time range) with their features
-through the versioned feature service (``tasks.features.store.training_set``), writes the result
+through the versioned feature service (``tasks.features.offline.training_set``), writes the result
 under ``storage.data_uri/<train.training_sets_dir>/<hash>.parquet`` and records its data version
 beside it (``<hash>.json``): the SHA-256 of the file's bytes, the curated partitions and batches it
 came from, row and fraud counts, the feature service and its features. The file name is the
@@ -19,16 +19,22 @@ import argparse
 import hashlib
 import io
 import json
+import logging
 import sys
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from config import load_config
 from tasks.common import storage
+from tasks.common.clock import now_iso, utc_timestamp
+from tasks.common.outcomes import Skip
+from tasks.ingest.curated import read_curated
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from config import Settings
 
 PARTITION_COLUMN = "event_date"
@@ -83,9 +89,6 @@ def columns(settings: Settings, features: list[str]) -> list[str]:
 
 def labelled_events(settings: Settings, start: str | None = None, end: str | None = None) -> pd.DataFrame:
     """Curated events with a label, in ``[start, end)`` when given, ordered by time then key."""
-    import pandas as pd
-
-    from tasks.ingest.batches import read_curated
 
     schema = settings.schema_
     events = read_curated(settings)
@@ -94,9 +97,9 @@ def labelled_events(settings: Settings, start: str | None = None, end: str | Non
     events = events[events[schema.label].notna()].copy()
     events[schema.timestamp] = pd.to_datetime(events[schema.timestamp], utc=True)
     if start:
-        events = events[events[schema.timestamp] >= pd.Timestamp(start, tz="UTC")]
+        events = events[events[schema.timestamp] >= utc_timestamp(start)]
     if end:
-        events = events[events[schema.timestamp] < pd.Timestamp(end, tz="UTC")]
+        events = events[events[schema.timestamp] < utc_timestamp(end)]
     if events.empty:
         raise TrainingDataError(
             f"no labelled curated events between {start or 'the start'} and {end or 'now'}"
@@ -108,9 +111,6 @@ def labelled_events(settings: Settings, start: str | None = None, end: str | Non
 
 def to_parquet_bytes(frame: pd.DataFrame) -> bytes:
     """Deterministic bytes for a frame (same data and library versions, same hash)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     buffer = io.BytesIO()
     table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
     pq.write_table(table, buffer, compression="zstd")
@@ -119,12 +119,13 @@ def to_parquet_bytes(frame: pd.DataFrame) -> bytes:
 
 def build(settings: Settings, *, start: str | None = None, end: str | None = None) -> DataVersion:
     """Build (or find, when the same bytes exist) the training set; return its data version."""
-    from tasks.features import store as feature_store
+    # Feast (seconds to import) only to build a set: reading one (the pod, monitoring) needs none
+    from tasks.features import offline, store  # noqa: PLC0415 - see above
 
     schema = settings.schema_
     events = labelled_events(settings, start, end)
-    features = feature_store.feature_names(settings)
-    joined = feature_store.training_set(settings, events)
+    features = store.feature_names(settings)
+    joined = offline.training_set(settings, events)
     frame = joined[columns(settings, features)].reset_index(drop=True)
     data = to_parquet_bytes(frame)
     digest = hashlib.sha256(data).hexdigest()
@@ -140,7 +141,7 @@ def build(settings: Settings, *, start: str | None = None, end: str | None = Non
         batches=sorted(frame[BATCH_COLUMN].dropna().astype(str).unique().tolist()),
         start=frame[schema.timestamp].min().isoformat(),
         end=frame[schema.timestamp].max().isoformat(),
-        created_at=datetime.now(UTC).isoformat(),
+        created_at=now_iso(),
     )
     if not storage.exists(uri):
         storage.write_bytes(uri, data)
@@ -158,9 +159,6 @@ def read(settings: Settings, uri: str) -> tuple[pd.DataFrame, DataVersion]:
     A file without a recorded version (one built elsewhere) gets one computed from its content;
     it must still have every column of a training set.
     """
-    import pandas as pd
-    import pyarrow.parquet as pq
-
     if not storage.exists(uri):
         raise TrainingDataError(f"no training set at {uri}")
     data = storage.read_bytes(uri)
@@ -194,11 +192,15 @@ def read(settings: Settings, uri: str) -> tuple[pd.DataFrame, DataVersion]:
     return frame, version
 
 
+def build_or_skip(settings: Settings, *, start: str | None = None, end: str | None = None) -> DataVersion:
+    """``build`` for the train DAG: no usable data is nothing to train on (``Skip``), not a failure."""
+    try:
+        return build(settings, start=start, end=end)
+    except TrainingDataError as exc:
+        raise Skip(f"nothing to train on: {exc}") from exc
+
+
 def main(argv: list[str] | None = None) -> int:
-    import logging
-
-    from config import load_config
-
     parser = argparse.ArgumentParser(
         prog="python -m tasks.training.dataset", description=__doc__.split("\n")[0]
     )

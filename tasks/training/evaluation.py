@@ -1,4 +1,4 @@
-"""Evaluation and the quality gate.
+"""Evaluation: the time split and the hold-out metrics of a model.
 
 Every candidate and the current champion are scored on the same time-based hold-out: the last
 ``train.holdout_fraction`` of the training set's time range (the validation split, used for early
@@ -6,29 +6,25 @@ stopping and calibration, is the last ``train.validation_fraction`` of what rema
 
 Metrics: ROC AUC, PR AUC (average precision), log loss, expected calibration error (equal-width
 bins), Brier score, latency per row (batch scoring, median of three) and, per segment of the
-configured column, the true positive rate at the decision threshold.
-
-The gate passes a candidate only when every check passes:
-- absolute thresholds: hold-out positives, ROC AUC, PR AUC, log loss, ECE, latency per row;
-- no regression beyond a tolerance against the champion on the same hold-out (ROC AUC, PR AUC);
-- the largest TPR difference between segments with enough fraud rows is under the bound.
-A check that cannot be computed (no champion yet) is reported as skipped, never as passed.
+configured column, the true positive rate at the decision threshold. The gate that judges them
+is ``tasks.training.gate``.
 """
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
+from tasks.training.metrics import Metrics
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from config import Gate, Settings
 
 
@@ -74,9 +70,8 @@ def time_split(frame: pd.DataFrame, settings: Settings) -> Split:
                 f"the {name} split ({len(part)} rows from {first} to {last}) needs both classes; "
                 f"train on a longer time range or change train.holdout_fraction/validation_fraction"
             )
-    return Split(
-        *(p.reset_index(drop=True) for p in parts), valid_start.isoformat(), holdout_start.isoformat()
-    )
+    train, valid, holdout = (p.reset_index(drop=True) for p in parts)
+    return Split(train, valid, holdout, valid_start.isoformat(), holdout_start.isoformat())
 
 
 # --- metrics --------------------------------------------------------------------------------
@@ -119,42 +114,9 @@ def segment_tpr(
     return out
 
 
-@dataclass
-class Metrics:
-    rows: int
-    positives: int
-    roc_auc: float
-    pr_auc: float
-    log_loss: float
-    ece: float
-    brier: float
-    latency_ms_per_row: float | None
-    segment: str
-    segments: dict[str, dict[str, float]]
-    tpr_gap: float
-    """Largest minus smallest TPR over segments with at least ``fairness.min_positives`` frauds."""
-    compared_segments: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def scalars(self, prefix: str = "holdout_") -> dict[str, float]:
-        """The numeric metrics, for ``mlflow.log_metrics``."""
-        keys = ("rows", "positives", "roc_auc", "pr_auc", "log_loss", "ece", "brier", "tpr_gap")
-        out = {f"{prefix}{k}": float(getattr(self, k)) for k in keys}
-        if self.latency_ms_per_row is not None:
-            out[f"{prefix}latency_ms_per_row"] = self.latency_ms_per_row
-        for seg, values in self.segments.items():
-            if not math.isnan(values["tpr"]):
-                out[f"{prefix}tpr_{self.segment}_{seg}"] = values["tpr"]
-        return out
-
-
 def score_metrics(
     y: np.ndarray, p: np.ndarray, segments: np.ndarray, gate: Gate, latency_ms_per_row: float | None = None
 ) -> Metrics:
-    from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
-
     y = np.asarray(y, dtype="int64")
     p = np.clip(np.asarray(p, dtype="float64"), 1e-7, 1 - 1e-7)
     both = len(np.unique(y)) == 2
@@ -201,118 +163,3 @@ def evaluate(
         holdout[label].to_numpy(), p, holdout[gate.fairness.segment].to_numpy(), gate, lat
     )
     return metrics, p
-
-
-# --- the gate -------------------------------------------------------------------------------
-
-
-@dataclass
-class Check:
-    name: str
-    value: float | None
-    op: Literal[">=", "<="]
-    threshold: float | None
-    passed: bool | None
-    """None: skipped (cannot be computed, e.g. no champion yet)."""
-    detail: str = ""
-
-    @property
-    def line(self) -> str:
-        state = {True: "PASS", False: "FAIL", None: "skip"}[self.passed]
-        if self.value is None or self.threshold is None:
-            return f"{state}  {self.name}: {self.detail}"
-        text = f"{state}  {self.name}: {self.value:.4f} {self.op} {self.threshold:.4f}"
-        return f"{text} ({self.detail})" if self.detail else text
-
-
-@dataclass
-class Decision:
-    candidate: str
-    checks: list[Check]
-
-    @property
-    def passed(self) -> bool:
-        return all(c.passed is not False for c in self.checks)
-
-    @property
-    def failed(self) -> list[str]:
-        return [c.name for c in self.checks if c.passed is False]
-
-    @property
-    def reasons(self) -> list[str]:
-        return [c.line for c in self.checks if c.passed is False]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "candidate": self.candidate,
-            "passed": self.passed,
-            "failed": self.failed,
-            "checks": [asdict(c) for c in self.checks],
-        }
-
-
-def _check(name: str, value: float, op: Literal[">=", "<="], threshold: float, detail: str = "") -> Check:
-    ok = value >= threshold if op == ">=" else value <= threshold
-    return Check(name, value, op, threshold, bool(ok) and not math.isnan(value), detail)
-
-
-def gate(
-    candidate: str, metrics: Metrics, champion: Metrics | None, cfg: Gate, *, champion_note: str = ""
-) -> Decision:
-    """Every check of the gate for one candidate, with its value and threshold."""
-    checks = [
-        _check(
-            "holdout_positives",
-            metrics.positives,
-            ">=",
-            cfg.min_holdout_positives,
-            "fraud rows in the hold-out",
-        ),
-        _check("roc_auc", metrics.roc_auc, ">=", cfg.min_roc_auc),
-        _check("pr_auc", metrics.pr_auc, ">=", cfg.min_pr_auc),
-        _check("log_loss", metrics.log_loss, "<=", cfg.max_log_loss),
-        _check("ece", metrics.ece, "<=", cfg.max_ece, f"{cfg.ece_bins} bins"),
-    ]
-    if metrics.latency_ms_per_row is None:
-        checks.append(
-            Check("latency_ms_per_row", None, "<=", cfg.max_latency_ms_per_row, None, "not measured")
-        )
-    else:
-        checks.append(
-            _check("latency_ms_per_row", metrics.latency_ms_per_row, "<=", cfg.max_latency_ms_per_row)
-        )
-    for metric, tolerance in (("roc_auc", cfg.roc_auc_tolerance), ("pr_auc", cfg.pr_auc_tolerance)):
-        name = f"{metric}_vs_champion"
-        if champion is None:
-            checks.append(Check(name, None, ">=", None, None, champion_note or "no champion yet"))
-            continue
-        ours, theirs = getattr(metrics, metric), getattr(champion, metric)
-        checks.append(
-            _check(
-                name, ours - theirs, ">=", -tolerance, f"{ours:.4f} vs champion {theirs:.4f}, same hold-out"
-            )
-        )
-    fair = cfg.fairness
-    if len(metrics.compared_segments) < 2:
-        checks.append(
-            Check(
-                "fairness_tpr_gap",
-                None,
-                "<=",
-                fair.max_tpr_gap,
-                None,
-                f"fewer than two {fair.segment} segments with >= {fair.min_positives} fraud rows",
-            )
-        )
-    else:
-        tprs = ", ".join(f"{s} {metrics.segments[s]['tpr']:.2f}" for s in metrics.compared_segments)
-        checks.append(
-            _check(
-                "fairness_tpr_gap",
-                metrics.tpr_gap,
-                "<=",
-                fair.max_tpr_gap,
-                f"TPR by {fair.segment} at p>={fair.threshold}: {tprs}",
-            )
-        )
-    return Decision(candidate, checks)

@@ -16,17 +16,18 @@ import html
 import io
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 
 from tasks.training.evaluation import calibration_curve
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from tasks.training.evaluation import Decision, Metrics
-    from tasks.training.families.base import FraudModel
+from tasks.training.families.base import FraudModel
+from tasks.training.gate import Decision
+from tasks.training.metrics import Metrics
 
 
 @dataclass
@@ -55,8 +56,6 @@ def permutation_importance(
     model: FraudModel, frame: pd.DataFrame, y: np.ndarray, *, seed: int, columns: list[str] | None = None
 ) -> dict[str, float]:
     """Drop in ROC AUC when each input column is shuffled (one pass, seeded), largest first."""
-    from sklearn.metrics import roc_auc_score
-
     if len(np.unique(y)) < 2:
         return {}
     rng = np.random.default_rng(seed)
@@ -69,76 +68,89 @@ def permutation_importance(
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
-def _png(fig: Any) -> str:
-    import matplotlib.pyplot as plt
+Series = list[tuple[str, np.ndarray]]
+SQUARE = (4.6, 4.0)
 
+
+def _axes(size: tuple[float, float]) -> Axes:
+    """A bare ``Figure``'s axes: no pyplot, no global state, nothing to close."""
+    return Figure(figsize=size).subplots()
+
+
+def _png(ax: Axes) -> str:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
+    ax.get_figure().savefig(buffer, format="png", dpi=90, bbox_inches="tight")  # type: ignore[union-attr]
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def plots(card: Card) -> dict[str, str]:
-    """Plot name -> base64 PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import precision_recall_curve, roc_curve
-
-    series = [(card.candidate, card.p)]
-    if card.champion_p is not None:
-        series.append((f"champion v{card.champion_version}", card.champion_p))
-    out: dict[str, str] = {}
-    two_classes = len(np.unique(card.y)) == 2
-
-    fig, ax = plt.subplots(figsize=(4.6, 4))
-    for label, p in series:
-        if two_classes:
+def _roc(card: Card, series: Series) -> str:
+    ax = _axes(SQUARE)
+    if len(np.unique(card.y)) == 2:
+        for label, p in series:
             fpr, tpr, _ = roc_curve(card.y, p)
             ax.plot(fpr, tpr, label=label)
     ax.plot([0, 1], [0, 1], ls=":", c="grey", label="chance")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (hold-out)")
     ax.legend(loc="lower right", fontsize=8)
-    out["roc"] = _png(fig)
+    return _png(ax)
 
-    fig, ax = plt.subplots(figsize=(4.6, 4))
-    for label, p in series:
-        if two_classes:
+
+def _precision_recall(card: Card, series: Series) -> str:
+    ax = _axes(SQUARE)
+    if len(np.unique(card.y)) == 2:
+        for label, p in series:
             precision, recall, _ = precision_recall_curve(card.y, p)
             ax.plot(recall, precision, label=label)
     ax.axhline(float(np.mean(card.y)), ls=":", c="grey", label="base rate")
     ax.set(xlabel="recall", ylabel="precision", title="Precision-recall (hold-out)")
     ax.legend(loc="upper right", fontsize=8)
-    out["pr"] = _png(fig)
+    return _png(ax)
 
-    fig, ax = plt.subplots(figsize=(4.6, 4))
+
+def _calibration(card: Card, series: Series) -> str:
+    ax = _axes(SQUARE)
     for label, p in series:
         curve = calibration_curve(card.y, p, card.ece_bins)
         ax.plot([c[0] for c in curve], [c[1] for c in curve], marker="o", label=label)
     ax.plot([0, 1], [0, 1], ls=":", c="grey", label="perfect")
     ax.set(xlabel="mean predicted probability", ylabel="observed fraud rate", title="Calibration")
     ax.legend(loc="upper left", fontsize=8)
-    out["calibration"] = _png(fig)
+    return _png(ax)
 
+
+def _importance(card: Card) -> str:
     items = list(card.importance.items())[:15][::-1]
-    fig, ax = plt.subplots(figsize=(5.5, max(2.5, 0.3 * len(items) + 1)))
+    ax = _axes((5.5, max(2.5, 0.3 * len(items) + 1)))
     ax.barh([k for k, _ in items], [v for _, v in items], color="#4c72b0")
     ax.set(xlabel="drop in ROC AUC when shuffled", title="Feature importance (permutation)")
     ax.tick_params(axis="y", labelsize=8)
-    out["importance"] = _png(fig)
+    return _png(ax)
 
-    segs = card.metrics.segments
+
+def _fairness(card: Card) -> str:
+    segs, compared = card.metrics.segments, card.metrics.compared_segments
     names = list(segs)
-    fig, ax = plt.subplots(figsize=(4.6, 3.6))
     values = [0.0 if math.isnan(segs[s]["tpr"]) else segs[s]["tpr"] for s in names]
-    colors = ["#4c72b0" if s in card.metrics.compared_segments else "#bbbbbb" for s in names]
-    ax.bar(names, values, color=colors)
+    ax = _axes((4.6, 3.6))
+    ax.bar(names, values, color=["#4c72b0" if s in compared else "#bbbbbb" for s in names])
     for i, s in enumerate(names):
         ax.text(i, values[i] + 0.02, f"n+={int(segs[s]['positives'])}", ha="center", fontsize=8)
     ax.set(ylim=(0, 1.1), ylabel=f"TPR at p>={card.threshold}", title=f"Recall by {card.metrics.segment}")
-    out["fairness"] = _png(fig)
-    return out
+    return _png(ax)
+
+
+def plots(card: Card) -> dict[str, str]:
+    """Plot name -> base64 PNG."""
+    series: Series = [(card.candidate, card.p)]
+    if card.champion_p is not None:
+        series.append((f"champion v{card.champion_version}", card.champion_p))
+    return {
+        "roc": _roc(card, series),
+        "pr": _precision_recall(card, series),
+        "calibration": _calibration(card, series),
+        "importance": _importance(card),
+        "fairness": _fairness(card),
+    }
 
 
 def _fmt(value: Any) -> str:
@@ -166,63 +178,79 @@ METRIC_ROWS = (
 )
 
 
-def render(card: Card) -> str:
-    """The whole card as one HTML document."""
-    images = plots(card)
+STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:2em;max-width:70em;color:#222}"
+    "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;"
+    "font-size:.9em;text-align:left}th{background:#f3f3f3}figure{display:inline-block;margin:.5em}"
+    "figcaption{text-align:center;font-size:.8em;color:#666}code{background:#f3f3f3;padding:0 .2em}"
+)
+VERDICT = {True: "pass", False: "FAIL", None: "skipped"}
+
+
+def _metric_rows(card: Card) -> list[list[Any]]:
     champ = card.champion_metrics
-    metric_rows = [
+    return [
         [m, getattr(card.metrics, m), getattr(champ, m) if champ else "-"]
         for m in METRIC_ROWS
         if getattr(card.metrics, m) is not None
     ]
-    checks = [
-        [
-            c.name,
-            {True: "pass", False: "FAIL", None: "skipped"}[c.passed],
-            c.value,
-            c.op,
-            c.threshold,
-            c.detail,
-        ]
-        for c in card.decision.checks
-    ]
-    seg_rows = [[s, v["rows"], v["positives"], v["tpr"]] for s, v in card.metrics.segments.items()]
+
+
+def _check_rows(card: Card) -> list[list[Any]]:
+    return [[c.name, VERDICT[c.passed], c.value, c.op, c.threshold, c.detail] for c in card.decision.checks]
+
+
+def _lineage_rows(card: Card) -> list[list[Any]]:
     data = card.data_version
-    lineage = [[k, v] for k, v in card.lineage.items()]
-    lineage += [["data " + k, data.get(k)] for k in ("uri", "sha256", "rows", "positives", "start", "end")]
-    lineage.append(["data partitions", ", ".join(data.get("partitions", []))])
-    others = [
+    rows = [[k, v] for k, v in card.lineage.items()]
+    rows += [["data " + k, data.get(k)] for k in ("uri", "sha256", "rows", "positives", "start", "end")]
+    return [*rows, ["data partitions", ", ".join(data.get("partitions", []))]]
+
+
+def _other_rows(card: Card) -> list[list[Any]]:
+    return [
         [o["name"], o["family"], o.get("roc_auc"), o.get("pr_auc"), "pass" if o.get("passed") else "fail"]
         for o in card.other_candidates
     ]
-    img = "".join(
+
+
+def _figures(images: dict[str, str]) -> str:
+    return "".join(
         f'<figure><img alt="{k}" src="data:image/png;base64,{v}"/><figcaption>{k}</figcaption></figure>'
         for k, v in images.items()
     )
-    style = (
-        "body{font-family:system-ui,sans-serif;margin:2em;max-width:70em;color:#222}"
-        "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;"
-        "font-size:.9em;text-align:left}th{background:#f3f3f3}figure{display:inline-block;margin:.5em}"
-        "figcaption{text-align:center;font-size:.8em;color:#666}code{background:#f3f3f3;padding:0 .2em}"
-    )
+
+
+def _sections(card: Card) -> str:
+    """The card's body after its title: one heading and table (or plots) per section."""
+    segments = [[s, v["rows"], v["positives"], v["tpr"]] for s, v in card.metrics.segments.items()]
+    inputs = ", ".join(f"<code>{html.escape(c)}</code>" for c in card.input_columns)
+    params = _table([[k, v] for k, v in card.params.items()], ["parameter", "value"])
+    others = _table(_other_rows(card), ["candidate", "family", "ROC AUC", "PR AUC", "gate"])
+    return f"""<h2>Hyper-parameters</h2>{params}
+<h2>Hold-out metrics</h2>{_table(_metric_rows(card), ["metric", "this model", "champion"])}
+<h2>Gate</h2>{_table(_check_rows(card), ["check", "result", "value", "op", "threshold", "detail"])}
+<h2>Fairness: recall by {html.escape(card.metrics.segment)}</h2>
+{_table(segments, ["segment", "rows", "fraud rows", "TPR"])}
+<h2>Plots</h2>{_figures(plots(card))}
+<h2>Feature importance</h2>{_table([[k, v] for k, v in card.importance.items()], ["column", "AUC drop"])}
+<h2>Other candidates of this run</h2>{others}
+<h2>Input</h2><p>{inputs}</p>
+<h2>Lineage</h2>{_table(_lineage_rows(card), ["what", "value"])}
+"""
+
+
+def render(card: Card) -> str:
+    """The whole card as one HTML document."""
+    name = html.escape(card.model_name)
     verdict = "passed the gate" if card.decision.passed else "did NOT pass the gate"
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>Model card: {html.escape(card.model_name)}</title>
-<style>{style}</style></head><body>
-<h1>Model card: {html.escape(card.model_name)}</h1>
+<html><head><meta charset="utf-8"><title>Model card: {name}</title>
+<style>{STYLE}</style></head><body>
+<h1>Model card: {name}</h1>
 <p>Candidate <b>{html.escape(card.candidate)}</b> ({html.escape(card.family)}) {verdict}.
 Predicts the probability that a card transaction is fraud.</p>
-<h2>Hyper-parameters</h2>{_table([[k, v] for k, v in card.params.items()], ["parameter", "value"])}
-<h2>Hold-out metrics</h2>{_table(metric_rows, ["metric", "this model", "champion"])}
-<h2>Gate</h2>{_table(checks, ["check", "result", "value", "op", "threshold", "detail"])}
-<h2>Fairness: recall by {html.escape(card.metrics.segment)}</h2>
-{_table(seg_rows, ["segment", "rows", "fraud rows", "TPR"])}
-<h2>Plots</h2>{img}
-<h2>Feature importance</h2>{_table([[k, v] for k, v in card.importance.items()], ["column", "AUC drop"])}
-<h2>Other candidates of this run</h2>{_table(others, ["candidate", "family", "ROC AUC", "PR AUC", "gate"])}
-<h2>Input</h2><p>{", ".join(f"<code>{html.escape(c)}</code>" for c in card.input_columns)}</p>
-<h2>Lineage</h2>{_table(lineage, ["what", "value"])}
-</body></html>
+{_sections(card)}</body></html>
 """
 
 

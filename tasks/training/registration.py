@@ -21,6 +21,9 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+import mlflow
+from mlflow.exceptions import MlflowException
+
 from tasks.common.registry import (
     CHALLENGER,
     CHAMPION,
@@ -40,6 +43,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TAG_VALUE_LIMIT = 5000
+MODEL_DESCRIPTION = (
+    "Fraud probability of a card transaction (airloop). Registered only through the quality gate "
+    "of tasks.training; see each version's model card."
+)
 
 
 @dataclass
@@ -63,6 +70,36 @@ def tag_value(value: Any) -> str:
     return text if len(text) <= TAG_VALUE_LIMIT else text[: TAG_VALUE_LIMIT - 3] + "..."
 
 
+def _model_sha256(logged_model_uri: str, tracking_uri: str) -> str:
+    """The SHA-256 of the logged model's files, as every load site will recompute it."""
+    with tempfile.TemporaryDirectory(prefix="airloop-model-") as tmp:
+        local = mlflow.artifacts.download_artifacts(logged_model_uri, dst_path=tmp, tracking_uri=tracking_uri)
+        return artifact_sha256(local)
+
+
+def _ensure_model(mc: MlflowClient, name: str) -> None:
+    try:
+        mc.get_registered_model(name)
+    except MlflowException:
+        mc.create_registered_model(name, description=MODEL_DESCRIPTION)
+
+
+def _set_aliases(mc: MlflowClient, name: str, version: str) -> list[str]:
+    """``challenger``, and ``champion`` too when there is none yet; deletes the version on failure."""
+    try:
+        _wait_ready(mc, name, version)
+        aliases = [CHALLENGER]
+        if version_for_alias(mc, name, CHAMPION) is None:
+            aliases.append(CHAMPION)
+        for alias in aliases:
+            mc.set_registered_model_alias(name, alias, version)
+    except BaseException:
+        log.error("registration of %s version %s failed half-way: deleting the version", name, version)
+        mc.delete_model_version(name, version)
+        raise
+    return aliases
+
+
 def register(
     settings: Settings,
     tracking_uri: str,
@@ -75,27 +112,16 @@ def register(
     description: str = "",
 ) -> Registration:
     """Register a logged model as the next version, with its hash, lineage tags and aliases."""
-    import mlflow
-
     name = settings.mlflow.registered_model
     mc = client(tracking_uri)
-    with tempfile.TemporaryDirectory(prefix="airloop-model-") as tmp:
-        local = mlflow.artifacts.download_artifacts(logged_model_uri, dst_path=tmp, tracking_uri=tracking_uri)
-        sha = artifact_sha256(local)
-    try:
-        mc.get_registered_model(name)
-    except mlflow.exceptions.MlflowException:
-        mc.create_registered_model(
-            name,
-            description="Fraud probability of a card transaction (airloop). Registered only through the "
-            "quality gate of tasks.training.run; see each version's model card.",
-        )
+    sha = _model_sha256(logged_model_uri, tracking_uri)
+    _ensure_model(mc, name)
     all_tags = {
         **{k: tag_value(v) for k, v in tags.items()},
         TAG_MODEL_SHA256: sha,
         TAG_MODEL_CARD: model_card_uri,
+        TAG_RUN_ID: run_id,
     }
-    all_tags[TAG_RUN_ID] = run_id
     version = mc.create_model_version(
         name,
         logged_model_uri,
@@ -104,23 +130,10 @@ def register(
         description=description or None,
         model_id=logged_model_id,
     )
-    try:
-        _wait_ready(mc, name, version.version)
-        aliases = [CHALLENGER]
-        if version_for_alias(mc, name, CHAMPION) is None:
-            aliases.append(CHAMPION)
-        for alias in aliases:
-            mc.set_registered_model_alias(name, alias, version.version)
-    except BaseException:
-        log.error(
-            "registration of %s version %s failed half-way: deleting the version", name, version.version
-        )
-        mc.delete_model_version(name, version.version)
-        raise
     return Registration(
         name=name,
         version=str(version.version),
-        aliases=aliases,
+        aliases=_set_aliases(mc, name, str(version.version)),
         model_uri=f"models:/{name}/{version.version}",
         logged_model_uri=logged_model_uri,
         model_sha256=sha,
@@ -138,5 +151,3 @@ def _wait_ready(mc: MlflowClient, name: str, version: str, timeout: float = 120.
         if status == "FAILED_REGISTRATION" or time.monotonic() > deadline:
             raise RuntimeError(f"model version {name}/{version} is {status}")
         time.sleep(0.2)
-
-

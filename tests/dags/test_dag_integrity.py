@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -90,3 +91,28 @@ def test_every_dag_file_parses_under_limit():
     baseline, times = measure(repeats=7)
     slow = {name: round(ms, 1) for name, ms in times.items() if ms > LIMIT_MS}
     assert not slow, f"over {LIMIT_MS} ms to parse (empty DAG: {baseline:.1f} ms): {slow}"
+
+
+def _task_bodies(path: Path) -> list[ast.FunctionDef]:
+    """The callables of a DAG file's tasks: functions nested in the ``@dag`` function."""
+    tree = ast.parse(path.read_text())
+    bodies = []
+    for dag_fn in (n for n in tree.body if isinstance(n, ast.FunctionDef)):
+        bodies += [n for n in ast.walk(dag_fn) if isinstance(n, ast.FunctionDef) and n is not dag_fn]
+    return bodies
+
+
+RULES = (ast.If, ast.For, ast.While, ast.Try, ast.Raise, ast.With, ast.IfExp, ast.ListComp, ast.DictComp)
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: f"dags/{p.name}")
+def test_dag_files_are_wiring_only(path):
+    """A task's callable is one call into tasks/ (plus its import and the asset event's extra):
+    a condition, a loop or a raise in it is a rule, and rules live in tasks/, tested without Airflow."""
+    found = [
+        f"{path.name}:{node.lineno} {fn.name}() has {type(node).__name__.lower()}"
+        for fn in _task_bodies(path)
+        for node in ast.walk(fn)
+        if isinstance(node, RULES)
+    ]
+    assert not found, "rules in a DAG file (move them into tasks/):\n" + "\n".join(found)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tasks.features import store as feature_store
-from tasks.features import tables as features
+from tasks.features import store, tables
+from tasks.features.materialization import watermarks
+from tasks.features.online import online_features
 from tests.features.conftest import land
 
 pytestmark = pytest.mark.slow
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.slow
 def _features_dag():
     from airflow.dag_processing.dagbag import DagBag
 
-    from tests.conftest import ROOT
+    from tests.dag_runs import ROOT
 
     bag = DagBag(str(ROOT / "dags" / "features.py"))
     assert not bag.import_errors, bag.import_errors
@@ -43,7 +44,7 @@ def _feature_events(run) -> list[dict]:
 
 def test_three_runs_each_materialize_their_new_rows_and_update_the_asset(dag_settings):
     dag = _features_dag()
-    watermarks = []
+    seen = []
     for run_number, hour in enumerate((0, 3, 7)):
         land(dag_settings, hour, rows=600)
         run = dag.test()
@@ -54,12 +55,12 @@ def test_three_runs_each_materialize_their_new_rows_and_update_the_asset(dag_set
         assert {m["mode"] for m in extra["materialized"]} == (
             {"initial"} if run_number == 0 else {"incremental"}
         )
-        feature_store.forget_stores()  # read what the DAG's tasks wrote, not a cached registry
-        marks = feature_store.watermarks(dag_settings)
+        store.forget_stores()  # read what the DAG's tasks wrote, not a cached registry
+        marks = watermarks(dag_settings)
         assert all(pd.Timestamp(m) > pd.Timestamp(extra["end"]) for m in marks.values())
-        watermarks.append(marks["customer_activity"])
-        latest = features.read_table(dag_settings, "customer_activity").sort_values("event_timestamp").tail(5)
-        online = feature_store.online_features(
+        seen.append(marks["customer_activity"])
+        latest = tables.read_table(dag_settings, "customer_activity").sort_values("event_timestamp").tail(5)
+        online = online_features(
             dag_settings,
             pd.DataFrame(
                 {
@@ -75,9 +76,9 @@ def test_three_runs_each_materialize_their_new_rows_and_update_the_asset(dag_set
         got = online.groupby(latest["customer_id"].to_numpy())["customer_last_txn_unix_s"].max()
         want = latest.groupby("customer_id")["customer_last_txn_unix_s"].max()
         pd.testing.assert_series_equal(got.sort_index(), want.sort_index(), check_names=False)
-    assert watermarks == sorted(watermarks) and len(set(watermarks)) == 3
+    assert seen == sorted(seen) and len(set(seen)) == 3
     # definitions were applied once, on the first run, then left alone
-    assert feature_store.apply(dag_settings) == []
+    assert store.apply(dag_settings) == []
 
 
 def test_a_run_without_new_curated_data_skips_materialize(dag_settings):

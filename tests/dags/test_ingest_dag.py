@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tasks.common import storage
-from tasks.ingest.batches import curated_row_count
+from tasks.ingest.curated import curated_row_count
 from tasks.platform import simulate
 
 pytestmark = pytest.mark.slow
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 def _ingest_dag():
     from airflow.dag_processing.dagbag import DagBag
 
-    from tests.conftest import ROOT
+    from tests.dag_runs import ROOT
 
     bag = DagBag(str(ROOT / "dags" / "ingest.py"))
     assert not bag.import_errors, bag.import_errors

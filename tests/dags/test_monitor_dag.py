@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.dag_runs import ROOT
 
 
 def _monitor_dag():

@@ -6,9 +6,12 @@ import json
 
 import pytest
 
-from tasks.platform import simulate
 from tasks.common import storage
-from tasks.ingest.batches import curated_row_count, ingest_batch, read_curated
+from tasks.ingest.batches import batch_id_for, ingest_batch
+from tasks.ingest.curated import curated_row_count, read_curated, write_curated
+from tasks.ingest.landing import pending_batches
+from tasks.ingest.validation import read_batch
+from tasks.platform import simulate
 
 
 def _land_good(settings, index: int, rows: int = 400, fmt: str = "parquet") -> tuple[str, object]:
@@ -42,7 +45,9 @@ def test_bad_batch_is_quarantined_with_specific_reason(settings, kind):
 
 def test_specific_reasons_name_the_failed_expectation(settings):
     cases = {
-        "wrong_schema": "missing columns ['merchant_category'], unexpected columns ['category', 'promo_code']",
+        "wrong_schema": (
+            "missing columns ['merchant_category'], unexpected columns ['category', 'promo_code']"
+        ),
         "nulls": "column 'amount' has 3 null values",
         "duplicate_ids": "column 'transaction_id' has",
         "wrong_types": "column 'amount' has type object, expected float: 3 values do not parse",
@@ -62,9 +67,7 @@ def test_good_batches_are_curated_partitioned_by_event_date(settings):
     curated = read_curated(settings)
     assert len(curated) == 1200 == curated_row_count(settings)
     assert curated["transaction_id"].is_unique
-    assert set(curated["event_date"].astype(str)) == {
-        d for r in results for d in r.partitions
-    }
+    assert set(curated["event_date"].astype(str)) == {d for r in results for d in r.partitions}
     assert str(curated["event_timestamp"].dtype) == "datetime64[ns, UTC]"
     assert all(storage.exists(r.location) for r in results)  # archived, not deleted
 
@@ -72,9 +75,9 @@ def test_good_batches_are_curated_partitioned_by_event_date(settings):
 def test_mixed_landing_loses_no_good_row(settings):
     good = [_land_good(settings, i, rows=250) for i in range(3)]
     for i, kind in enumerate(simulate.BAD_KINDS):
-        simulate.write_bad_batch(simulate.make_bad_batch(settings, kind, index=10 + i, rows=200),
-                                 settings.storage.landing_uri)
-    from tasks.ingest.batches import pending_batches
+        simulate.write_bad_batch(
+            simulate.make_bad_batch(settings, kind, index=10 + i, rows=200), settings.storage.landing_uri
+        )
 
     results = [ingest_batch(u, settings) for u in pending_batches(settings)]
 
@@ -107,12 +110,8 @@ def test_rerunning_and_redelivering_never_duplicates(settings):
 
 def test_interrupted_ingest_rerun_is_idempotent(settings):
     """A crash after writing curated files but before the manifest must not double the rows."""
-    from tasks.ingest.batches import batch_id_for, write_curated
-
-    uri, df = _land_good(settings, 0, rows=300)
+    uri, _ = _land_good(settings, 0, rows=300)
     batch_id = batch_id_for(uri, storage.read_bytes(uri))
-    from tasks.ingest.validation import read_batch
-
     write_curated(settings, read_batch(uri, settings.schema_), batch_id)  # the "crashed" attempt
     result = ingest_batch(uri, settings)
     assert result.status == "ingested"

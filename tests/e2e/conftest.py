@@ -17,8 +17,8 @@ import pytest
 
 from config import Settings, read_config
 from tasks.common.net import free_port
-from tasks.platform import airflow_client as airflow_api
 from tasks.platform import stack
+from tasks.platform.airflow_client import AirflowClient
 
 STARTUP_TIMEOUT_S = 300.0
 """A cold start on 2 cores takes about a minute (no bytecode cache: every import compiles)."""
@@ -28,7 +28,7 @@ class E2EStack(NamedTuple):
     """What e2e tests get: ``settings, client = airflow_stack`` (``env`` for CLI subprocesses)."""
 
     settings: Settings
-    client: airflow_api.AirflowClient
+    client: AirflowClient
     env: dict[str, str]
 
 
@@ -82,7 +82,7 @@ def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack
             stack.stop(settings, quiet=True)
             raise
     try:
-        yield E2EStack(settings, airflow_api.AirflowClient.from_settings(settings), env)
+        yield E2EStack(settings, AirflowClient.from_settings(settings), env)
     finally:
         stack.stop(settings, quiet=True)
 

@@ -18,8 +18,9 @@ import pytest
 import requests
 
 from config import PROJECT_ROOT, read_config
-from tasks.platform import airflow_client as airflow_api
 from tasks.platform import stack
+from tasks.platform.airflow_client import HEALTH_PATH, AirflowAPIError, AirflowClient
+from tasks.platform.stack.processes import alive
 
 pytestmark = pytest.mark.e2e
 
@@ -39,9 +40,7 @@ def test_api_and_ui_answer(airflow_stack):
 
 def test_login_with_configured_password(airflow_stack):
     settings, _, _ = airflow_stack
-    client = airflow_api.AirflowClient(
-        stack.api_url(settings), settings.airflow.username, settings.airflow.password
-    )
+    client = AirflowClient(stack.api_url(settings), settings.airflow.username, settings.airflow.password)
     token = client.login()
     assert token.count(".") == 2  # a JWT
     assert "dags" in client.get("/dags", limit=1)
@@ -49,8 +48,8 @@ def test_login_with_configured_password(airflow_stack):
 
 def test_wrong_password_is_rejected(airflow_stack):
     settings, _, _ = airflow_stack
-    client = airflow_api.AirflowClient(stack.api_url(settings), settings.airflow.username, "not-the-password")
-    with pytest.raises(airflow_api.AirflowAPIError) as err:
+    client = AirflowClient(stack.api_url(settings), settings.airflow.username, "not-the-password")
+    with pytest.raises(AirflowAPIError) as err:
         client.login()
     assert err.value.status_code == 401
     anonymous = requests.get(stack.api_url(settings) + "/api/v2/dags", timeout=10)
@@ -80,8 +79,9 @@ def test_start_is_idempotent(airflow_stack):
 
 
 def test_cli_status_and_env(airflow_stack):
+    """``airloop status`` and ``airloop env`` (the console script) against the running stack."""
     settings, _, env = airflow_stack
-    cli = [sys.executable, "-m", "tasks.platform.stack"]
+    cli = [str(Path(sys.executable).parent / "airloop")]
     status = subprocess.run(
         [*cli, "status"], env=env, cwd=PROJECT_ROOT, check=False, capture_output=True, text=True, timeout=60
     )
@@ -89,6 +89,8 @@ def test_cli_status_and_env(airflow_stack):
     for service in stack.SERVICES:
         assert service.name in status.stdout
     assert status.stdout.count("running pid") == len(stack.SERVICES)
+    assert status.stdout.splitlines()[-1].startswith("running: every service is up")
+    assert "scheduler healthy" in status.stdout
 
     exported = subprocess.run(
         [*cli, "env"], env=env, cwd=PROJECT_ROOT, check=False, capture_output=True, text=True, timeout=60
@@ -161,7 +163,7 @@ def test_stop_stops_every_service(airflow_stack):
     assert not any(s["running"] for s in st["services"].values()), st
     assert st["health"] is None
     for pid in pids.values():
-        assert not Path(f"/proc/{pid}").exists() or not stack._alive(pid)
+        assert not Path(f"/proc/{pid}").exists() or not alive(pid)
     with pytest.raises(requests.ConnectionError):
-        requests.get(stack.api_url(settings) + stack.HEALTH_PATH, timeout=5)
+        requests.get(stack.api_url(settings) + HEALTH_PATH, timeout=5)
     assert stack.stop(settings, quiet=True) == []  # stopping twice is fine

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.ingest.batches import ingest_batch, read_curated
+from tasks.ingest.batches import ingest_batch
+from tasks.ingest.curated import read_curated
 from tasks.platform import simulate
 
 
@@ -55,11 +56,11 @@ def brute_force(history: pd.DataFrame, customer: int, merchant: int, before: pd.
 
 @pytest.fixture
 def fresh_store(settings):
-    from tasks.features import store as feature_store
+    from tasks.features import store
 
-    feature_store.forget_stores()
+    store.forget_stores()
     yield settings
-    feature_store.forget_stores()
+    store.forget_stores()
 
 
 def assert_matches_feast(settings, requests: pd.DataFrame) -> None:
@@ -67,7 +68,7 @@ def assert_matches_feast(settings, requests: pd.DataFrame) -> None:
     ``get_online_features`` returns for the same rows: every feature service value, on-demand
     features included, and NaN wherever Feast has no value."""
     from feature_repo.definitions import REQUEST_TIME
-    from tasks.features import store as feature_store
+    from tasks.features import online, store
     from tasks.features.tables import unix_seconds
 
     rows = {
@@ -76,9 +77,9 @@ def assert_matches_feast(settings, requests: pd.DataFrame) -> None:
         "amount": requests["amount"].astype("float64").tolist(),
         REQUEST_TIME: unix_seconds(requests["event_timestamp"]).tolist(),
     }
-    store = feature_store.get_store(settings)
-    service = store.get_feature_service(settings.feast.service)
-    reference = store.get_online_features(features=service, entity_rows=rows).to_dict()
+    feast_store = store.get_store(settings)
+    service = feast_store.get_feature_service(settings.feast.service)
+    reference = feast_store.get_online_features(features=service, entity_rows=rows).to_dict()
     # the serving path hands over plain columns: ints, floats and datetime objects
     columns = {
         "customer_id": rows["customer_id"],
@@ -86,8 +87,8 @@ def assert_matches_feast(settings, requests: pd.DataFrame) -> None:
         "amount": rows["amount"],
         "event_timestamp": [t.to_pydatetime() for t in requests["event_timestamp"]],
     }
-    ours = feature_store.online_columns(settings, columns)
-    names = feature_store.feature_names(settings)
+    ours = online.online_columns(settings, columns)
+    names = store.feature_names(settings)
     assert list(ours)[: len(names)] == names
     for name in names:
         expected = np.array([np.nan if v is None else v for v in reference[name]], dtype="float64")

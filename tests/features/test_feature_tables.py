@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.features import tables as features
+from tasks.features import tables
 from tests.features.conftest import brute_force, events, land
 
 
@@ -14,8 +14,8 @@ def test_every_stored_row_is_the_state_after_its_own_time_and_never_later(settin
     for i in range(4):
         land(settings, i, rows=800)
     history = events(settings)
-    tables = features.compute(history)
-    customers, merchants = tables["customer_activity"], tables["merchant_risk"]
+    computed = tables.compute(history)
+    customers, merchants = computed["customer_activity"], computed["merchant_risk"]
     rng = np.random.default_rng(7)
     for i in rng.choice(len(customers), 150, replace=False):
         row = customers.iloc[i]
@@ -32,7 +32,7 @@ def test_every_stored_row_is_the_state_after_its_own_time_and_never_later(settin
 
 def test_one_row_per_entity_and_timestamp(settings):
     land(settings, 0, rows=2000)
-    table = features.compute(events(settings))["customer_activity"]
+    table = tables.compute(events(settings))["customer_activity"]
     assert not table.duplicated(["customer_id", "event_timestamp"]).any()
     assert str(table["event_timestamp"].dtype) == "datetime64[us, UTC]"
 
@@ -46,13 +46,13 @@ def test_incremental_refresh_equals_a_full_recompute_even_with_late_data(setting
     summaries = []
     for index in (0, 30, 60, 10):
         land(settings, index, rows=600)
-        summaries.append(features.refresh(settings))
-    assert [len(s["batches"]) for s in summaries] == [1, 1, 1, 1]
+        summaries.append(tables.refresh(settings))
+    assert [len(s.batches) for s in summaries] == [1, 1, 1, 1]
     # the late batch rewrote its own date and the dates its windows reach
-    assert summaries[-1]["start"] < summaries[-2]["start"]
-    full = features.compute(events(settings))
-    for table in features.TABLES:
-        stored = features.read_table(settings, table.name)
+    assert summaries[-1].start < summaries[-2].start
+    full = tables.compute(events(settings))
+    for table in tables.TABLES:
+        stored = tables.read_table(settings, table.name)
         expected = full[table.name]
         pd.testing.assert_frame_equal(
             _sorted(stored, table.join_key)[expected.columns],
@@ -63,10 +63,11 @@ def test_incremental_refresh_equals_a_full_recompute_even_with_late_data(setting
 
 def test_refresh_without_new_batches_rewrites_nothing(settings):
     land(settings, 0, rows=300)
-    first = features.refresh(settings)
-    again = features.refresh(settings)
-    assert first["rows"]["customer_activity"] > 0
-    assert again == {"batches": [], "dates": [], "rows": {}, "start": None, "end": None}
+    first = tables.refresh(settings)
+    again = tables.refresh(settings)
+    assert first.rows["customer_activity"] > 0
+    assert again == tables.FeatureChanges()
+    assert not again.rewritten
 
 
 def test_unix_seconds_of_datetimes_equals_the_pandas_conversion():
@@ -82,7 +83,7 @@ def test_unix_seconds_of_datetimes_equals_the_pandas_conversion():
         datetime(2026, 1, 1, 3, 4, 5),
         datetime(2026, 6, 1, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=-7))),
     ]
-    fast = features.unix_seconds(values)
-    reference = features.unix_seconds(pd.Series(values, dtype=object)).to_numpy()
+    fast = tables.unix_seconds(values)
+    reference = tables.unix_seconds(pd.Series(values, dtype=object)).to_numpy()
     np.testing.assert_array_equal(fast, reference)
     assert np.isnan(fast[1]) and np.isnan(fast[3]) and fast[0] == 1767268800.123457

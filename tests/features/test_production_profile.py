@@ -8,8 +8,10 @@ import pytest
 
 from config import read_config
 from tasks.common import storage
-from tasks.features import store as feature_store
-from tasks.features import tables as features
+from tasks.features import store, tables
+from tasks.features.materialization import materialize, watermarks
+from tasks.features.offline import training_set
+from tasks.features.online import online_features
 from tests.features.conftest import assert_matches_feast, events, land
 
 pytestmark = pytest.mark.slow
@@ -35,9 +37,9 @@ def production(postgres_server, redis_server, s3_server, tmp_path, monkeypatch):
     monkeypatch.setenv("FEAST_S3_ENDPOINT_URL", s3_server.endpoint_url)
     settings = read_config("production")
     storage.configure(settings.storage.s3_endpoint_url)
-    feature_store.forget_stores()
+    store.forget_stores()
     yield settings
-    feature_store.forget_stores()
+    store.forget_stores()
     storage.configure(None)
 
 
@@ -48,21 +50,21 @@ def test_production_profile_round_trip_on_s3_postgres_and_redis(production, redi
     assert settings.feast.sql_registry and settings.feast.online_store.type == "redis"
     for hour in (0, 1):
         land(settings, hour, rows=500)
-    changed = features.refresh(settings)
+    changed = tables.refresh(settings)
     assert storage.list_files(
         storage.join(settings.storage.features_uri, "customer_activity", "event_date=2026-01-01")
     )
-    assert feature_store.apply(settings)
-    feature_store.materialize(settings, changed)
+    assert store.apply(settings)
+    materialize(settings, changed)
     assert redis.Redis(port=redis_server.port).dbsize() > 0
 
     # a second process's view: a fresh store reads the SQL registry, not this one's cache
-    feature_store.forget_stores()
-    assert feature_store.apply(settings) == []
-    assert all(feature_store.watermarks(settings).values())
+    store.forget_stores()
+    assert store.apply(settings) == []
+    assert all(watermarks(settings).values())
 
     latest = (
-        features.read_table(settings, "customer_activity")
+        tables.read_table(settings, "customer_activity")
         .sort_values("event_timestamp")
         .groupby("customer_id")
         .tail(1)
@@ -77,15 +79,14 @@ def test_production_profile_round_trip_on_s3_postgres_and_redis(production, redi
             "event_timestamp": events(settings)["event_timestamp"].max() + pd.Timedelta("5min"),
         }
     )
-    online = feature_store.online_features(settings, requests)
-    offline = feature_store.training_set(settings, requests)
+    online = online_features(settings, requests)
+    offline = training_set(settings, requests)
     assert online["customer_found"].all() and not online["merchant_found"].any()
-    names = feature_store.feature_names(settings)
+    names = store.feature_names(settings)
     pd.testing.assert_frame_equal(
         offline[names].astype("float64").reset_index(drop=True), online[names].reset_index(drop=True)
     )
     assert (
-        online["customer_last_txn_unix_s"].tolist()
-        == features.unix_seconds(probe["event_timestamp"]).tolist()
+        online["customer_last_txn_unix_s"].tolist() == tables.unix_seconds(probe["event_timestamp"]).tolist()
     )
     assert_matches_feast(settings, requests)  # the direct Redis read gives Feast's own answer

@@ -10,7 +10,7 @@ Built once per session, through the real components:
   ``COVARIATE`` (covariate drift);
 - a real ``mlflow server`` (the local stack's own service, started while the data is prepared)
   and ``tasks.training.run.run`` on the training days' training set register the champion;
-- every monitored event gets point-in-time features (``feature_store.training_set``) and the
+- every monitored event gets point-in-time features (``tasks.features.offline.training_set``) and the
   champion's score and is written to the inference log with the serving module's own writer, as
   ``champion`` traffic; 10% of it is mirrored as ``shadow`` traffic of another version with
   inverted scores, which the monitor must leave out; delayed labels land 1 to 6 hours after their
@@ -95,7 +95,7 @@ class World:
 def sensor_windows(times: pd.Series, start: pd.Timestamp, end: pd.Timestamp, min_rows: int) -> list[Any]:
     """The windows the monitor's sensor lets through in ``[start, end)``: each ends at the first
     hour boundary by which ``min_rows`` live predictions arrived since the previous one ended."""
-    from tasks.monitoring.window import Window
+    from tasks.monitoring.results import Window
 
     times = times[(times >= start) & (times < end)].sort_values()
     per_hour = times.dt.floor("h").value_counts().sort_index()
@@ -161,7 +161,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     import mlflow
 
     from tasks.common import registry
-    from tasks.features import store as feature_store
+    from tasks.features.offline import training_set
     from tasks.platform import stack
     from tasks.training import dataset as training_data
     from tasks.training import run as train
@@ -178,11 +178,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             starting.result(timeout=240)
             tracking_uri = settings.mlflow.url
             result = train.run(settings, version.uri, tracking_uri=tracking_uri, reason="monitoring-tests")
-            assert result["status"] == "registered", result["reasons"]
-            assert "champion" in result["aliases"]
+            assert result.status == "registered", result.reasons
+            assert "champion" in result.aliases
 
             events = training_data.labelled_events(settings, STABLE[0].isoformat(), COVARIATE[1].isoformat())
-            monitored = feature_store.training_set(settings, events)
+            monitored = training_set(settings, events)
             local, _ = registry.fetch_verified(
                 tracking_uri, settings.mlflow.registered_model, "champion", home / "champion"
             )
@@ -190,8 +190,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             spec = InputSpec.from_settings(settings, version.features)
             p = np.asarray(model.predict(model_input(monitored, spec)), "float64")
             scored = monitored.assign(score=p)
-            log = _log(settings, scored, str(result["version"]))
-            yield World(home, env, tracking_uri, log, str(result["version"]))
+            log = _log(settings, scored, str(result.version))
+            yield World(home, env, tracking_uri, log, str(result.version))
         finally:
             with contextlib.suppress(BaseException):
                 starting.result()

@@ -11,10 +11,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from config import read_config
 from tasks.monitoring import decision, performance, store
-from tasks.monitoring.drift import ColumnDrift, DriftResult
-from tasks.monitoring.performance import Scores
-from tasks.monitoring.window import WindowResult
-from tasks.training.run import RunContext
+from tasks.monitoring.results import ColumnDrift, DriftResult, Scores, WindowResult
+from tasks.training.context import RunContext
 
 T0 = pd.Timestamp("2026-03-01T00:00:00Z")
 
@@ -195,3 +193,26 @@ def test_store_rows_are_replaced_per_window_and_read_by_time(airloop_home):
     assert (store.history(settings, since=day)["end"] >= day).all()
     assert len(store.history(settings, since=day, until=day + pd.Timedelta(hours=6))) == 3
     assert store.last_window_end(settings) == T0 + pd.Timedelta(hours=60)
+
+
+def test_a_decision_survives_xcom_and_gives_the_train_conf_only_to_retrain(airloop_home):
+    import json
+
+    settings = _settings(decision__confirm_windows=1)
+    made = decision.decide(settings, _window(0, roc_auc=0.8, share=0.6), now=T0)
+    back = decision.Decision.from_dict(json.loads(json.dumps(made.as_dict())))
+    assert back.as_dict() == made.as_dict() and back.retrain and back.triggers == made.triggers
+    assert decision.retrain_conf(made.as_dict()) == made.conf()
+    assert made.conf()["reason"] == "performance"
+    calm = decision.decide(settings, _window(1), now=T0)
+    assert decision.retrain_conf(calm.as_dict()) is False
+
+
+def test_the_decide_task_holds_a_retrain_back_while_a_train_run_is_in_flight(airloop_home):
+    """``decide_window`` is the DAG task's body: the window from XCom, Airflow's count of train runs."""
+    settings = _settings(decision__confirm_windows=1)
+    busy = decision.decide_window(settings, _window(0, roc_auc=0.8).as_dict(), running_retrains=2)
+    assert not busy["retrain"] and busy["blocked_by"] == "running" and busy["conf"] is None
+    free = decision.decide_window(settings, _window(1, roc_auc=0.8).as_dict(), running_retrains=0)
+    assert free["retrain"] and free["conf"]["reason"] == "performance"
+    assert list(store.decisions(settings)["window_id"]) == ["w000", "w001"]

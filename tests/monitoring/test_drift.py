@@ -11,8 +11,8 @@ import pytest
 
 from config import read_config
 from tasks.monitoring import drift
-from tasks.monitoring.drift import UniformSample, dkw_epsilon, sample_frame
 from tasks.monitoring.reference import Reference
+from tasks.monitoring.sampling import UniformSample, dkw_epsilon, sample_frame
 
 
 def test_uniform_sample_is_bounded_ordered_and_uniform():

@@ -17,7 +17,7 @@ import json
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT
+from tests.dag_runs import ROOT
 from tests.monitoring.conftest import COVARIATE, STABLE
 
 pytestmark = pytest.mark.slow
@@ -142,14 +142,16 @@ def test_stable_traffic_ends_with_the_trigger_skipped(monitor_world):
 def test_drift_triggers_train_once_and_the_report_link_resolves(monitor_world):
     from fastapi.testclient import TestClient
 
-    from plugins.airloop_ui import PREFIX, app
+    from plugins.airloop_ui import app
+    from tasks.common.reports import UI_PREFIX as PREFIX
     from tasks.monitoring import store, window
+    from tasks.monitoring.results import Window
 
     settings = monitor_world("dag-drift")
     # the first drifted window (drift must hold in confirm_windows windows in a row)
     first = window.run_window(
         settings,
-        window.Window.of(COVARIATE[0] + pd.Timedelta(hours=10), COVARIATE[0] + pd.Timedelta(hours=14)),
+        Window.of(COVARIATE[0] + pd.Timedelta(hours=10), COVARIATE[0] + pd.Timedelta(hours=14)),
     )
     assert first.drift.data_drift and settings.monitor.decision.confirm_windows == 2
     end = COVARIATE[0] + pd.Timedelta(hours=18)

@@ -15,8 +15,9 @@ import pandas as pd
 import pytest
 
 from tasks.common import storage
-from tasks.monitoring import decision, pages, store, window
-from tasks.monitoring.drift import dkw_epsilon
+from tasks.monitoring import cli, decision, pages, reading, sensing, store, window
+from tasks.monitoring.results import Window, WindowResult
+from tasks.monitoring.sampling import dkw_epsilon
 from tests.monitoring.conftest import COVARIATE, SHADOW_VERSION, STABLE
 
 
@@ -108,7 +109,7 @@ def test_every_decision_is_recorded_with_its_reason_and_numbers(covariate_pass):
     assert store.last_retrain(settings) == pd.Timestamp(retrain["decided_at"])
     # deciding a window again (a retried task, its result through XCom) returns the recorded decision
     xcom = json.loads(json.dumps(covariate_pass.results[-1].as_dict()))
-    result = window.WindowResult.from_dict(xcom)
+    result = WindowResult.from_dict(xcom)
     again = decision.decide_and_record(settings, result, last_retrain_at=None, now=pd.Timestamp(result.end))
     assert again.replayed and again.retrain == made[-1].retrain and again.detail == made[-1].detail
     assert len(store.decisions(settings)) == len(made)
@@ -131,7 +132,7 @@ def test_metrics_are_stored_per_window_and_queryable_over_time(stable_pass):
     scores = json.loads(row["column_scores"])
     assert set(scores) == {c.column for c in stable_pass.results[-1].drift.tested}
     # the next window starts where the last one ended
-    nxt = window.next_window(settings, end=pd.Timestamp(stable_pass.results[-1].end) + pd.Timedelta(hours=2))
+    nxt = sensing.next_window(settings, end=pd.Timestamp(stable_pass.results[-1].end) + pd.Timedelta(hours=2))
     assert nxt.start == pd.Timestamp(stable_pass.results[-1].end)
 
 
@@ -186,8 +187,8 @@ def test_reference_is_the_champion_training_set_and_its_logged_holdout(world, ch
 
 def test_a_large_window_is_sampled_with_its_error_bound_recorded(world, champion):
     settings = world.settings("sampled", monitor__drift__max_rows=1000)
-    span = window.Window.of(*COVARIATE)
-    data = window.load_window(settings, span, champion)
+    span = Window.of(*COVARIATE)
+    data = reading.load_window(settings, span, champion)
     assert len(data.sample) == 1000 < data.rows
     assert data.sample["score"].notna().all()
     result, _ = window.analyze(settings, data, champion)
@@ -204,13 +205,13 @@ def test_a_large_window_is_sampled_with_its_error_bound_recorded(world, champion
 def test_the_sensor_count_is_live_predictions_only(world, stable_pass):
     settings = stable_pass.settings["stable"]
     first = stable_pass.results[0]
-    assert window.count_predictions(settings, first.start, first.end) == first.rows
+    assert sensing.count_predictions(settings, first.start, first.end) == first.rows
     log = world.predictions
     start, end = STABLE[0] + pd.Timedelta(minutes=30), STABLE[1]
     live = log[(log["route"] == "champion") & (log["timestamp"] >= start) & (log["timestamp"] < end)]
     everything = (log["timestamp"] >= start) & (log["timestamp"] < end)
-    assert window.count_predictions(settings, start, end) == len(live) < everything.sum()
-    assert window.count_predictions(settings, COVARIATE[1], COVARIATE[1] + pd.Timedelta(days=1)) == 0
+    assert sensing.count_predictions(settings, start, end) == len(live) < everything.sum()
+    assert sensing.count_predictions(settings, COVARIATE[1], COVARIATE[1] + pd.Timedelta(days=1)) == 0
 
 
 def test_the_module_entrypoint_runs_a_window_and_decides(world, champion, monkeypatch, capsys):
@@ -222,12 +223,12 @@ def test_the_module_entrypoint_runs_a_window_and_decides(world, champion, monkey
     monkeypatch.setenv("MLFLOW_TRACKING_URI", world.tracking_uri)
     end = COVARIATE[0] + pd.Timedelta(hours=14)
     args = ["--start", (end - pd.Timedelta(hours=4)).isoformat(), "--end", end.isoformat(), "--decide"]
-    assert window.main(args) == 0
+    assert cli.main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["window"]["window_id"] == "20260115T100000Z-20260115T140000Z"
     assert out["window"]["model_version"] == champion.model_version and out["window"]["drift"]["data_drift"]
     assert out["decision"]["reason"] == "none" and out["decision"]["pending"]  # first drifted window
-    assert window.main(["--end", (end + pd.Timedelta(hours=3)).isoformat(), "--decide"]) == 0
+    assert cli.main(["--end", (end + pd.Timedelta(hours=3)).isoformat(), "--decide"]) == 0
     again = json.loads(capsys.readouterr().out)
     assert again["window"]["start"] == end.isoformat()  # continues from the last recorded window
     assert again["decision"]["retrain"] and again["decision"]["conf"]["reason"] == "drift"

@@ -1,10 +1,15 @@
-"""The training operator's pod, rendered from the production profile: no cluster needed."""
+"""The training operators: the pod rendered from the production profile (no cluster needed), and
+the local profile's child process running the same entrypoint with the same arguments and env."""
 
 from __future__ import annotations
+
+import sys
 
 import pytest
 
 from config import read_config
+
+URI = "s3://airloop/training_sets/ts-abc.parquet"
 
 
 @pytest.fixture
@@ -14,22 +19,32 @@ def production():
     )
 
 
-def _pod(settings, **kwargs):
-    from plugins.training import TrainingPodOperator
+def _operator(settings, **over):
+    from plugins.training import training_operator
 
-    op = TrainingPodOperator(
+    fields = {"training_set_uri": URI, "reason": "drift", "run_context": '{"dag_id": "train"}'}
+    return training_operator(settings, task_id="train", **(fields | over))
+
+
+def _pod(settings):
+    from plugins.training import KubernetesTrainingOperator
+
+    op = KubernetesTrainingOperator(
         task_id="train",
         settings=settings,
-        training_set_uri="s3://airloop/training_sets/ts-abc.parquet",
+        training_set_uri=URI,
         reason="drift",
         run_context='{"dag_id": "train"}',
-        **kwargs,
     )
-    return op, op.build_pod_request_obj(dry_run=True)
+    return next(c for c in op.build_pod_request_obj(dry_run=True).spec.containers if c.name == "base")
 
 
 def test_pod_has_gpu_limit_tolerations_node_selector_image_and_env_from_config(production):
-    op, pod = _pod(production)
+    from plugins.training import KubernetesTrainingOperator
+
+    op = _operator(production)
+    assert type(op) is KubernetesTrainingOperator and op.task_id == "train"
+    pod = op.build_pod_request_obj(dry_run=True)
     cfg = production.training_pod
     container = next(c for c in pod.spec.containers if c.name == "base")
     assert container.image == cfg.image == "airloop/train:0.1.0"
@@ -53,7 +68,7 @@ def test_pod_has_gpu_limit_tolerations_node_selector_image_and_env_from_config(p
     assert container.command == ["python"]
     assert container.args[:2] == ["-m", "tasks.training"]
     args = dict(zip(container.args[2::2], container.args[3::2], strict=True))
-    assert args["--training-set-uri"] == "s3://airloop/training_sets/ts-abc.parquet"
+    assert args["--training-set-uri"] == URI
     assert args["--reason"] == "drift"
     # the result comes back through the XCom sidecar, and the task waits in the triggerer
     assert [c.name for c in pod.spec.containers] == ["base", "airflow-xcom-sidecar"] and op.do_xcom_push
@@ -61,14 +76,49 @@ def test_pod_has_gpu_limit_tolerations_node_selector_image_and_env_from_config(p
     assert pod.metadata.labels["app.kubernetes.io/component"] == "train"
 
 
-def test_local_profile_asks_for_no_gpu_and_runs_in_process(settings):
-    op, pod = _pod(settings)
-    assert op.runner == "local"
-    assert "nvidia.com/gpu" not in (pod.spec.containers[0].resources.limits or {})
+def test_local_profile_runs_the_pods_command_with_the_same_arguments_and_env(settings):
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    from plugins.training import LocalTrainingOperator
+
+    op = _operator(settings)
+    assert type(op) is LocalTrainingOperator and not isinstance(op, KubernetesPodOperator)
+    container = _pod(settings)
+    command = op.command("/tmp/out.json")
+    assert command[0] == sys.executable and command[-2:] == ["--output", "/tmp/out.json"]
+    assert command[1:-2] == container.args
+    assert op.child_env == {e.name: e.value for e in container.env}
+    assert "nvidia.com/gpu" not in (container.resources.limits or {})
 
 
-def test_training_fields_are_templated_and_links_declared(production):
-    from plugins.training import MLflowRunLink, ModelCardLink, TrainingPodOperator
+def test_a_failed_local_run_fails_the_task_with_the_entrypoints_error(settings, tmp_path):
+    from airflow.sdk.exceptions import AirflowException
 
-    assert {"training_set_uri", "reason", "run_context"} <= set(TrainingPodOperator.template_fields)
-    assert {type(link) for link in TrainingPodOperator.operator_extra_links} == {MLflowRunLink, ModelCardLink}
+    missing = (tmp_path / "nowhere.parquet").as_uri()
+    op = _operator(settings, training_set_uri=missing)
+    with pytest.raises(AirflowException, match=r"exited with 1:(.|\n)*error: no training set at"):
+        op.execute({})
+
+
+def test_something_that_is_not_a_training_result_fails_the_task(settings):
+    from airflow.sdk.exceptions import AirflowException
+
+    op = _operator(settings)
+    with pytest.raises(AirflowException, match="returned no result"):
+        op.finish({}, {"status": "maybe"})
+    with pytest.raises(AirflowException, match="returned no result"):
+        op.finish({}, None)
+
+
+@pytest.mark.parametrize("name", ["KubernetesTrainingOperator", "LocalTrainingOperator"])
+def test_training_fields_are_templated_documented_and_links_declared(name):
+    from plugins import training
+
+    cls = getattr(training, name)
+    assert {"training_set_uri", "reason", "run_context"} <= set(cls.template_fields)
+    for field in training.TRAINING_FIELDS:
+        assert f":param {field}:" in cls.__doc__
+        assert "(templated)" in cls.__doc__.split(f":param {field}:")[1].split(":param")[0]
+    links = {type(link) for link in cls.operator_extra_links}
+    assert links == {training.MLflowRunLink, training.ModelCardLink}
+    assert {link.source_key for link in cls.operator_extra_links} == {training.LINKS_XCOM_KEY}

@@ -68,9 +68,9 @@ def test_reports_written_without_an_index_entry_are_listed_too(settings, client)
 
 
 def test_plugin_registers_the_app_and_a_nav_view():
-    from plugins.airloop_ui import PREFIX, AirloopUIPlugin
+    from plugins.airloop_ui import AirloopUIPlugin
 
     [mounted] = AirloopUIPlugin.fastapi_apps
-    assert mounted["url_prefix"] == PREFIX
+    assert mounted["url_prefix"] == reports.UI_PREFIX == "/airloop"
     [view] = AirloopUIPlugin.external_views
-    assert view["destination"] == "nav" and view["href"] == f"{PREFIX}/"
+    assert view["destination"] == "nav" and view["href"] == f"{reports.UI_PREFIX}/"

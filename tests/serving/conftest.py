@@ -7,10 +7,14 @@
   constant scorer, so a score tells which version answered (v1 0.02 = champion, v2 0.9 =
   challenger, v3 0.3 = spare for swaps, v4 fails on every call);
 - the Ray Serve application started by ``tasks.serving.process.start`` on a local Ray with two CPUs, its
-  HTTP port free, its inference log flushed every second.
+  HTTP port free, its inference log flushed every second, with the configured model placement
+  (``serving.placement``, ``ingress`` by default); the application with the other placement
+  (``deployments``: each slot its own Serve deployment) is started beside it, under its own name
+  and route prefix, the first time a test asks for it.
 
 ``client`` resets the application to v1 champion, v2 challenger, no traffic on the challenger and
-shadow off before each test.
+shadow off before each test. It is the configured placement's application; a test (or a module)
+runs on both placements with ``pytest.mark.parametrize("client", PLACEMENTS, indirect=True)``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from config import Settings, read_config
 from tasks.common.net import free_port
 
 START = "2026-01-01T00:00:00+00:00"
+PLACEMENTS = ("ingress", "deployments")
+"""``serving.placement`` values: the model slots in the ingress replica, or each its own deployment."""
 HOURS, ROWS = 3, 1500
 RATES = {"1": 0.02, "2": 0.9, "3": 0.3}
 """Registered versions and the constant probability each returns."""
@@ -80,11 +86,11 @@ def register_model(settings: Settings, scorer, events: pd.DataFrame) -> str:
     import mlflow
 
     from tasks.common import registry
-    from tasks.features import store as feature_store
+    from tasks.features.store import feature_names
     from tasks.training import registration
     from tasks.training.families.base import Encoder, FraudModel, InputSpec
 
-    features = feature_store.feature_names(settings)
+    features = feature_names(settings)
     spec = InputSpec.from_settings(settings, features)
     frame = events.head(200).copy()
     for name in features:
@@ -127,9 +133,10 @@ def artifact_dir(settings: Settings, version: str) -> Path:
 
 @pytest.fixture(scope="session")
 def serving_world(tmp_path_factory) -> Iterator[ServingWorld]:
-    from tasks.features import store as feature_store
-    from tasks.features import tables as features
-    from tasks.ingest.batches import ingest_batch, read_curated
+    from tasks.features import store, tables
+    from tasks.features.materialization import materialize
+    from tasks.ingest.batches import ingest_batch
+    from tasks.ingest.curated import read_curated
     from tasks.platform import simulate, stack
     from tests.serving.scorers import ConstantScorer, FailingScorer
 
@@ -151,9 +158,9 @@ def serving_world(tmp_path_factory) -> Iterator[ServingWorld]:
             frame = simulate.generate_batch(settings, "stable", index=i, rows=ROWS, start=START)
             uri = simulate.write_batch(frame, settings.storage.landing_uri, simulate.batch_name("stable", i))
             assert ingest_batch(uri, settings).status == "ingested"
-        changed = features.refresh(settings)
-        feature_store.apply(settings)
-        feature_store.materialize(settings, changed)
+        changed = tables.refresh(settings)
+        store.apply(settings)
+        materialize(settings, changed)
         events = read_curated(settings).reset_index(drop=True)
         mlflow_up.result()
         world = ServingWorld(home=home, env=env, settings=settings, events=events)
@@ -184,12 +191,52 @@ def serving_app(serving_world) -> Iterator[ServingWorld]:
         serve.stop(settings, shutdown_ray=True)
 
 
+def placement_settings(settings: Settings, placement: str) -> Settings:
+    """``settings`` with ``placement``; another placement than the configured one gets its own
+    application name and route prefix, so both run in one Serve instance."""
+    serving = settings.serving
+    if placement != serving.placement:
+        serving = serving.model_copy(
+            update={
+                "placement": placement,
+                "app_name": f"airloop-{placement}",
+                "route_prefix": f"/{placement}",
+            }
+        )
+    return settings.model_copy(update={"serving": serving})
+
+
+@pytest.fixture(scope="session")
+def other_placement_app(serving_app) -> Iterator[str]:
+    """The URL of the application with the placement the configuration does not choose."""
+    from ray import serve as ray_serve
+
+    from tasks.serving import process as serve
+
+    (other,) = set(PLACEMENTS) - {serving_app.settings.serving.placement}
+    settings = placement_settings(serving_app.settings, other)
+    url = serve.start(settings)
+    try:
+        yield url
+    finally:
+        ray_serve.delete(settings.serving.app_name)
+
+
+def app_url(request: pytest.FixtureRequest, world: ServingWorld, placement: str) -> str:
+    if placement == world.settings.serving.placement:
+        return world.url
+    return request.getfixturevalue("other_placement_app")
+
+
 @pytest.fixture
-def client(serving_app):
-    """A client of the running app, reset to v1 champion / v2 challenger, no traffic, no shadow."""
+def client(request, serving_app):
+    """A client of the running app, reset to v1 champion / v2 challenger, no traffic, no shadow.
+
+    The configured placement's application, or ``request.param``'s (indirect parametrization)."""
     from tasks.serving.client import ServingClient
 
-    c = ServingClient(serving_app.url)
+    placement = getattr(request, "param", serving_app.settings.serving.placement)
+    c = ServingClient(app_url(request, serving_app, placement))
     c.set_traffic(challenger_weight=0.0, shadow=False)
     status = c.status()["slots"]
     if status["champion"].get("version") != serving_app.versions["good"]:

@@ -6,9 +6,10 @@ import pytest
 
 from tasks.serving import inference_log
 from tasks.serving.client import ServingError
-from tests.serving.conftest import artifact_dir
+from tests.serving.conftest import PLACEMENTS, artifact_dir, placement_settings
 
-pytestmark = pytest.mark.slow  # the session's Ray Serve app takes a minute or more to start
+# the session's Ray Serve apps take a minute or more to start; each test runs on both placements
+pytestmark = [pytest.mark.slow, pytest.mark.parametrize("client", PLACEMENTS, indirect=True)]
 
 
 def _rows(world, n: int) -> list[dict]:
@@ -130,3 +131,12 @@ def test_the_champion_slot_cannot_be_emptied(client):
     with pytest.raises(ServingError) as err:
         client.unload("champion")
     assert err.value.status == 409
+
+
+def test_the_placement_decides_where_the_models_run(client, serving_app, request):
+    from ray import serve
+
+    placement = request.node.callspec.params["client"]
+    name = placement_settings(serving_app.settings, placement).serving.app_name
+    deployments = set(serve.status().applications[name].deployments)
+    assert deployments == ({"ingress"} if placement == "ingress" else {"ingress", "champion", "challenger"})

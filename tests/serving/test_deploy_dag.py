@@ -1,16 +1,132 @@
-"""The deploy DAG under dag.test() against the real serving application and MLflow registry, with
-live traffic: a good version is promoted through every task; a bad one fails the step that shows
-it, the rest never run, and every task page links to the rollout history."""
+"""The deploy DAG: its chain from ``tasks.rollout.plan`` with one operator class per step kind
+(no serving needed), then, under dag.test() against the real serving application and MLflow
+registry with live traffic: a good version is promoted through every task; a bad one fails the
+step that shows it, the rest never run, and every task page links to the rollout history."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from tasks.rollout import plan
 from tests.dag_runs import load_dag, xcom
 from tests.serving.conftest import register_model
 from tests.serving.test_rollout import Traffic
 
-pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+OPERATORS = {
+    "begin": "BeginStepOperator",
+    "smoke": "SmokeStepOperator",
+    "shadow": "ShadowStepOperator",
+    "canary_10": "CanaryStepOperator",
+    "canary_50": "CanaryStepOperator",
+    "canary_100": "CanaryStepOperator",
+    "promote": "PromoteStepOperator",
+    "rollback": "RollbackStepOperator",
+}
+
+
+def test_the_plan_follows_the_canary_steps_in_config(settings):
+    from config import RolloutStep
+
+    specs = plan.steps(settings)
+    assert [s.task_id for s in specs] == list(OPERATORS)
+    by_id = {s.task_id: s for s in specs}
+    assert [by_id[t].upstream for t in ("smoke", "shadow", "canary_10", "promote")] == [
+        ("begin",),
+        ("smoke",),
+        ("shadow",),
+        ("canary_100",),
+    ]
+    assert [by_id[f"canary_{n}"].canary_index for n in (10, 50, 100)] == [0, 1, 2]
+    # a skipped shadow (first model, shadow off) lets the canary steps and promote run
+    assert by_id["shadow"].trigger_rule == "all_success"
+    assert {by_id[t].trigger_rule for t in ("canary_10", "canary_50", "canary_100", "promote")} == {
+        "none_failed"
+    }
+    teardown = by_id["rollback"]
+    assert teardown.teardown_of == "begin" and teardown.upstream == tuple(list(OPERATORS)[1:-1])
+    one_step = settings.rollout.model_copy(update={"canary": [RolloutStep(weight=1.0)]})
+    assert [s.task_id for s in plan.steps(settings.model_copy(update={"rollout": one_step}))] == [
+        "begin",
+        "smoke",
+        "shadow",
+        "canary_100",
+        "promote",
+        "rollback",
+    ]
+    with pytest.raises(ValueError, match="canary_index"):
+        plan.StepSpec("canary_5", plan.CANARY)
+    with pytest.raises(ValueError, match="unknown rollout step kind"):
+        plan.StepSpec("wobble", "wobble")
+
+
+def test_the_version_to_roll_out_is_the_newest_event_that_names_one():
+    extras = [{"version": "3"}, {"note": "no version"}, {"version": 5}, {"version": None}]
+    assert plan.announced_version(extras) == "5"
+    assert plan.announced_version([{"note": "x"}]) is None and plan.announced_version([]) is None
+
+
+def test_the_dag_is_the_plan_with_one_operator_class_per_step(settings):
+    from airflow.dag_processing.dagbag import DagBag
+
+    from plugins.assets import registered_model
+
+    bag = DagBag(str(ROOT / "dags" / "deploy.py"))
+    assert not bag.import_errors, bag.import_errors
+    dag = bag.dags["deploy"]
+    assert {t.task_id: type(t).__name__ for t in dag.tasks} == OPERATORS
+    assert [t.task_id for t in dag.tasks] == list(OPERATORS)
+    assert dag.get_task("canary_50").canary_index == 1
+    assert dag.get_task("canary_50").trigger_rule == "none_failed"
+    teardown = dag.get_task("rollback")
+    assert teardown.is_teardown and teardown.upstream_task_ids == set(OPERATORS) - {"rollback"}
+    assert dag.get_task("begin").version == "{{ params.version or '' }}"
+    assert "{{" in dag.get_task("smoke").rollout_id and "rollout_id" in dag.get_task("smoke").template_fields
+    for task in dag.tasks:
+        assert [link.name for link in task.operator_extra_links] == ["Rollout history"], task.task_id
+    assert list(dag.timetable.asset_condition.objects) == [registered_model]  # declared once, in plugins
+
+
+class _TaskInstance:
+    """Where an operator pushes its XCom when run outside a DAG run (just the calls it makes)."""
+
+    def __init__(self) -> None:
+        self.pushed: dict[str, object] = {}
+
+    def xcom_push(self, key: str, value: object) -> None:
+        self.pushed[key] = value
+
+
+def test_a_step_without_a_rollout_fails_for_good_and_an_ended_rollout_skips_the_teardown(settings):
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+    from plugins.rollout import RollbackStepOperator, SmokeStepOperator
+    from tasks.common import reports
+    from tasks.common.clock import now_iso
+    from tasks.rollout import record as records
+
+    with pytest.raises(AirflowFailException, match="the begin task did not run"):
+        SmokeStepOperator(task_id="smoke", settings=settings, rollout_id="").execute(context={})
+    done = records.RolloutRecord(
+        id=records.new_id("4"),
+        model=settings.mlflow.registered_model,
+        version="4",
+        champion_version="3",
+        first=False,
+        status=records.PROMOTED,
+        started_at=now_iso(),
+    )
+    records.save(settings, done)
+    ti = _TaskInstance()
+    teardown = RollbackStepOperator(task_id="rollback", settings=settings, rollout_id=done.id)
+    with pytest.raises(AirflowSkipException, match="already ended: promoted"):
+        teardown.execute(context={"ti": ti})
+    link = ti.pushed["rollout_history"]
+    assert link.startswith("/airloop/reports/rollouts/")
+    assert "promoted" in reports.read_report(settings, "rollouts", link.rsplit("/", 1)[-1])
+
 
 FAST_ENV = {
     "AIRLOOP__ROLLOUT__SHADOW": "{enabled: true, hold_seconds: 1, min_requests: 30}",
@@ -53,6 +169,7 @@ def _page(link: str) -> str:
     return reports.read_report(load_config(), kind, name)
 
 
+@pytest.mark.slow
 def test_deploy_dag_promotes_a_good_version(deploy_dag, serving_app, client):
     from tests.serving.scorers import ConstantScorer
 
@@ -88,6 +205,7 @@ def test_deploy_dag_promotes_a_good_version(deploy_dag, serving_app, client):
     assert run.run_id in page
 
 
+@pytest.mark.slow
 def test_deploy_dag_rolls_back_a_bad_version_at_the_failing_step(deploy_dag, serving_app, client):
     from tests.serving.scorers import ConstantScorer
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import requests
 
+from tests.serving.conftest import PLACEMENTS
+
 pytestmark = pytest.mark.slow  # the session's Ray Serve app takes a minute or more to start
 
 
@@ -12,6 +14,7 @@ def _value(metrics: dict, name: str, **labels: str) -> float:
     return metrics.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+@pytest.mark.parametrize("client", PLACEMENTS, indirect=True)
 def test_metrics_count_predictions_errors_and_latency_per_version_and_route(client, serving_app):
     before = client.metrics()
     client.set_traffic(challenger_weight=0.5)

@@ -99,8 +99,10 @@ def _register(world, scorer) -> str:
 
 def _run_rollout(settings, version: str):
     """Every step in order, as the deploy DAG runs them; the record at the end."""
+    from tasks.common.outcomes import Skip
     from tasks.rollout import record as records
     from tasks.rollout import steps
+    from tasks.rollout.holding import StepFailed
 
     rec = steps.begin(settings, version=version, context={"test": True})
     order = [steps.smoke, steps.shadow]
@@ -108,9 +110,9 @@ def _run_rollout(settings, version: str):
     for step in [*order, steps.promote]:
         try:
             step(settings, rec.id)
-        except steps.Skip:
+        except Skip:
             continue
-        except steps.StepFailed:
+        except StepFailed:
             break
     return records.load(settings, rec.id)
 
@@ -272,6 +274,7 @@ def test_first_model_goes_straight_to_full_traffic_after_its_smoke_test(serving_
     from ray import serve
 
     from tasks.common import registry
+    from tasks.common.outcomes import Skip
     from tasks.rollout import steps
     from tasks.serving import process as serving
     from tasks.serving.client import ServingClient
@@ -297,7 +300,7 @@ def test_first_model_goes_straight_to_full_traffic_after_its_smoke_test(serving_
         assert rec.first
         steps.smoke(settings, rec.id)
         for skipped in (lambda: steps.shadow(settings, rec.id), lambda: steps.canary(settings, rec.id, 0)):
-            with pytest.raises(steps.Skip):
+            with pytest.raises(Skip):
                 skipped()
         rec = steps.promote(settings, rec.id)
         assert rec.status == "promoted" and rec.reason.startswith("first model")
@@ -311,8 +314,10 @@ def test_first_model_goes_straight_to_full_traffic_after_its_smoke_test(serving_
 def test_rollback_after_a_step_died_halfway_restores_the_champion(rollout_world, client):
     """What the deploy DAG's rollback teardown does when a step's task died mid-canary: the
     traffic split it left behind is undone and the version is rejected."""
+    from tasks.common.clock import now_iso
     from tasks.rollout import record as records
     from tasks.rollout import steps
+    from tasks.rollout.rollback import rollback
     from tests.serving.scorers import ConstantScorer
 
     settings = fast(rollout_world.settings)
@@ -322,12 +327,12 @@ def test_rollback_after_a_step_died_halfway_restores_the_champion(rollout_world,
     client.set_traffic(challenger_weight=0.5)  # what a canary step left when its worker died
     rec = records.load(settings, rec.id)
     rec.steps.append(
-        records.StepRecord(name="canary_50", kind="canary", status="running", started_at=records.now())
+        records.StepRecord(name="canary_50", kind="canary", status="running", started_at=now_iso())
     )
-    rec = steps.rollback(settings, rec, reason="step canary_50 did not finish: its task failed")
+    rec = rollback(settings, rec, reason="step canary_50 did not finish: its task failed")
     assert rec.status == "rolled_back"
     status = client.status()
     assert status["challenger_weight"] == 0.0 and not status["slots"]["challenger"]["loaded"]
     assert status["slots"]["champion"]["version"] == rollout_world.versions["good"]
     assert _tags(settings, version)["rollout_status"] == "rolled_back"
-    assert steps.rollback(settings, rec, reason="again") is rec, "rolling back twice changes nothing"
+    assert rollback(settings, rec, reason="again") is rec, "rolling back twice changes nothing"

@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.features import store as feature_store
+from tasks.features.online import online_features
+from tasks.features.store import feature_names
 from tasks.serving import inference_log
+from tests.serving.conftest import PLACEMENTS
 
 pytestmark = pytest.mark.slow  # the session's Ray Serve app takes a minute or more to start
 
@@ -19,6 +21,7 @@ def _logged(settings, request_ids: list[str]) -> pd.DataFrame:
     return frame[frame["request_id"].isin(request_ids)].set_index("request_id")
 
 
+@pytest.mark.parametrize("client", PLACEMENTS, indirect=True)
 def test_known_transaction_is_scored_by_the_champion(client, serving_app):
     body = serving_app.transaction(5)
     out = client.score(body)
@@ -67,6 +70,7 @@ def test_unknown_entities_get_the_configured_defaults_in_the_log(client, serving
     assert logged.loc[known["request_id"], "customer_txn_count_7d"] >= 1
 
 
+@pytest.mark.parametrize("client", PLACEMENTS, indirect=True)
 def test_batch_scores_every_row_in_order_and_logs_the_features_served(client, serving_app):
     settings = serving_app.settings
     rows = [serving_app.transaction(i) for i in range(40)]
@@ -82,14 +86,15 @@ def test_batch_scores_every_row_in_order_and_logs_the_features_served(client, se
     logged = _logged(settings, [p["request_id"] for p in preds]).loc[[p["request_id"] for p in preds]]
     request = pd.DataFrame(rows)
     request["event_timestamp"] = pd.to_datetime(request["event_timestamp"], utc=True)
-    expected = feature_store.online_features(settings, request)
-    names = feature_store.feature_names(settings)
+    expected = online_features(settings, request)
+    names = feature_names(settings)
     np.testing.assert_allclose(logged[names].to_numpy(float), expected[names].to_numpy(float), equal_nan=True)
     assert list(logged["customer_id"]) == [r["customer_id"] for r in rows]
     assert (logged["route"] == "champion").all() and (logged["endpoint"] == "score_batch").all()
     assert (logged["latency_ms"] > 0).all()
 
 
+@pytest.mark.parametrize("client", PLACEMENTS, indirect=True)
 def test_decision_follows_the_threshold(client, serving_app):
     client.set_traffic(challenger_weight=1.0)
     out = client.score(serving_app.transaction(9))
@@ -97,6 +102,7 @@ def test_decision_follows_the_threshold(client, serving_app):
     assert out["decision"] == "fraud"
 
 
+@pytest.mark.parametrize("client", PLACEMENTS, indirect=True)
 def test_health(client):
     health = client.health()
     assert health == {"status": "ok", "problems": [], "champion": "1", "challenger": "2"}

@@ -1,4 +1,5 @@
-"""Pieces of the serving path on their own, without Ray: batching, the request contract, auth."""
+"""Pieces of the serving path on their own, without Ray: batching and the request contract
+(the control API's token: ``test_admin``)."""
 
 from __future__ import annotations
 
@@ -76,6 +77,23 @@ def test_a_failing_first_stage_fails_its_batch_only():
     assert isinstance(first, RuntimeError) and second == 2
 
 
+def test_a_request_of_many_rows_is_queued_at_once_and_answered_in_order():
+    async def scenario() -> tuple[list[list[int]], list[int], BaseException | None]:
+        log: list[list[int]] = []
+        batcher = _batcher(log, delay=0.01, max_batch_size=4)
+        out = await batcher.submit_many(list(range(20, 30)))
+        try:
+            await batcher.submit_many([12, 13, 14])
+        except ValueError as exc:
+            return log, out, exc
+        return log, out, None
+
+    log, out, error = asyncio.run(scenario())
+    assert out == [i * 10 for i in range(20, 30)]
+    assert [len(b) for b in log[:3]] == [4, 4, 2], "queued together: full batches"
+    assert str(error) == "odd 13", "a failed row fails the request with its own error"
+
+
 def test_the_contract_comes_from_the_config(settings):
     contract = schemas.Contract(settings)
     body = {
@@ -96,26 +114,3 @@ def test_the_contract_comes_from_the_config(settings):
     with pytest.raises(ValidationError):
         contract.transaction.model_validate({**body, "channel": "x" + allowed[0]})
     assert set(contract.transaction.model_fields) == {c.name for c in settings.schema_.columns} - {"is_fraud"}
-
-
-def test_admin_routes_need_the_token_when_one_is_configured(settings):
-    from starlette.requests import Request
-
-    from tasks.serving.app import Ingress
-
-    # The class as written, under the ASGI wrapper @serve.ingress puts around it.
-    cls = next(
-        c for c in Ingress.func_or_class.__mro__ if c.__name__ == "Ingress" and "_authorize" in vars(c)
-    )
-    ingress = cls.__new__(cls)
-
-    def request(header: str | None) -> Request:
-        headers = [(b"authorization", header.encode())] if header else []
-        return Request({"type": "http", "headers": headers})
-
-    ingress.cfg = settings.serving
-    assert ingress._authorize(request(None)) is None  # no token configured: open
-    ingress.cfg = settings.serving.model_copy(update={"admin_token": "s3cret"})
-    assert ingress._authorize(request(None)).status_code == 401
-    assert ingress._authorize(request("Bearer wrong")).status_code == 401
-    assert ingress._authorize(request("Bearer s3cret")) is None

@@ -18,8 +18,10 @@ import aiohttp
 import pytest
 
 from tasks.serving.client import ServingError
+from tests.serving.conftest import PLACEMENTS
 
-pytestmark = pytest.mark.slow  # the session's Ray Serve app takes a minute or more to start
+# the session's Ray Serve apps take a minute or more to start; each test runs on both placements
+pytestmark = [pytest.mark.slow, pytest.mark.parametrize("client", PLACEMENTS, indirect=True)]
 
 CLIENTS = 24
 """Concurrent connections (one asyncio loop in a thread, so the client itself stays cheap)."""

@@ -103,20 +103,19 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="session")
 def world(mlflow_server: Server) -> TrainWorld:
     """Simulated batches ingested, features refreshed and applied, one training set built."""
-    from tasks.features import store as feature_store
-    from tasks.features import tables as features
+    from tasks.features import store, tables
     from tasks.ingest.batches import ingest_batch
     from tasks.platform import simulate
-    from tasks.training import dataset as training_data
+    from tasks.training import dataset
 
     settings = read_config("local", mlflow_server.env)
     for i in range(BATCHES):
         frame = simulate.generate_batch(settings, "stable", index=i, rows=ROWS, start=START)
         uri = simulate.write_batch(frame, settings.storage.landing_uri, simulate.batch_name("stable", i))
         assert ingest_batch(uri, settings).status == "ingested"
-    features.refresh(settings)
-    feature_store.apply(settings)
-    version = training_data.build(settings)
+    tables.refresh(settings)
+    store.apply(settings)
+    version = dataset.build(settings)
     tracking_uri = mlflow_server.wait()
     return TrainWorld(mlflow_server.home, mlflow_server.env, tracking_uri, version.uri, version.sha256)
 

@@ -14,16 +14,18 @@ import pytest
 from config import PROJECT_ROOT
 from tasks.common import storage
 from tasks.platform import stack
-from tasks.training import dataset as training_data
-from tasks.training import run as train
+from tasks.training import cli, dataset
+from tasks.training.candidates import plan
 from tasks.training.families.base import model_input
+from tasks.training.job import prepare
+from tasks.training.result import TrainingResult
 
 
 def test_training_set_is_content_addressed_and_records_its_version(world):
     settings = world.settings()
-    again = training_data.build(settings)
+    again = dataset.build(settings)
     assert again.sha256 == world.data_sha256 and again.uri == world.training_set_uri
-    frame, version = training_data.read(settings, world.training_set_uri)
+    frame, version = dataset.read(settings, world.training_set_uri)
     assert version.sha256 == world.data_sha256
     assert version.rows == len(frame) == 16_000
     assert version.positives == int(frame.is_fraud.sum()) > 100
@@ -37,27 +39,27 @@ def test_training_set_is_content_addressed_and_records_its_version(world):
 def test_a_training_set_changed_after_it_was_built_is_refused(world, tmp_path):
     settings = world.settings()
     copy = storage.join(tmp_path.as_uri(), "ts.parquet")
-    frame, _ = training_data.read(settings, world.training_set_uri)
-    storage.write_bytes(copy, training_data.to_parquet_bytes(frame.head(100)))
+    frame, _ = dataset.read(settings, world.training_set_uri)
+    storage.write_bytes(copy, dataset.to_parquet_bytes(frame.head(100)))
     recorded = world.training_set_uri.rsplit(".", 1)[0] + ".json"
     storage.write_bytes(copy.rsplit(".", 1)[0] + ".json", storage.read_bytes(recorded))
-    with pytest.raises(training_data.TrainingDataError, match="changed after it was built"):
-        training_data.read(settings, copy)
-    with pytest.raises(training_data.TrainingDataError, match="no training set at"):
-        training_data.read(settings, storage.join(tmp_path.as_uri(), "missing.parquet"))
+    with pytest.raises(dataset.TrainingDataError, match="changed after it was built"):
+        dataset.read(settings, copy)
+    with pytest.raises(dataset.TrainingDataError, match="no training set at"):
+        dataset.read(settings, storage.join(tmp_path.as_uri(), "missing.parquet"))
 
 
 @pytest.mark.parametrize("family", ["xgboost", "mlp"])
 def test_training_is_deterministic_with_a_seed(world, family):
     settings = world.settings()
-    job = train.prepare(settings, world.training_set_uri, tracking_uri=world.tracking_uri, say=lambda _: None)
-    cand = next(c for c in train.plan(settings) if c.family == family)
+    job = prepare(settings, world.training_set_uri, tracking_uri=world.tracking_uri, say=lambda _: None)
+    cand = next(c for c in plan(settings) if c.family == family)
     holdout = model_input(job.split.holdout, job.spec)
     first, second = cand.fit(job.fit), cand.fit(job.fit)
     assert first.best_iteration == second.best_iteration
     assert first.history == second.history
     np.testing.assert_array_equal(first.model.predict_proba(holdout), second.model.predict_proba(holdout))
-    other = train.prepare(
+    other = prepare(
         world.settings(train__seed="7"),
         world.training_set_uri,
         tracking_uri=world.tracking_uri,
@@ -74,7 +76,7 @@ def test_plan_expands_the_configured_grids_in_order(world):
         train__xgboost__grid__max_depth="[3, 5]",
         train__xgboost__grid__learning_rate="[0.05, 0.1]",
     )
-    names = [c.name for c in train.plan(settings)]
+    names = [c.name for c in plan(settings)]
     assert names == [
         "xgboost(max_depth=3,learning_rate=0.05)",
         "xgboost(max_depth=3,learning_rate=0.1)",
@@ -123,10 +125,35 @@ def test_cli_writes_the_result_json_and_exits_zero_when_the_gate_says_no(world, 
         "seconds",
     }
     assert "NOTHING REGISTERED" in proc.stdout and "prior" in proc.stdout
+    # the typed result reads the pod's JSON back whole
+    typed = TrainingResult.from_dict(result)
+    assert typed.as_dict() == result
+    assert typed.candidates[0].failed_checks == result["candidates"][0]["failed_checks"]
+    assert typed.context.dag_run_id == context["run_id"] and typed.data_sha256 == world.data_sha256
+
+
+def test_cli_help_is_quick_to_load():
+    """``--help`` (and ``airloop train --help``) must not wait for mlflow, pandas or torch."""
+    probe = (
+        "import sys\n"
+        "from tasks.training import cli\n"
+        "try:\n    cli.main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+        "print(sorted(m for m in ('mlflow', 'pandas', 'numpy', 'torch', 'xgboost') if m in sys.modules))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert "--training-set-uri" in proc.stdout and "--run-context" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_cli_refuses_a_missing_training_set_with_exit_status_1(world, capsys):
-    code = train.main(
+    code = cli.main(
         ["--training-set-uri", "file:///nowhere/ts.parquet", "--tracking-uri", world.tracking_uri]
     )
     assert code == 1
@@ -147,3 +174,24 @@ def test_mlflow_is_a_service_of_the_local_stack(world):
     assert "--serve-artifacts" in cmd
     assert (world.home / "data" / "mlflow" / "mlflow.db").is_file()
     assert stack.airflow_vars(settings)["MLFLOW_TRACKING_URI"] == world.tracking_uri
+
+
+def test_airloop_train_without_a_training_set_builds_one_first(world, tmp_path):
+    """What a user runs by hand: the same training set the DAG's first task builds, then training."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRLOOP")} | world.env
+    env |= {
+        "AIRLOOP__MLFLOW__REGISTERED_MODEL": "fraud-cli-build",
+        "AIRLOOP__TRAIN__FAMILIES": "[prior]",
+        "MLFLOW_TRACKING_URI": world.tracking_uri,
+        "PYTHONPATH": str(PROJECT_ROOT),
+    }
+    out = tmp_path / "result.json"
+    cmd = [sys.executable, "-m", "tasks.platform.cli", "train", "--reason", "manual", "--output", str(out)]
+    proc = subprocess.run(
+        cmd, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "training set " in proc.stdout
+    result = json.loads(out.read_text())
+    assert result["data_version"]["sha256"] == world.data_sha256
+    assert result["status"] == "rejected" and result["context"]["reason"] == "manual"

@@ -18,11 +18,11 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc import PythonModel
 
 if TYPE_CHECKING:
     from config import Settings
@@ -59,7 +59,7 @@ class InputSpec:
         return [c for c in [*self.features, *self.raw_numeric] if c not in self.exclude]
 
 
-Columns = pd.DataFrame | Mapping[str, np.ndarray]
+Columns: TypeAlias = pd.DataFrame | Mapping[str, np.ndarray]
 """A model-input frame, or the same columns as equal-length arrays (the serving fast path)."""
 
 
@@ -98,7 +98,7 @@ def model_input(frame: pd.DataFrame, spec: InputSpec) -> pd.DataFrame:
 
 
 def _signed_log(x: np.ndarray) -> np.ndarray:
-    return np.sign(x) * np.log1p(np.abs(x))
+    return np.asarray(np.sign(x) * np.log1p(np.abs(x)))
 
 
 @dataclass
@@ -146,7 +146,7 @@ class Encoder:
         for col, known in self.categories.items():
             # unknown categories and missing values get code -1 (an all-zero block row)
             index = {v: i for i, v in enumerate(known)}
-            values = np.asarray(frame[col], dtype=object)
+            values = np.asarray(frame[col], dtype=np.object_)
             codes = np.fromiter(
                 (index.get(v, -1) if isinstance(v, str) else -1 for v in values), "int64", len(values)
             )
@@ -201,7 +201,7 @@ class PriorScorer:
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -40.0, 40.0)))
+    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -40.0, 40.0))))
 
 
 def fit_platt(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -226,7 +226,7 @@ def fit_platt(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(a), float(b)
 
 
-class FraudModel(mlflow.pyfunc.PythonModel):
+class FraudModel(PythonModel):
     """The logged model: input frame (``spec.columns``) -> fraud probability per row."""
 
     def __init__(

@@ -8,7 +8,7 @@ to numpy, so scoring (and serving) needs no torch: two matrix products and a ReL
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,8 +18,12 @@ from tasks.training.families.base import Encoder, FraudModel, InputSpec
 
 if TYPE_CHECKING:
     import pandas as pd
+    import torch
 
     from config import MLPFamily
+
+LOSS_EPSILON = 1e-6
+"""How much lower a validation loss must be to count as better (early stopping)."""
 
 
 @dataclass
@@ -34,19 +38,95 @@ class MLPScorer:
             h = h @ w + b
             if i < len(self.layers) - 1:
                 np.maximum(h, 0.0, out=h)
-        return h[:, 0].astype("float64")
+        return np.asarray(h[:, 0], dtype="float64")
 
 
-def _network(n_in: int, hidden: list[int], dropout: float) -> Any:
-    from torch import nn
+@dataclass
+class Tensors:
+    """The encoded train and validation splits on the training device."""
 
-    layers: list[Any] = []
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_valid: torch.Tensor
+    y_valid: torch.Tensor
+
+
+@dataclass
+class EarlyStopping:
+    """Keeps the weights of the epoch with the lowest validation loss; says when to stop."""
+
+    patience: int
+    best_loss: float = float("inf")
+    best_epoch: int = 0
+    best_state: dict[str, Any] | None = None
+    waited: int = 0
+    history: dict[str, list[float]] = field(
+        default_factory=lambda: {"train_loss": [], "valid_loss": [], "valid_roc_auc": []}
+    )
+
+    def update(
+        self, epoch: int, net: torch.nn.Module, train_loss: float, valid_loss: float, auc: float
+    ) -> bool:
+        """Record one epoch; True when training should stop."""
+        self.history["train_loss"].append(train_loss)
+        self.history["valid_loss"].append(valid_loss)
+        self.history["valid_roc_auc"].append(auc)
+        if self.best_state is None or valid_loss < self.best_loss - LOSS_EPSILON:
+            self.best_loss, self.best_epoch, self.waited = valid_loss, epoch, 0
+            self.best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+            return False
+        self.waited += 1
+        return self.waited >= self.patience
+
+
+def _network(n_in: int, hidden: list[int], dropout: float) -> torch.nn.Module:
+    # torch (seconds) only when an MLP trains: XGBoost-only runs never load it, and neither does
+    # serving, which unpickles ``MLPScorer`` from this module
+    from torch import nn  # noqa: PLC0415 - see above
+
+    layers: list[nn.Module] = []
     width = n_in
     for size in hidden:
         layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
         width = size
     layers.append(nn.Linear(width, 1))
     return nn.Sequential(*layers)
+
+
+def _epoch(
+    net: torch.nn.Module, data: Tensors, optimizer: Any, loss_fn: Any, *, order: torch.Tensor, batch: int
+) -> float:
+    """One pass over the training split in mini-batches; the mean training loss."""
+    net.train()
+    total, n = 0.0, len(data.x_train)
+    for start in range(0, n, batch):
+        idx = order[start : start + batch]
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(net(data.x_train[idx]).squeeze(1), data.y_train[idx])
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(idx)
+    return total / n
+
+
+def _validate(net: torch.nn.Module, data: Tensors, loss_fn: Any, y_valid: np.ndarray) -> tuple[float, float]:
+    """Validation loss and ROC AUC (NaN with one class) of the current weights."""
+    import torch  # noqa: PLC0415 - see _network
+    from sklearn.metrics import roc_auc_score  # noqa: PLC0415 - training only, as torch (_network)
+
+    net.eval()
+    with torch.no_grad():
+        out = net(data.x_valid).squeeze(1)
+        valid_loss = float(loss_fn(out, data.y_valid))
+    scores = out.float().cpu().numpy()
+    auc = float(roc_auc_score(y_valid, scores)) if len(np.unique(y_valid)) == 2 else float("nan")
+    return valid_loss, auc
+
+
+def _layers(state: dict[str, Any]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The linear layers of a state dict as numpy ``(weight [in, out], bias)`` pairs."""
+    linears = [k.rsplit(".", 1)[0] for k in state if k.endswith(".weight")]
+    return [(state[f"{k}.weight"].numpy().T.copy(), state[f"{k}.bias"].numpy().copy()) for k in linears]
 
 
 def fit(
@@ -62,58 +142,31 @@ def fit(
     seed: int,
     device: str,
 ) -> Fitted:
-    import torch
-    from sklearn.metrics import roc_auc_score
+    import torch  # noqa: PLC0415 - see _network
 
     started = time.perf_counter()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     encoder = Encoder.fit(train, spec, dense=True)
     dev = torch.device(device)
-    x_tr = torch.as_tensor(encoder.transform(train), device=dev)
-    y_tr = torch.as_tensor(y_train, dtype=torch.float32, device=dev)
-    x_va = torch.as_tensor(encoder.transform(valid), device=dev)
-    y_va = torch.as_tensor(y_valid, dtype=torch.float32, device=dev)
-
-    net = _network(x_tr.shape[1], list(params["hidden"]), float(params["dropout"])).to(dev)
-    optimizer = torch.optim.Adam(
-        net.parameters(), lr=float(params["learning_rate"]), weight_decay=float(params["weight_decay"])
+    data = Tensors(
+        torch.as_tensor(encoder.transform(train), device=dev),
+        torch.as_tensor(y_train, dtype=torch.float32, device=dev),
+        torch.as_tensor(encoder.transform(valid), device=dev),
+        torch.as_tensor(y_valid, dtype=torch.float32, device=dev),
     )
+    net = _network(data.x_train.shape[1], list(params["hidden"]), float(params["dropout"])).to(dev)
+    lr, decay = float(params["learning_rate"]), float(params["weight_decay"])
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=decay)
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=dev))
-    history: dict[str, list[float]] = {"train_loss": [], "valid_loss": [], "valid_roc_auc": []}
-    best_loss, best_epoch, best_state, waited = float("inf"), 0, None, 0
-    n, batch = len(x_tr), max(1, family.batch_size)
+    stopping, batch = EarlyStopping(family.patience), max(1, family.batch_size)
     for epoch in range(family.max_epochs):
-        net.train()
-        order = torch.as_tensor(rng.permutation(n), device=dev)
-        total = 0.0
-        for start in range(0, n, batch):
-            idx = order[start : start + batch]
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(net(x_tr[idx]).squeeze(1), y_tr[idx])
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(idx)
-        net.eval()
-        with torch.no_grad():
-            out = net(x_va).squeeze(1)
-            valid_loss = float(loss_fn(out, y_va))
-        scores = out.float().cpu().numpy()
-        auc = float(roc_auc_score(y_valid, scores)) if len(np.unique(y_valid)) == 2 else float("nan")
-        history["train_loss"].append(total / n)
-        history["valid_loss"].append(valid_loss)
-        history["valid_roc_auc"].append(auc)
-        if best_state is None or valid_loss < best_loss - 1e-6:
-            best_loss, best_epoch, waited = valid_loss, epoch, 0
-            best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-        else:
-            waited += 1
-            if waited >= family.patience:
-                break
-    linears = [k.rsplit(".", 1)[0] for k in best_state if k.endswith(".weight")]
-    layers = [
-        (best_state[f"{k}.weight"].numpy().T.copy(), best_state[f"{k}.bias"].numpy().copy()) for k in linears
-    ]
-    model = FraudModel(spec=spec, encoder=encoder, scorer=MLPScorer(layers), family="mlp", params=params)
+        order = torch.as_tensor(rng.permutation(len(data.x_train)), device=dev)
+        train_loss = _epoch(net, data, optimizer, loss_fn, order=order, batch=batch)
+        if stopping.update(epoch, net, train_loss, *_validate(net, data, loss_fn, y_valid)):
+            break
+    assert stopping.best_state is not None  # max_epochs >= 1
+    scorer = MLPScorer(_layers(stopping.best_state))
+    model = FraudModel(spec=spec, encoder=encoder, scorer=scorer, family="mlp", params=params)
     model = model.calibrated(valid, y_valid)
-    return Fitted(model, history, best_epoch, device, time.perf_counter() - started)
+    return Fitted(model, stopping.history, stopping.best_epoch, device, time.perf_counter() - started)

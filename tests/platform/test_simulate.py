@@ -18,7 +18,7 @@ import pytest
 from scipy import stats
 
 from config import Settings, read_config
-from tasks.platform import simulate
+from tasks.platform import cli, simulate
 from tasks.platform.simulate import (
     BAD_KINDS,
     SCENARIOS,
@@ -29,6 +29,7 @@ from tasks.platform.simulate import (
     write_bad_batch,
     write_batch,
 )
+from tasks.platform.simulate.bad_batches import DEFECTS
 
 
 @pytest.fixture(scope="module")
@@ -279,6 +280,7 @@ def test_every_bad_kind_is_covered() -> None:
         "empty",
         "corrupt",
     }
+    assert list(DEFECTS) == list(BAD_KINDS), "every kind the CLI offers has a maker, in order"
 
 
 @pytest.mark.parametrize("kind", BAD_KINDS)
@@ -346,10 +348,10 @@ def test_unknown_bad_kind_is_refused(cfg: Settings) -> None:
 
 
 def test_cli_writes_batches_and_summary(
-    cfg: Settings, landing: str, capsys: pytest.CaptureFixture[str]
+    settings: Settings, landing: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["--batches", "3", "--rows", "200", "--start-index", "10", "--landing-uri", landing]
-    assert simulate.main(argv, settings=cfg) == 0
+    assert cli.main(["simulate", *argv]) == 0
     files = sorted(p.name for p in _path(landing).iterdir())
     assert files == [f"batch-stable-{i:06d}.parquet" for i in (10, 11, 12)]
     lines = capsys.readouterr().out.strip().splitlines()
@@ -359,21 +361,32 @@ def test_cli_writes_batches_and_summary(
     assert lines[-1].startswith("wrote 3 stable batch(es), 600 rows")
 
 
-def test_cli_writes_csv_and_bad_batches(cfg: Settings, landing: str) -> None:
-    out: list[str] = []
-    argv = ["--scenario", "concept_drift", "--rows", "100", "--format", "csv"]
-    assert simulate.main([*argv, "--landing-uri", landing], settings=cfg, out=out.append) == 0
-    assert (
-        simulate.main(
-            ["--bad", "nulls", "--rows", "100", "--landing-uri", landing],
-            settings=cfg,
-            out=out.append,
-        )
-        == 0
-    )
+def test_cli_writes_csv_and_bad_batches(
+    settings: Settings, landing: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--scenario", "concept_drift", "--rows", "100", "--format", "csv", "--landing-uri", landing]
+    assert cli.main(["simulate", *argv]) == 0
+    assert cli.main(["simulate", "--bad", "nulls", "--rows", "100", "--landing-uri", landing]) == 0
     files = sorted(p.name for p in _path(landing).iterdir())
     assert files == ["bad-nulls-000000.parquet", "batch-concept_drift-000000.csv"]
+    out = capsys.readouterr().out.splitlines()
     assert "defect=nulls" in out[2]
+
+
+def test_cli_refuses_a_negative_batch_count(settings: Settings, landing: str) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["simulate", "--batches", "-1", "--landing-uri", landing])
+    assert exit_.value.code == 2
+    assert not _path(landing).exists()
+
+
+def test_land_writes_to_the_configured_landing_zone_by_default(settings: Settings) -> None:
+    out: list[str] = []
+    plan = simulate.BatchPlan(batches=2, rows=30, scenario="covariate_drift")
+    assert simulate.land(settings, plan, out=out.append) == 0
+    landed = sorted(p.name for p in _path(settings.storage.landing_uri).iterdir())
+    assert landed == ["batch-covariate_drift-000000.parquet", "batch-covariate_drift-000001.parquet"]
+    assert out[-1].endswith(f"to {settings.storage.landing_uri}")
 
 
 # -- telling Airflow --------------------------------------------------------------------------
@@ -475,25 +488,28 @@ def test_notify_names_url_when_unreachable(cfg: Settings) -> None:
         notify_airflow("file:///x.parquet", cfg, base_url="http://127.0.0.1:9", timeout=2)
 
 
-def test_cli_notifies_airflow(cfg: Settings, landing: str, fake_airflow: str) -> None:
-    stack = cfg.airflow.model_copy(update={"port": int(fake_airflow.rsplit(":", 1)[1])})
-    settings = cfg.model_copy(update={"airflow": stack})
-    out: list[str] = []
+def test_cli_notifies_airflow(
+    settings: Settings,
+    landing: str,
+    fake_airflow: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("AIRLOOP__AIRFLOW__PORT", fake_airflow.rsplit(":", 1)[1])
     argv = ["--batches", "2", "--rows", "50", "--notify", "--landing-uri", landing]
-    assert simulate.main(argv, settings=settings, out=out.append) == 0
+    assert cli.main(["simulate", *argv]) == 0
     events = [c for c in _FakeAirflow.calls if c[1] == "/api/v2/assets/events"]
     assert [e[2]["extra"]["rows"] for e in events] == [50, 50]
     assert events[0][2]["extra"]["batch_uri"].endswith("batch-stable-000000.parquet")
-    assert "event=99" in out[0]
+    assert "event=99" in capsys.readouterr().out.splitlines()[0]
 
 
 def test_cli_reports_an_unreachable_airflow(
-    cfg: Settings, landing: str, capsys: pytest.CaptureFixture[str]
+    settings: Settings, landing: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    stack = cfg.airflow.model_copy(update={"port": 9})
-    settings = cfg.model_copy(update={"airflow": stack})
+    monkeypatch.setenv("AIRLOOP__AIRFLOW__PORT", "9")
     argv = ["--rows", "20", "--notify", "--landing-uri", landing]
-    assert simulate.main(argv, settings=settings) == 1
+    assert cli.main(["simulate", *argv]) == 1
     err = capsys.readouterr().err
     assert "batch-stable-000000.parquet was written but Airflow was not told" in err
     assert "http://127.0.0.1:9/auth/token" in err

@@ -1,0 +1,111 @@
+"""Point-in-time-correct training sets through the versioned feature service.
+
+Each event gets, per feature view of the service, the entity's latest feature row strictly
+before the event's own time (the row at its time already contains the event itself) and no
+older than the view's TTL; then the service's on-demand view runs on the result through Feast's
+own transformation, the code the online path runs.
+
+The as-of join is done here (``pandas.merge_asof`` per view, reading only the partitions the
+events' time range needs) rather than by Feast's dask offline store, whose join builds every
+(event, feature row) pair of a key: 100k events took 275 s and 8 GB that way. The semantics are
+Feast's; the training/serving skew tests hold the two paths to equal values.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+from feast import FileSource
+
+from feature_repo.definitions import REQUEST_TIME
+from tasks.common import storage
+from tasks.features.store import feature_service, get_store
+from tasks.features.tables import TIMESTAMP, unix_seconds, utc_us
+
+if TYPE_CHECKING:
+    from feast import FeatureView, OnDemandFeatureView
+
+    from config import Settings
+
+_ROW = "_row"
+_FEATURE_TS = "_feature_ts"
+
+
+def training_set(settings: Settings, events: pd.DataFrame) -> pd.DataFrame:
+    """The events with the feature service's features as of each event's time, in their order."""
+    store = get_store(settings)
+    service, names = feature_service(settings)
+    ts = utc_us(events[TIMESTAMP])
+    frame = pd.DataFrame(
+        {
+            _ROW: np.arange(len(events)),
+            TIMESTAMP: ts.to_numpy(),
+            "customer_id": events["customer_id"].astype("int64").to_numpy(),
+            "merchant_id": events["merchant_id"].astype("int64").to_numpy(),
+            "amount": events["amount"].astype("float64").to_numpy(),
+            REQUEST_TIME: np.asarray(unix_seconds(ts)),
+        }
+    )
+    frame[TIMESTAMP] = utc_us(frame[TIMESTAMP])
+    views = {v.name: v for v in store.list_feature_views()}
+    odfvs = {o.name: o for o in store.list_on_demand_feature_views()}
+    for projection in service.feature_view_projections:
+        if projection.name in views:
+            frame = _as_of_join(frame, views[projection.name], [f.name for f in projection.features])
+    for projection in service.feature_view_projections:
+        if projection.name in odfvs:
+            out = _transform(odfvs[projection.name], frame)
+            for feature in projection.features:
+                frame[feature.name] = out.column(feature.name).to_numpy(zero_copy_only=False)
+    frame = frame.sort_values(_ROW)
+    features = frame[names].astype("float64").set_axis(events.index)
+    return pd.concat([events, features], axis=1)
+
+
+def _transform(odfv: OnDemandFeatureView, frame: pd.DataFrame) -> pa.Table:
+    """The on-demand view's own transformation over the columns it reads."""
+    inputs = [f.name for src in odfv.source_request_sources.values() for f in src.schema]
+    inputs += [f.name for p in odfv.source_feature_view_projections.values() for f in p.features]
+    table = pa.Table.from_pandas(frame[list(dict.fromkeys(inputs))], preserve_index=False)
+    return odfv.transform_arrow(table)
+
+
+def _as_of_join(frame: pd.DataFrame, view: FeatureView, columns: list[str]) -> pd.DataFrame:
+    """Each row's latest feature row of ``view`` strictly before its time, within the TTL."""
+    key = view.entity_columns[0].name
+    ttl = pd.Timedelta(view.ttl) if view.ttl else None
+    lo = frame[TIMESTAMP].min() - (ttl or pd.Timedelta(days=365 * 100))
+    source = view.batch_source
+    assert isinstance(source, FileSource), f"{view.name}: feature tables are Parquet files"
+    table = _read_source(source.path, key, columns, lo, frame[TIMESTAMP].max())
+    frame = frame.sort_values(TIMESTAMP, kind="stable")
+    joined = pd.merge_asof(
+        frame,
+        table.rename(columns={TIMESTAMP: _FEATURE_TS}).sort_values(_FEATURE_TS, kind="stable"),
+        left_on=TIMESTAMP,
+        right_on=_FEATURE_TS,
+        by=key,
+        direction="backward",
+        allow_exact_matches=False,
+        tolerance=ttl,
+    )
+    return joined.drop(columns=[_FEATURE_TS])
+
+
+def _read_source(path: str, key: str, columns: list[str], lo: Any, hi: Any) -> pd.DataFrame:
+    """A feature table's rows in ``[lo, hi]``, reading only the date partitions in range."""
+    uri = path if "://" in path else f"file://{path}"
+    fs, root = storage.filesystem(uri)
+    if not fs.exists(root):
+        return pd.DataFrame(columns=[key, TIMESTAMP, *columns])
+    dataset = ds.dataset(root, filesystem=fs, format="parquet", partitioning="hive")
+    days = ds.field("event_date")
+    condition = (days >= lo.strftime("%Y-%m-%d")) & (days <= hi.strftime("%Y-%m-%d"))
+    table = dataset.to_table(columns=[key, TIMESTAMP, *columns], filter=condition).to_pandas()
+    table[TIMESTAMP] = utc_us(table[TIMESTAMP])
+    table[key] = table[key].astype("int64")
+    return table[(table[TIMESTAMP] >= lo) & (table[TIMESTAMP] <= hi)]

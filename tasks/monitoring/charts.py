@@ -1,0 +1,101 @@
+"""Small time-series charts as inline SVG, for the monitor's summary page: no scripts, no network."""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
+PAD_L, PAD_R, PAD_T, PAD_B = 48, 12, 22, 22
+
+
+def finite(value: Any) -> bool:
+    """Whether ``value`` is a number that is neither missing, NaN nor infinite."""
+    try:
+        return value is not None and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """The chart's size and the data ranges its axes span."""
+
+    width: int
+    height: int
+    x0: float
+    x1: float
+    lo: float
+    hi: float
+
+    def px(self, x: float) -> float:
+        return PAD_L + (x - self.x0) / ((self.x1 - self.x0) or 1.0) * (self.width - PAD_L - PAD_R)
+
+    def py(self, y: float) -> float:
+        return self.height - PAD_B - (y - self.lo) / (self.hi - self.lo) * (self.height - PAD_T - PAD_B)
+
+
+def _axes(f: _Frame) -> str:
+    fmt = "%m-%d %H:%M"
+    first, last = datetime.fromtimestamp(f.x0, UTC), datetime.fromtimestamp(f.x1, UTC)
+    return (
+        f"<text x='4' y='{f.py(f.hi) + 4:.1f}' font-size='10'>{f.hi:.3g}</text>"
+        f"<text x='4' y='{f.py(f.lo) + 4:.1f}' font-size='10'>{f.lo:.3g}</text>"
+        f"<text x='{PAD_L}' y='{f.height - 5}' font-size='10'>{first:{fmt}}</text>"
+        f"<text x='{f.width - PAD_R}' y='{f.height - 5}' font-size='10' text-anchor='end'>"
+        f"{last:{fmt}} UTC</text>"
+    )
+
+
+def _threshold(f: _Frame, name: str, value: float) -> str:
+    """A dashed horizontal line at ``value``, labelled."""
+    y = f.py(value)
+    return (
+        f"<line x1='{PAD_L}' x2='{f.width - PAD_R}' y1='{y:.1f}' y2='{y:.1f}' "
+        "stroke='#888' stroke-dasharray='4 3'/>"
+        f"<text x='{f.width - PAD_R}' y='{y - 3:.1f}' font-size='10' text-anchor='end' fill='#666'>"
+        f"{html.escape(name)} {value:g}</text>"
+    )
+
+
+def _series(f: _Frame, i: int, name: str, xs: list[float], values: Sequence[Any]) -> str:
+    """One series: a polyline through its finite points, a dot on each, its name in the legend."""
+    color = COLORS[i % len(COLORS)]
+    pts = [(f.px(x), f.py(float(v))) for x, v in zip(xs, values, strict=True) if finite(v)]
+    parts = []
+    if len(pts) > 1:
+        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
+        parts.append(f"<polyline points='{path}' fill='none' stroke='{color}' stroke-width='1.5'/>")
+    parts += [f"<circle cx='{x:.1f}' cy='{y:.1f}' r='2.5' fill='{color}'/>" for x, y in pts]
+    legend_x = PAD_L + 200 + 140 * i
+    parts.append(f"<text x='{legend_x}' y='15' font-size='11' fill='{color}'>{html.escape(name)}</text>")
+    return "".join(parts)
+
+
+def svg_chart(
+    title: str,
+    times: Sequence[Any],
+    series: dict[str, list[Any]],
+    *,
+    lines: dict[str, float] | None = None,
+    width: int = 760,
+    height: int = 170,
+) -> str:
+    """A small time-series chart as inline SVG: one polyline and dots per series, dashed
+    horizontal lines for thresholds, the time range and value range on the axes."""
+    xs = [t.timestamp() if hasattr(t, "timestamp") else float(t) for t in times]
+    values = [float(v) for vs in series.values() for v in vs if finite(v)] + list((lines or {}).values())
+    head = f"<text x='{PAD_L}' y='15' font-size='12' font-weight='600'>{html.escape(title)}</text>"
+    if not xs or not values:
+        empty = f"<text x='{PAD_L}' y='60' font-size='12'>no data</text>"
+        return f"<svg width='{width}' height='{height}'>{head}{empty}</svg>"
+    lo, hi = min(0.0, *values), max(values)
+    f = _Frame(width, height, min(xs), max(xs), lo, hi if hi > lo else lo + 1.0)
+    parts = [head, _axes(f)]
+    parts += [_threshold(f, name, value) for name, value in (lines or {}).items()]
+    parts += [_series(f, i, name, xs, vs) for i, (name, vs) in enumerate(series.items())]
+    return f"<svg width='{width}' height='{height}' role='img'>{''.join(parts)}</svg>"

@@ -1,0 +1,141 @@
+"""The stack's processes: launching each in its own session, pid files, liveness, signals, reaping.
+
+Every service runs as the leader of its own process group, so stopping it reaches the workers it
+spawned (task processes, uvicorn workers) too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+from datetime import datetime
+from pathlib import Path
+
+from config import Settings
+from tasks.platform.stack.environment import airflow_home
+from tasks.platform.stack.services import Service, client_host, pid_file, service_log
+
+_children: dict[int, subprocess.Popen[bytes]] = {}
+"""Processes started by this interpreter: kept so they are reaped, not left as zombies."""
+
+
+def alive(pid: int, match: str | None = None) -> bool:
+    """Whether ``pid`` runs (not a zombie) and, given ``match``, is still our command."""
+    if pid in _children and _children[pid].poll() is not None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    proc = Path(f"/proc/{pid}")
+    if proc.exists():
+        try:
+            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+            if match and match not in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                return False
+        except (OSError, IndexError):
+            return False
+    return True
+
+
+def service_pid(settings: Settings, service: Service) -> int | None:
+    """The pid of the running service, or None (a stale pid file is removed)."""
+    path = pid_file(settings, service)
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if alive(pid, service.match):
+        return pid
+    path.unlink(missing_ok=True)
+    return None
+
+
+def port_open(host: str, port: int) -> bool:
+    """Whether something accepts connections on ``host:port`` (another server holds the port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((client_host(host), port)) == 0
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    """The last lines of a log, for error messages and test failure reports."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 64 * 1024))
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def launch(settings: Settings, service: Service, env: dict[str, str]) -> int:
+    """Start one service in its own session (process group) with output to its log file."""
+    log = service_log(settings, service)
+    with log.open("ab") as fh:
+        fh.write(f"\n--- airloop start {datetime.now().isoformat()} ---\n".encode())
+        fh.flush()
+        proc = subprocess.Popen(
+            service.command(settings),
+            env={**env, **service.env(settings)},
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=str(airflow_home(settings)),
+            start_new_session=True,
+        )
+    _children[proc.pid] = proc
+    pid_file(settings, service).write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def terminate(service: Service, pid: int) -> None:
+    """SIGTERM to the service's process group, or to its leader alone (``term_group=False``)."""
+    if service.term_group:
+        signal_group(pid, signal.SIGTERM)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+
+
+def reap(pid: int) -> None:
+    """Collect the exit status of a child this interpreter started (no zombie left behind)."""
+    proc = _children.pop(pid, None)
+    if proc is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+
+
+def signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any non-zombie process is left in the group (task processes, uvicorn workers)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False

@@ -1,0 +1,108 @@
+"""The training entrypoint's command line: the train container's command.
+
+    python -m tasks.training [--training-set-uri URI] [--tracking-uri URI] [--reason TEXT]
+                             [--run-context JSON] [--output PATH]
+
+The train DAG's GPU pod runs it (the local profile runs it as a child process); ``airloop
+train`` calls ``main`` too. Without ``--training-set-uri`` it first builds the training set from
+the curated data and the feature store, as the train DAG's first task does. It trains, gates and
+maybe registers (``tasks.training.run``), then writes the result (``TrainingResult.as_dict()``,
+keys in ``README.md``) as JSON to ``--output`` (default ``/airflow/xcom/return.json`` when
+``/airflow/xcom`` exists: the KubernetesPodOperator's XCom sidecar reads it) and, as the last
+line, to stdout. Exit status: 0 when the run completed (registered or rejected), 1 when the
+training set or the arguments are unusable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from config import load_config
+from tasks.common import storage
+
+XCOM_DIR = Path("/airflow/xcom")
+XCOM_RETURN = XCOM_DIR / "return.json"
+
+
+PROG = "python -m tasks.training"
+
+
+def parser(prog: str = PROG) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Train candidates, gate them, register the best one in MLflow (or nothing).",
+        epilog=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--training-set-uri",
+        help="a training set written by the train DAG's first task (default: build one now)",
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI"),
+        help="MLflow tracking server (default: $MLFLOW_TRACKING_URI, else mlflow.tracking_uri of the config)",
+    )
+    parser.add_argument("--reason", default=None, help="why this run happens (schedule, drift, manual)")
+    parser.add_argument(
+        "--run-context", default=None, help='JSON: {"dag_id", "run_id", "reason", "drift"} of the Airflow run'
+    )
+    parser.add_argument(
+        "--output",
+        default=None,
+        help=f"where to write the JSON result (default: {XCOM_RETURN} when {XCOM_DIR} exists)",
+    )
+    return parser
+
+
+def _quiet_threads() -> None:
+    """Before xgboost and torch load OpenMP: idle threads sleep instead of spinning, which keeps
+    training from slowing down many times over when other processes share the cores."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def main(argv: list[str] | None = None, *, prog: str = PROG) -> int:
+    """Run the command (``prog``: the name ``--help`` shows, e.g. ``airloop train``)."""
+    args = parser(prog).parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _quiet_threads()
+    # mlflow, pandas, xgboost and torch take seconds to import: after the arguments, so --help is quick
+    from tasks.training.dataset import build  # noqa: PLC0415 - see above
+    from tasks.training.run import run  # noqa: PLC0415 - see above
+
+    settings = load_config()
+    output = Path(args.output) if args.output else (XCOM_RETURN if XCOM_DIR.is_dir() else None)
+    try:
+        if args.training_set_uri is None:
+            storage.configure(settings.storage.s3_endpoint_url)
+            data = build(settings)
+            print(f"training set {data.uri}: {data.rows} rows, SHA-256 {data.sha256[:12]}", flush=True)
+        result = run(
+            settings,
+            args.training_set_uri or data.uri,
+            tracking_uri=args.tracking_uri,
+            reason=args.reason,
+            run_context=args.run_context,
+        )
+    except ValueError as exc:  # TrainingDataError, SplitError, a bad --run-context
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    text = json.dumps(result.as_dict())
+    if output is not None:
+        write_atomically(output, text)
+    print(text, flush=True)
+    return 0
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Readers (the XCom sidecar, the local operator) see the whole result or none of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)

@@ -1,0 +1,130 @@
+"""The quality gate: every check of one candidate, with its value, threshold and verdict.
+
+A candidate passes only when every check passes:
+- absolute thresholds: hold-out positives, ROC AUC, PR AUC, log loss, ECE, latency per row;
+- no regression beyond a tolerance against the champion on the same hold-out (ROC AUC, PR AUC);
+- the largest TPR difference between segments with enough fraud rows is under the bound.
+A check that cannot be computed (no champion yet, a champion that is not comparable) is reported
+as skipped, never as passed. No numpy here: decisions travel in the training result.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from config import Gate
+    from tasks.training.metrics import Metrics
+
+Op = Literal[">=", "<="]
+
+
+@dataclass
+class Check:
+    name: str
+    value: float | None
+    op: Op
+    threshold: float | None
+    passed: bool | None
+    """None: skipped (cannot be computed, e.g. no champion yet)."""
+    detail: str = ""
+
+    @property
+    def line(self) -> str:
+        state = {True: "PASS", False: "FAIL", None: "skip"}[self.passed]
+        if self.value is None or self.threshold is None:
+            return f"{state}  {self.name}: {self.detail}"
+        text = f"{state}  {self.name}: {self.value:.4f} {self.op} {self.threshold:.4f}"
+        return f"{text} ({self.detail})" if self.detail else text
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Decision:
+    candidate: str
+    checks: list[Check]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed is not False for c in self.checks)
+
+    @property
+    def failed(self) -> list[str]:
+        return [c.name for c in self.checks if c.passed is False]
+
+    @property
+    def reasons(self) -> list[str]:
+        return [c.line for c in self.checks if c.passed is False]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "candidate": self.candidate,
+            "passed": self.passed,
+            "failed": self.failed,
+            "checks": [c.as_dict() for c in self.checks],
+        }
+
+
+def _check(name: str, value: float, op: Op, threshold: float, detail: str = "") -> Check:
+    ok = value >= threshold if op == ">=" else value <= threshold
+    return Check(name, value, op, threshold, bool(ok) and not math.isnan(value), detail)
+
+
+def absolute_checks(metrics: Metrics, cfg: Gate) -> list[Check]:
+    """Thresholds that hold for every model, whatever the champion."""
+    positives = _check(
+        "holdout_positives", metrics.positives, ">=", cfg.min_holdout_positives, "fraud rows in the hold-out"
+    )
+    if metrics.latency_ms_per_row is None:
+        latency = Check("latency_ms_per_row", None, "<=", cfg.max_latency_ms_per_row, None, "not measured")
+    else:
+        latency = _check("latency_ms_per_row", metrics.latency_ms_per_row, "<=", cfg.max_latency_ms_per_row)
+    return [
+        positives,
+        _check("roc_auc", metrics.roc_auc, ">=", cfg.min_roc_auc),
+        _check("pr_auc", metrics.pr_auc, ">=", cfg.min_pr_auc),
+        _check("log_loss", metrics.log_loss, "<=", cfg.max_log_loss),
+        _check("ece", metrics.ece, "<=", cfg.max_ece, f"{cfg.ece_bins} bins"),
+        latency,
+    ]
+
+
+def champion_checks(metrics: Metrics, champion: Metrics | None, cfg: Gate, note: str = "") -> list[Check]:
+    """No regression beyond the tolerance against the champion on the same hold-out."""
+    checks = []
+    for metric, tolerance in (("roc_auc", cfg.roc_auc_tolerance), ("pr_auc", cfg.pr_auc_tolerance)):
+        name = f"{metric}_vs_champion"
+        if champion is None:
+            checks.append(Check(name, None, ">=", None, None, note or "no champion yet"))
+            continue
+        ours, theirs = getattr(metrics, metric), getattr(champion, metric)
+        detail = f"{ours:.4f} vs champion {theirs:.4f}, same hold-out"
+        checks.append(_check(name, ours - theirs, ">=", -tolerance, detail))
+    return checks
+
+
+def fairness_check(metrics: Metrics, cfg: Gate) -> Check:
+    """The TPR gap across segments of the fairness column that have enough fraud rows."""
+    fair = cfg.fairness
+    if len(metrics.compared_segments) < 2:
+        detail = f"fewer than two {fair.segment} segments with >= {fair.min_positives} fraud rows"
+        return Check("fairness_tpr_gap", None, "<=", fair.max_tpr_gap, None, detail)
+    tprs = ", ".join(f"{s} {metrics.segments[s]['tpr']:.2f}" for s in metrics.compared_segments)
+    detail = f"TPR by {fair.segment} at p>={fair.threshold}: {tprs}"
+    return _check("fairness_tpr_gap", metrics.tpr_gap, "<=", fair.max_tpr_gap, detail)
+
+
+def decide(
+    candidate: str, metrics: Metrics, champion: Metrics | None, cfg: Gate, *, champion_note: str = ""
+) -> Decision:
+    """Every check of the gate for one candidate, with its value and threshold."""
+    checks = [
+        *absolute_checks(metrics, cfg),
+        *champion_checks(metrics, champion, cfg, champion_note),
+        fairness_check(metrics, cfg),
+    ]
+    return Decision(candidate, checks)
