@@ -141,6 +141,24 @@ def test_airflow_env_pins_auth_and_secrets(tmp_path, monkeypatch):
     assert again["AIRFLOW__CORE__DAGS_FOLDER"] == str(tmp_path)
 
 
+def test_services_do_not_inherit_the_starters_temporary_metrics_dir(tmp_path, monkeypatch):
+    """Importing Feast in the process that starts the stack (``airloop demo``) points
+    PROMETHEUS_MULTIPROC_DIR at a directory it deletes on exit: a service that inherited it failed
+    every later Feast import (the second ``make demo``'s features run)."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("AIRLOOP_HOME", str(tmp_path))
+    probe = "import os, feast; print(os.environ['PROMETHEUS_MULTIPROC_DIR'])"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    gone = out.stdout.strip().splitlines()[-1]
+    assert gone and not Path(gone).exists(), "feast no longer makes (and removes) its own metrics dir"
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", gone)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROCESS_DIR", gone)
+    env = stack.airflow_env(read_config("local"))
+    assert "PROMETHEUS_MULTIPROC_DIR" not in env and "PROMETHEUS_MULTIPROCESS_DIR" not in env
+
+
 def test_start_refuses_a_taken_port(tmp_path, monkeypatch):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

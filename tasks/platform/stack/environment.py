@@ -141,10 +141,19 @@ def airflow_vars(settings: Settings, *, dags_folder: str | Path | None = None) -
     return env
 
 
+PER_PROCESS_VARS = ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR")
+"""Set by a library inside the process that starts the stack, naming its own temporary files:
+importing Feast points them at a directory it deletes when that process exits. Services that
+inherited them failed every later Feast import ("No such file ... feast_metrics_*") once the
+``airloop demo`` that started the stack had ended."""
+
+
 def airflow_env(settings: Settings, *, dags_folder: str | Path | None = None) -> dict[str, str]:
     """The full environment for every Airflow process of this stack (the caller's env + ours).
 
     Creates the home, its secrets and the passwords file on first use, so ``airflow ...`` run by
-    hand with this environment (``eval "$(airloop env)"``) talks to the same stack.
+    hand with this environment (``eval "$(airloop env)"``) talks to the same stack. The caller's
+    per-process variables (``PER_PROCESS_VARS``) are not passed on.
     """
-    return {**os.environ, **airflow_vars(settings, dags_folder=dags_folder)}
+    inherited = {k: v for k, v in os.environ.items() if k not in PER_PROCESS_VARS}
+    return {**inherited, **airflow_vars(settings, dags_folder=dags_folder)}
