@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from config.base import Section
 
@@ -24,6 +24,15 @@ class MLflow(Section):
     registered_model: str = "fraud-detector"
 
     public_url: str | None = None
+    signing_key: str | None = None
+    """HMAC key that signs each registered model's SHA-256 (``tasks.common.secrets``); only
+    training and the components that load models hold it. ``None`` locally: a generated key under
+    ``AIRLOOP_HOME``; production reads ``${MODEL_SIGNING_KEY}``."""
+
+    @field_validator("signing_key")
+    @classmethod
+    def _empty_key_is_none(cls, value: str | None) -> str | None:
+        return value or None
     """The address browsers use (Airflow's extra links); ``None`` means the tracking URI."""
 
     @property

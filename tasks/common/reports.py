@@ -25,6 +25,7 @@ KINDS = {
     "monitoring": "Drift and performance",
     "model_cards": "Model cards",
     "rollouts": "Rollout history",
+    "quarantine": "Quarantined batches",
 }
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]{0,200}$")
 
