@@ -33,6 +33,7 @@ class MLflow(Section):
     @classmethod
     def _empty_key_is_none(cls, value: str | None) -> str | None:
         return value or None
+
     """The address browsers use (Airflow's extra links); ``None`` means the tracking URI."""
 
     @property
