@@ -41,6 +41,9 @@ class Serving(Section):
     """The Ray dashboard whose Serve REST API (``PUT /api/serve/applications/``) the deploy DAG
     uses to put the application on a running cluster when it is missing (``None``: local profile,
     the application runs in ``python -m tasks.serving``)."""
+    ray_auth_token: str | None = None
+    """The Ray cluster's token (Ray's token authentication): the deploy DAG sends it to the Serve
+    REST API as ``Authorization: Bearer``. Production reads ``${RAY_AUTH_TOKEN}``."""
     ray_num_cpus: int | None = None
     """CPUs of a local Ray (``None``: all of the machine's)."""
     placement: Literal["ingress", "deployments"] = "ingress"
@@ -82,7 +85,7 @@ class Serving(Section):
     """When set, ``/admin/*`` needs ``Authorization: Bearer <token>``."""
     inference_log: InferenceLog = InferenceLog()
 
-    @field_validator("admin_token")
+    @field_validator("admin_token", "ray_auth_token")
     @classmethod
     def _empty_token_is_none(cls, value: str | None) -> str | None:
         return value or None

@@ -28,7 +28,17 @@ DOCKERFILES = {
     "train": CONTAINERS / "train.Dockerfile",
     "serve": CONTAINERS / "serve.Dockerfile",
 }
-DEV_TOOLS = {"pytest", "pytest-timeout", "ruff", "moto", "mypy"}
+DEV_TOOLS = {
+    "pytest",
+    "pytest-timeout",
+    "ruff",
+    "moto",
+    "mypy",
+    "hypothesis",
+    "schemathesis",
+    "detect-secrets",
+    "pip-audit",
+}
 """requirements.txt entries no image installs (the test and dev tools section)."""
 
 TORCH_CUDA_MAJOR = {"2.13.0": 13}
