@@ -34,7 +34,7 @@ from config.data import (
 from config.monitoring import DriftMethod, Monitor, MonitorDecision, MonitorDrift, MonitorPerformance
 from config.rollout import Rollout, RolloutJudge, RolloutShadow, RolloutStep
 from config.serving import InferenceLog, Serving
-from config.settings import PROJECT_ROOT, AirflowStack, Settings, airloop_home
+from config.settings import PROJECT_ROOT, AirflowStack, MetadataDB, Settings, airloop_home, cpu_count
 from config.training import (
     Fairness,
     Family,
@@ -70,6 +70,7 @@ __all__ = [
     "MLPFamily",
     "MLPGrid",
     "MLflow",
+    "MetadataDB",
     "Monitor",
     "MonitorDecision",
     "MonitorDrift",
@@ -89,6 +90,7 @@ __all__ = [
     "XGBoostFamily",
     "XGBoostGrid",
     "airloop_home",
+    "cpu_count",
     "load_config",
     "profile_name",
     "read_config",
@@ -156,6 +158,7 @@ def read_config(profile: str | None = None, environ: dict[str, str] | None = Non
     raw = _expand_env(yaml.safe_load(path.read_text()) or {}, environ)
     raw["profile"] = profile
     home = Path(environ.get("AIRLOOP_HOME", PROJECT_ROOT)).resolve()
+    raw["home"] = str(home)
     return Settings.model_validate(_merge(raw, _env_overrides(environ)), context={"home": home})
 
 

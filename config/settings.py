@@ -18,13 +18,25 @@ from config.training import Gate, MLflow, Train, TrainingPod
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+def cpu_count() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 class AirflowStack(Section):
     home: str
     host: str = "127.0.0.1"
     port: int = 8080
     username: str = "admin"
     password: str = "airloop"
-    parallelism: int = 4
+    parallelism: int | None = Field(None, ge=1)
+    """LocalExecutor worker processes (tasks at once); ``None``: one per core, at least 2 and at
+    most 4 (each idle worker holds ~0.2 GB)."""
+    api_workers: int = Field(1, ge=1)
+    """The api-server's uvicorn workers."""
 
     @property
     def url(self) -> str:
@@ -32,9 +44,37 @@ class AirflowStack(Section):
         host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
         return f"http://{host}:{self.port}"
 
+    @property
+    def workers(self) -> int:
+        """The LocalExecutor's parallelism: the configured value, else sized to the cores."""
+        return self.parallelism or max(2, min(4, cpu_count()))
+
+
+class MetadataDB(Section):
+    """The local stack's database: Airflow's metadata and, when ``mlflow_database`` is set, MLflow's
+    backend store (a separate database on the same server)."""
+
+    kind: Literal["postgres", "sqlite", "external"] = "postgres"
+    """``postgres``: a server the stack starts itself under ``<airflow.home>/postgres`` (unix
+    socket only, generated password); ``sqlite``: a file, by explicit choice (WAL, busy timeout);
+    ``external``: not the stack's business (production: the deployment's Postgres)."""
+    binaries: str | None = None
+    """A folder with ``initdb`` and ``postgres``; ``None``: the machine's (PATH, then
+    ``/usr/lib/postgresql/*/bin``), else the ``pgserver`` wheel's."""
+    user: str = "airloop"
+    airflow_database: str = "airflow"
+    mlflow_database: str | None = "mlflow"
+    """``None``: MLflow keeps ``mlflow.backend_store_uri``."""
+    shared_buffers: str = "32MB"
+    max_connections: int = Field(150, ge=20)
+    sqlite_busy_timeout_s: float = Field(30.0, gt=0)
+
 
 class Settings(Section):
     profile: Literal["local", "production"]
+    home: str = ""
+    """``AIRLOOP_HOME`` as these settings resolved it: every relative path is under it, and the
+    local profile's generated secrets live in ``<home>/.airloop/secrets`` (set by the loader)."""
     project: str = "airloop"
     owner: str = "airloop"
     schema_: DataSchema = Field(alias="schema")
@@ -44,6 +84,7 @@ class Settings(Section):
     simulate: Simulate = Simulate()
     feast: FeatureStore
     airflow: AirflowStack
+    metadata_db: MetadataDB = MetadataDB()
     mlflow: MLflow
     train: Train
     training_pod: TrainingPod = TrainingPod()

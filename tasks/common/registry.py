@@ -5,12 +5,17 @@ Training registers versions (``tasks.training.registration``), the rollout moves
 - the aliases ``champion`` and ``challenger`` and the lineage tag names (``TAG_*``);
 - ``model_sha256``: the SHA-256 of a model's artifact directory (``artifact_sha256``), which
   every load site recomputes on the files it downloads before unpickling them
-  (``fetch_verified``).
+  (``download_verified``);
+- ``model_signature``: an HMAC-SHA256 over the model's name, version and hash with a key that
+  only training and the loaders hold (``tasks.common.secrets.model_signing_key``). Anyone who can
+  write to MLflow can rewrite the hash tag along with the files; without the key they cannot
+  sign the new hash, so a tampered version is refused before it is unpickled.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +38,7 @@ TAG_FEATURE_SERVICE = "feature_service"
 TAG_FEATURES = "features"
 TAG_GIT_COMMIT = "git_commit"
 TAG_MODEL_SHA256 = "model_sha256"
+TAG_MODEL_SIGNATURE = "model_signature"
 TAG_MODEL_CARD = "model_card"
 TAG_FAMILY = "family"
 TAG_CANDIDATE = "candidate"
@@ -56,7 +62,25 @@ registered model and version), so it is not part of the model's content."""
 
 
 class IntegrityError(RuntimeError):
-    """A downloaded model's files do not hash to the SHA-256 recorded at registration."""
+    """A downloaded model's files do not hash to the SHA-256 recorded at registration, or that
+    hash does not carry a valid signature."""
+
+
+def signature(key: bytes, name: str, version: str, sha256: str) -> str:
+    """The HMAC-SHA256 that vouches for ``sha256`` as the content of ``name`` version ``version``."""
+    return hmac.new(key, f"{name}\n{version}\n{sha256}".encode(), hashlib.sha256).hexdigest()
+
+
+def check_signature(key: bytes, version: ModelVersion, sha256: str) -> None:
+    """``IntegrityError`` unless the version's ``model_signature`` tag signs ``sha256``."""
+    given = (version.tags or {}).get(TAG_MODEL_SIGNATURE, "")
+    expected = signature(key, version.name, str(version.version), sha256)
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise IntegrityError(
+            f"{version.name} version {version.version} refused: its {TAG_MODEL_SHA256} is "
+            f"{'not signed' if not given else 'signed with another key'} (tag {TAG_MODEL_SIGNATURE}); "
+            "it was not registered by this deployment's training, or its tags were rewritten"
+        )
 
 
 def artifact_sha256(path: str | Path) -> str:
@@ -112,10 +136,13 @@ def version_by_number(mlflow_client: MlflowClient, name: str, version: str) -> M
         raise
 
 
-def download_verified(tracking_uri: str, version: ModelVersion, dst: str | Path) -> tuple[Path, str]:
+def download_verified(
+    tracking_uri: str, version: ModelVersion, dst: str | Path, *, key: bytes
+) -> tuple[Path, str]:
     """Download a registered version's files into ``dst`` and check them against its
-    ``model_sha256`` tag before anything is unpickled; returns the model directory and its hash.
-    Raises ``IntegrityError`` when the hash is missing or differs."""
+    ``model_sha256`` tag and that tag's signature before anything is unpickled; returns the model
+    directory and its hash. Raises ``IntegrityError`` when the hash is missing, differs or is not
+    signed with ``key`` (this deployment's, ``tasks.common.secrets.model_signing_key(settings)``)."""
     import mlflow  # noqa: PLC0415 - see client()
 
     # The version's own artifact URI: a ``models:/`` URI would be resolved against the process's
@@ -129,25 +156,30 @@ def download_verified(tracking_uri: str, version: ModelVersion, dst: str | Path)
             f"{version.name} version {version.version} refused: its files hash to {actual}, the "
             f"{TAG_MODEL_SHA256} recorded at registration is {expected or 'missing'}"
         )
+    check_signature(key, version, actual)
     return local, actual
 
 
-def fetch_verified(tracking_uri: str, name: str, alias: str, dst: str | Path) -> tuple[Path, ModelVersion]:
+def fetch_verified(
+    tracking_uri: str, name: str, alias: str, dst: str | Path, *, key: bytes
+) -> tuple[Path, ModelVersion]:
     """Download ``name@alias`` into ``dst``, verified (``download_verified``); returns the local
     model directory and the version. ``LookupError`` when the alias does not exist."""
     version = version_for_alias(client(tracking_uri), name, alias)
     if version is None:
         raise LookupError(f"model {name!r} has no alias {alias!r}")
-    local, _ = download_verified(tracking_uri, version, dst)
+    local, _ = download_verified(tracking_uri, version, dst, key=key)
     return local, version
 
 
-def load_verified(tracking_uri: str, name: str, alias: str, dst: str | Path) -> tuple[Any, ModelVersion]:
+def load_verified(
+    tracking_uri: str, name: str, alias: str, dst: str | Path, *, key: bytes
+) -> tuple[Any, ModelVersion]:
     """The pyfunc model behind ``name@alias``, loaded only after its files were verified: the one
     path by which training (the champion on the hold-out) and monitoring (the reference) load."""
     import mlflow  # noqa: PLC0415 - see client()
 
-    local, version = fetch_verified(tracking_uri, name, alias, dst)
+    local, version = fetch_verified(tracking_uri, name, alias, dst, key=key)
     return mlflow.pyfunc.load_model(str(local)), version
 
 

@@ -4,8 +4,8 @@ In production both come from config (``serving.admin_token``, ``mlflow.signing_k
 reads them from the environment (``${SERVING_ADMIN_TOKEN}``, ``${MODEL_SIGNING_KEY}``); the
 production profile refuses to load without them. The local profile needs no setup: the first
 component that asks creates each one, random, in ``<AIRLOOP_HOME>/.airloop/secrets/<name>`` with
-mode 0600, and every later one (the serving process, the DAGs' tasks, the demo, the traffic
-player) reads the same file.
+mode 0600 (the home the settings were resolved against: ``settings.home``), and every later one
+(the serving process, the DAGs' tasks, the demo, the traffic player) reads the same file.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ import secrets as random_secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from config import airloop_home
-
 if TYPE_CHECKING:
     from config import Settings
 
@@ -24,13 +22,13 @@ SERVING_TOKEN = "serving-admin-token"
 SIGNING_KEY = "model-signing-key"
 
 
-def secrets_dir() -> Path:
-    return airloop_home() / ".airloop" / "secrets"
+def secrets_dir(settings: Settings) -> Path:
+    return Path(settings.home) / ".airloop" / "secrets"
 
 
-def local_secret(name: str) -> str:
+def local_secret(settings: Settings, name: str) -> str:
     """The local secret ``name``, created (random, 0600) the first time anyone asks for it."""
-    path = secrets_dir() / name
+    path = secrets_dir(settings) / name
     if path.exists():
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -53,7 +51,7 @@ def _configured_or_local(value: str | None, settings: Settings, name: str) -> st
         return value
     if settings.profile == "production":
         raise RuntimeError(f"the production profile needs its {name} from the environment (config)")
-    return local_secret(name)
+    return local_secret(settings, name)
 
 
 def serving_token(settings: Settings) -> str:

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from tasks.common import registry, storage
 from tasks.common.clock import now_iso
 from tasks.common.outcomes import Skip
+from tasks.common.secrets import model_signing_key
 from tasks.monitoring.performance import scores, threshold_for
 from tasks.monitoring.results import LABEL, SCORE, Scores
 from tasks.monitoring.sampling import sample_frame
@@ -207,7 +208,9 @@ def champion_reference(
             f"the file now hashes to {data.sha256}"
         )
     with tempfile.TemporaryDirectory(prefix="airloop-monitor-") as tmp:
-        model, loaded = registry.load_verified(tracking_uri, name, alias, tmp)
+        model, loaded = registry.load_verified(
+            tracking_uri, name, alias, tmp, key=model_signing_key(settings)
+        )
         if str(loaded.version) != str(version.version):
             raise RuntimeError(
                 f"{name}@{alias} moved from v{version.version} to v{loaded.version} while loading it"

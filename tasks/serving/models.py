@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.common import registry
+from tasks.common.secrets import model_signing_key
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
@@ -181,7 +182,7 @@ def load(
 def _download(settings: Settings, mv: ModelVersion, folder: Path) -> tuple[Path, str]:
     """The version's files in ``folder``, verified (``registry.download_verified``)."""
     try:
-        return registry.download_verified(settings.mlflow.url, mv, folder)
+        return registry.download_verified(settings.mlflow.url, mv, folder, key=model_signing_key(settings))
     except registry.IntegrityError as exc:
         raise ModelRefused("integrity", str(exc)) from exc
     except Exception as exc:

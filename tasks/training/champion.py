@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.common import registry
+from tasks.common.secrets import model_signing_key
 from tasks.training.evaluation import evaluate
 
 if TYPE_CHECKING:
@@ -67,7 +68,9 @@ def _score(settings: Settings, tracking_uri: str, holdout: pd.DataFrame) -> Cham
     """Load ``name@champion`` verified and score the hold-out with it."""
     name = settings.mlflow.registered_model
     with tempfile.TemporaryDirectory(prefix="airloop-champion-") as tmp:
-        model, version = registry.load_verified(tracking_uri, name, registry.CHAMPION, tmp)
+        model, version = registry.load_verified(
+            tracking_uri, name, registry.CHAMPION, tmp, key=model_signing_key(settings)
+        )
         other = _other_service(settings, version)  # the alias may have moved since it was looked up
         if other:
             return ChampionScore(str(version.version), other)

@@ -7,7 +7,9 @@ run and registered as a new version of ``mlflow.registered_model`` with:
 - lineage tags (``registry.TAG_*``): DAG id and run id, trigger reason, data version, feature
   service and features, git commit, the model card's artifact URI;
 - ``model_sha256``: the SHA-256 of the model's artifact directory, which every load site
-  recomputes before loading (``registry.fetch_verified``).
+  recomputes before loading (``registry.download_verified``), and ``model_signature``, that hash
+  signed (HMAC) with this deployment's signing key, so that rewriting the tag is not enough to
+  slip other files in.
 
 Registration is all-or-nothing: if anything after creating the version fails, the version is
 deleted again, so no half-tagged version can become a challenger.
@@ -29,11 +31,14 @@ from tasks.common.registry import (
     CHAMPION,
     TAG_MODEL_CARD,
     TAG_MODEL_SHA256,
+    TAG_MODEL_SIGNATURE,
     TAG_RUN_ID,
     artifact_sha256,
     client,
+    signature,
     version_for_alias,
 )
+from tasks.common.secrets import model_signing_key
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -84,10 +89,12 @@ def _ensure_model(mc: MlflowClient, name: str) -> None:
         mc.create_registered_model(name, description=MODEL_DESCRIPTION)
 
 
-def _set_aliases(mc: MlflowClient, name: str, version: str) -> list[str]:
-    """``challenger``, and ``champion`` too when there is none yet; deletes the version on failure."""
+def _sign_and_alias(mc: MlflowClient, name: str, version: str, sha: str, key: bytes) -> list[str]:
+    """Sign the hash, then ``challenger`` (and ``champion`` when there is none yet); deletes the
+    version on failure, so no unsigned or alias-less version is left behind."""
     try:
         _wait_ready(mc, name, version)
+        mc.set_model_version_tag(name, version, TAG_MODEL_SIGNATURE, signature(key, name, version, sha))
         aliases = [CHALLENGER]
         if version_for_alias(mc, name, CHAMPION) is None:
             aliases.append(CHAMPION)
@@ -133,7 +140,7 @@ def register(
     return Registration(
         name=name,
         version=str(version.version),
-        aliases=_set_aliases(mc, name, str(version.version)),
+        aliases=_sign_and_alias(mc, name, str(version.version), sha, model_signing_key(settings)),
         model_uri=f"models:/{name}/{version.version}",
         logged_model_uri=logged_model_uri,
         model_sha256=sha,

@@ -16,7 +16,7 @@ def test_a_local_secret_is_created_once_private_and_then_read(tmp_path, monkeypa
     monkeypatch.setenv("AIRLOOP_HOME", str(tmp_path))
     settings = read_config("local", dict(os.environ))
     token = secrets.serving_token(settings)
-    path = secrets.secrets_dir() / secrets.SERVING_TOKEN
+    path = secrets.secrets_dir(settings) / secrets.SERVING_TOKEN
     assert len(token) >= 32 and path.read_text() == token
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
@@ -26,10 +26,20 @@ def test_a_local_secret_is_created_once_private_and_then_read(tmp_path, monkeypa
 
 def test_racing_first_readers_all_get_the_same_secret(tmp_path, monkeypatch):
     monkeypatch.setenv("AIRLOOP_HOME", str(tmp_path))
+    settings = read_config("local", dict(os.environ))
     with ThreadPoolExecutor(8) as pool:
-        values = set(pool.map(lambda _: secrets.local_secret("raced"), range(32)))
+        values = set(pool.map(lambda _: secrets.local_secret(settings, "raced"), range(32)))
     assert len(values) == 1
-    assert [p.name for p in secrets.secrets_dir().iterdir()] == ["raced"]  # no partial files left
+    assert [p.name for p in secrets.secrets_dir(settings).iterdir()] == ["raced"]  # no partial files
+
+
+def test_the_secret_lives_in_the_home_the_settings_were_read_for(tmp_path, monkeypatch):
+    """A serving replica or a task that got its settings from elsewhere finds the same file."""
+    monkeypatch.setenv("AIRLOOP_HOME", str(tmp_path / "somewhere-else"))
+    settings = read_config("local", {"AIRLOOP_HOME": str(tmp_path / "home")})
+    secrets.serving_token(settings)
+    assert (tmp_path / "home" / ".airloop" / "secrets" / secrets.SERVING_TOKEN).exists()
+    assert not (tmp_path / "somewhere-else").exists()
 
 
 def test_a_configured_secret_wins_and_production_never_generates_one(tmp_path, monkeypatch):
@@ -41,4 +51,4 @@ def test_a_configured_secret_wins_and_production_never_generates_one(tmp_path, m
     )
     with pytest.raises(RuntimeError, match="production profile needs"):
         secrets.serving_token(production)
-    assert not secrets.secrets_dir().exists()
+    assert not secrets.secrets_dir(production).exists()

@@ -161,6 +161,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     import mlflow
 
     from tasks.common import registry
+    from tasks.common.secrets import model_signing_key
     from tasks.features.offline import training_set
     from tasks.platform import stack
     from tasks.training import dataset as training_data
@@ -184,7 +185,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             events = training_data.labelled_events(settings, STABLE[0].isoformat(), COVARIATE[1].isoformat())
             monitored = training_set(settings, events)
             local, _ = registry.fetch_verified(
-                tracking_uri, settings.mlflow.registered_model, "champion", home / "champion"
+                tracking_uri,
+                settings.mlflow.registered_model,
+                "champion",
+                home / "champion",
+                key=model_signing_key(settings),
             )
             model = mlflow.pyfunc.load_model(str(local))
             spec = InputSpec.from_settings(settings, version.features)

@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 
 from tasks.common import registry, storage
+from tasks.common.secrets import model_signing_key
 from tasks.training import dataset
 from tasks.training.candidates import Candidate, FitContext, plan
 from tasks.training.families.base import FraudModel, sigmoid
@@ -176,7 +177,9 @@ def test_sha256_tag_matches_the_downloaded_artifact(first, world, tmp_path):
         f"models:/{name}@challenger", dst_path=str(tmp_path / "a"), tracking_uri=world.tracking_uri
     )
     assert registry.artifact_sha256(local) == result.model_sha256
-    verified, version = registry.fetch_verified(world.tracking_uri, name, "challenger", tmp_path / "b")
+    verified, version = registry.fetch_verified(
+        world.tracking_uri, name, "challenger", tmp_path / "b", key=model_signing_key(settings)
+    )
     assert version.version == result.version
     # a byte changed anywhere in the model is caught
     (verified / "MLmodel").write_text((verified / "MLmodel").read_text() + "\n# tampered\n")
