@@ -150,7 +150,8 @@ def test_services_do_not_inherit_the_starters_temporary_metrics_dir(tmp_path, mo
 
     monkeypatch.setenv("AIRLOOP_HOME", str(tmp_path))
     probe = "import os, feast; print(os.environ['PROMETHEUS_MULTIPROC_DIR'])"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PROMETHEUS_MULTIPROC")}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=clean)
     gone = out.stdout.strip().splitlines()[-1]
     assert gone and not Path(gone).exists(), "feast no longer makes (and removes) its own metrics dir"
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", gone)

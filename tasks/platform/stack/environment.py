@@ -86,7 +86,7 @@ def _core_vars(settings: Settings, home: Path, dags: Path, secrets: dict[str, st
         f"{a}PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
         f"{a}LOAD_EXAMPLES": "False",
         f"{a}EXECUTOR": "LocalExecutor",
-        f"{a}PARALLELISM": str(settings.airflow.parallelism),
+        f"{a}PARALLELISM": str(settings.airflow.workers),
         f"{a}DAGS_ARE_PAUSED_AT_CREATION": "False",
         f"{a}FERNET_KEY": secrets["fernet_key"],
         f"{a}AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
