@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Literal
+
+from pydantic import Field, field_validator
 
 from config.base import Section
 
@@ -62,14 +65,37 @@ class Assets(Section):
 
 
 class Ingest(Section):
+    """The ingest stage: when it sweeps the landing zone, and the limits a landed file must keep."""
+
     cron: str
     timezone: str = "UTC"
-    file_patterns: list[str] = ["*.parquet", "*.csv"]
+    file_patterns: list[str] = ["*"]
+    """What the sweep of the landing zone takes: every file by default, so that one in a format
+    landing does not accept is quarantined with a message saying which formats are (``.csv``,
+    ``.csv.gz``, ``.parquet``) instead of lying there unnoticed."""
+    ignore_patterns: list[str] = [".*", "_*", "*.tmp", "*.partial", "*.part"]
+    """Names the sweep leaves alone: files still being written under a temporary name."""
     min_rows: int = 1
     max_rows: int = 2_000_000
+    """Also checked from a Parquet file's metadata before it is decoded."""
     max_age_hours: float | None = None
     """Freshness bound on the newest event of a batch; ``None`` disables the check."""
+    max_future_minutes: float = Field(15.0, ge=0)
+    """An event stamped more than this after the ingest time fails validation (clock skew
+    allowed to upstream systems); one row five years ahead would move Feast's watermark."""
+    earliest_event: datetime = datetime(2000, 1, 1, tzinfo=UTC)
+    """An event stamped before this fails validation (epoch-zero defaults, typos in the year)."""
+    max_file_bytes: int = Field(512 * 2**20, gt=0)
+    """A landed file larger than this is quarantined without being read."""
+    max_decoded_bytes: int = Field(2 * 2**30, gt=0)
+    """The most a file may decode to: a Parquet file's uncompressed size from its metadata, a
+    ``.csv.gz`` file's decompressed bytes (decompression stops past it)."""
     retries: int = 2
+
+    @field_validator("earliest_event")
+    @classmethod
+    def _aware_utc(cls, value: datetime) -> datetime:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class OnlineStore(Section):

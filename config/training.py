@@ -13,17 +13,21 @@ class MLflow(Section):
     """MLflow tracking server and model registry (the local stack runs the server)."""
 
     tracking_uri: str | None = None
-    """What clients use; ``None`` means the local server at ``host:port``."""
+    """What clients use; ``None`` means the local server at ``host:port``. In production the
+    clients authenticate with ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` from
+    their environment (MLflow's basic auth: ``training`` writes, ``serving`` reads)."""
     host: str = "127.0.0.1"
     port: int = 5000
-    backend_store_uri: str
-    """``sqlite:///<path>`` locally (relative paths follow ``AIRLOOP_HOME``), Postgres in production."""
+    backend_store_uri: str = "sqlite:///data/mlflow/mlflow.db"
+    """The local server's store when ``metadata_db`` gives MLflow no database of its own
+    (relative paths follow ``AIRLOOP_HOME``). Production's server is configured in its own
+    container (docker-compose.yaml), so the production profile holds no database credentials."""
     artifacts_destination: str
     """Where the server stores artifacts it proxies (``--serve-artifacts``): file:// or s3://."""
     experiment: str = "fraud-detector"
     registered_model: str = "fraud-detector"
-
     public_url: str | None = None
+    """The address browsers use (Airflow's extra links); ``None`` means the tracking URI."""
     signing_key: str | None = None
     """HMAC key that signs each registered model's SHA-256 (``tasks.common.secrets``); only
     training and the components that load models hold it. ``None`` locally: a generated key under
@@ -33,8 +37,6 @@ class MLflow(Section):
     @classmethod
     def _empty_key_is_none(cls, value: str | None) -> str | None:
         return value or None
-
-    """The address browsers use (Airflow's extra links); ``None`` means the tracking URI."""
 
     @property
     def url(self) -> str:
@@ -145,6 +147,45 @@ class Fairness(Section):
     """Segments with fewer fraud rows in the hold-out are reported but not compared."""
 
 
+class SegmentRule(Section):
+    """What every value of one segment column (each region, each channel...) must clear on the
+    hold-out, at the serving threshold. ROC AUC and recall do not depend on a segment's fraud
+    rate, so they are also compared with the overall figure; PR AUC does, so it has a floor and
+    the champion's figure for the same segment only.
+
+    A figure fails only when even its upper confidence bound (``confidence``: ROC AUC + z x its
+    standard error, Wilson's bound for recall) is below the bound it must clear, so a segment with
+    a dozen fraud rows is judged without its sampling noise failing good models."""
+
+    min_roc_auc: float = 0.75
+    min_pr_auc: float = 0.1
+    min_recall: float = 0.1
+    max_roc_auc_below_overall: float = 0.1
+    max_recall_below_overall: float = 0.3
+    champion_tolerance: float = 0.05
+    """How far below the champion's ROC AUC and PR AUC for the same segment a candidate may fall."""
+    confidence: float = Field(0.95, ge=0.5, lt=1)
+    min_rows: int = 100
+    min_positives: int = 5
+    """A segment with fewer rows or fraud rows in the hold-out is too small to judge ..."""
+    max_unjudged_share: float = Field(0.35, ge=0, le=1)
+    """... and fails the gate when it holds more than this share of the hold-out's rows (it is
+    reported, never silently skipped)."""
+
+
+def _default_segments() -> dict[str, SegmentRule]:
+    return {name: SegmentRule() for name in ("region", "channel", "merchant_category")}
+
+
+class Segments(Section):
+    """Quality per segment: every value of every column listed must clear its own floors."""
+
+    threshold: float | None = None
+    """Where recall is measured; ``None``: ``serving.threshold`` (what serving decides with)."""
+    columns: dict[str, SegmentRule] = Field(default_factory=_default_segments)
+    """Segment column -> its rule; add a column (it must be in the training set) to judge it too."""
+
+
 class Gate(Section):
     """The quality gate: every check must pass for a candidate to be registered."""
 
@@ -161,3 +202,4 @@ class Gate(Section):
     select_by: Literal["roc_auc", "pr_auc"] = "pr_auc"
     """Among passing candidates, the best by this metric is registered."""
     fairness: Fairness = Fairness()
+    segments: Segments = Field(default_factory=Segments)

@@ -7,7 +7,8 @@ correct: a row at `t` uses events at or before `t` only). `apply` registers the 
 `feature_repo/` only when they changed. `materialize` pushes the new rows into the online store
 (incrementally from Feast's watermark; late or replayed data is backfilled over exactly its range)
 and updates the `features/transactions` asset, which schedules training; it is skipped, and posts
-no event, when no feature row changed.
+no event, when no feature row changed. The curated batches count as taken in only once
+`materialize` succeeded, so a failed run is redone by the next one.
 
 Run by hand from the CLI with `airloop features refresh` (or `python -m tasks.features refresh`).
 """
@@ -41,7 +42,7 @@ def features() -> None:
         """New curated batches → rewritten feature-table partitions and the changed time range."""
         from tasks.features.tables import refresh  # noqa: PLC0415 - pandas stays out of parsing
 
-        return refresh(cfg).as_dict()
+        return refresh(cfg, advance=False).as_dict()
 
     @stage_task
     def apply() -> list[str]:

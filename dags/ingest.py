@@ -12,6 +12,9 @@ idempotently to the curated Parquet dataset (partitioned by event date); bad bat
 `report` naming every failed expectation. The `curated/transactions` asset event carries the row
 counts in its extra; a run that added no rows posts none (`publish` is skipped).
 
+Landing accepts `.csv`, `.csv.gz` and `.parquet` within the size limits in `config` (`ingest`);
+any other file is quarantined saying so. A `batch_uri` outside the landing zone is refused unread.
+
 Trigger a specific file by hand with conf `{"batch_uri": "file:///.../landing/my.csv"}`, or check
 one without moving it with `airloop validate FILE`.
 """
@@ -58,9 +61,10 @@ def ingest() -> None:
 
         return batches.ingest_batch(batch_uri, cfg).as_dict()
 
-    @stage_task(outlets=[assets.curated])
-    def publish(results: list[dict[str, Any]], outlet_events: Any = None) -> dict[str, Any]:
-        """The curated asset event, with what this run added; skipped when it added no rows."""
+    @stage_task(outlets=[assets.curated], trigger_rule="all_done")
+    def publish(results: list[dict[str, Any] | None], outlet_events: Any = None) -> dict[str, Any]:
+        """The curated asset event, with what this run added (also when another batch failed);
+        skipped when it added no rows."""
         from tasks.ingest.run_summary import curated_event_extra  # noqa: PLC0415 - pandas stays out of parsing
 
         extra = curated_event_extra(cfg, results)

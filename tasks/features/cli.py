@@ -38,12 +38,13 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 def _refresh(settings: Settings, _: argparse.Namespace) -> None:
     from tasks.features.materialization import materialize  # noqa: PLC0415 - Feast only when run
     from tasks.features.store import apply  # noqa: PLC0415 - as above
-    from tasks.features.tables import refresh  # noqa: PLC0415 - as above
+    from tasks.features.tables import advance_state, refresh  # noqa: PLC0415 - as above
 
-    changes = refresh(settings)
+    changes = refresh(settings, advance=False)
     apply(settings)
     for item in materialize(settings, changes):
         print(f"  {item.view:<20} {item.mode:<12} {item.start} -> {item.end}")
+    advance_state(settings, changes)
     print(f"refreshed {sum(changes.rows.values())} rows on {len(changes.dates)} dates")
 
 

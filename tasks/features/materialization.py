@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from tasks.common.clock import utc
 from tasks.common.outcomes import Skip
 from tasks.features.store import get_store
-from tasks.features.tables import FeatureChanges
+from tasks.features.tables import FeatureChanges, advance_state
 
 if TYPE_CHECKING:
     from feast import FeatureStore, FeatureView
@@ -86,12 +86,15 @@ def materialize_refresh(settings: Settings, changed: Mapping[str, Any]) -> dict[
 
     ``Skip`` when the refresh rewrote no rows (the online store is current and no event is
     posted, so training is not started for nothing); otherwise materializes and returns the
-    features asset event's extra.
+    features asset event's extra. The batches count as taken in (``tables.advance_state``) only
+    after materialization succeeded: when it fails, the next run computes and pushes them again.
     """
     changes = FeatureChanges.from_dict(changed)
     if not changes.rewritten:
+        advance_state(settings, changes)
         raise Skip("no new feature rows: the online store is already current")
     done = materialize(settings, changes)
+    advance_state(settings, changes)
     return {
         **changes.as_dict(),
         "feature_service": settings.feast.service,

@@ -15,7 +15,6 @@ that new curated batches can change (their dates plus the longest window after t
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -27,13 +26,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
 from tasks.common import storage
 from tasks.common.clock import now_iso
-from tasks.ingest.curated import curated_dates, read_curated_dates, read_manifests
+from tasks.ingest.curated import (
+    curated_dates,
+    parquet_bytes,
+    read_curated_dates,
+    read_manifests,
+    write_atomically,
+)
 
 if TYPE_CHECKING:
     from config import Settings
@@ -239,11 +242,13 @@ def _day(text: str) -> date:
     return date.fromisoformat(text)
 
 
-def refresh(settings: Settings, *, full: bool = False) -> FeatureChanges:
+def refresh(settings: Settings, *, full: bool = False, advance: bool = True) -> FeatureChanges:
     """Bring the feature tables up to date with the curated dataset.
 
     Takes in the curated batches it has not seen (all of them with ``full``) and rewrites the
     event dates they can change; returns what changed, which is what materialization must cover.
+    ``advance=False`` (the features DAG) leaves the state alone: ``advance_state`` records the
+    batches once they are materialized, so a failed materialization is redone by the next run.
     """
     manifests = read_manifests(settings)
     done = set() if full else set(read_state(settings)["batches"])
@@ -254,8 +259,16 @@ def refresh(settings: Settings, *, full: bool = False) -> FeatureChanges:
     else:
         log.info("features: %d new curated batches, no new rows", len(new))
         changes = FeatureChanges(batches=new)
-    _write_state(settings, sorted(done | set(new)))
+    if advance:
+        _write_state(settings, sorted(done | set(new)))
     return changes
+
+
+def advance_state(settings: Settings, changes: FeatureChanges) -> None:
+    """Record the batches of ``changes`` as taken in (after their rows are online)."""
+    done = set(read_state(settings)["batches"])
+    if not set(changes.batches) <= done:
+        _write_state(settings, sorted(done | set(changes.batches)))
 
 
 def _dates_to_rewrite(curated: list[str], new_dates: list[str]) -> tuple[list[str], list[str]]:
@@ -313,11 +326,8 @@ def _first_changed(events: pd.DataFrame, new: list[str], written: Iterable[pd.Da
 
 
 def _write_partition(settings: Settings, table: str, day: str, frame: pd.DataFrame) -> None:
-    buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False), buffer)
-    storage.write_bytes(
-        storage.join(table_uri(settings, table), f"event_date={day}", "part.parquet"), buffer.getvalue()
-    )
+    uri = storage.join(table_uri(settings, table), f"event_date={day}", "part.parquet")
+    write_atomically(uri, parquet_bytes(frame))
 
 
 def read_table(settings: Settings, table: str) -> pd.DataFrame:

@@ -4,12 +4,20 @@ A batch's files are named after its id (a rerun overwrites them, never adds to t
 whose key is already curated are dropped, so a re-sent batch adds nothing. A manifest per batch
 records what it added: the features stage reads the manifests to find the batches it has not
 taken in yet, and reads only the event dates they touched.
+
+Files appear whole or not at all (``write_atomically``): locally each is written under a hidden
+temporary name in its folder, flushed to disk and renamed over its final name; on an object store
+a single PUT is atomic. Readers look only at ``*.parquet`` files and pyarrow skips names that
+start with ``.``, so a crash mid-write leaves nothing where they look.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import posixpath
+import uuid
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +49,10 @@ class Manifest:
     partitions: list[str]
     sha256: str
     ingested_at: str
+    archived: bool = True
+    """False from the moment the batch is curated until its landed file is archived: a retry
+    that finds it false finishes the archive and reports the batch as ingested (its curated
+    asset event was never posted)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,7 +74,9 @@ def read_manifest(settings: Settings, batch_id: str) -> Manifest | None:
 
 def write_manifest(settings: Settings, manifest: Manifest) -> None:
     """Written last, once the batch's files are in place: a batch without one is not curated yet."""
-    storage.write_text(_manifest_uri(settings, manifest.batch_id), json.dumps(manifest.as_dict(), indent=2))
+    write_atomically(
+        _manifest_uri(settings, manifest.batch_id), json.dumps(manifest.as_dict(), indent=2).encode()
+    )
 
 
 def read_manifests(settings: Settings) -> dict[str, Manifest]:
@@ -70,6 +84,33 @@ def read_manifests(settings: Settings) -> dict[str, Manifest]:
     uris = storage.list_files(storage.join(settings.storage.curated_uri, MANIFESTS), ["*.json"])
     manifests = [Manifest.from_dict(json.loads(storage.read_bytes(uri))) for uri in uris]
     return {m.batch_id: m for m in manifests}
+
+
+def write_atomically(uri: str, data: bytes) -> str:
+    """Write a file that readers see whole or not at all (see the module's docstring)."""
+    fs, path = storage.filesystem(uri)
+    folder = posixpath.dirname(path)
+    fs.makedirs(folder, exist_ok=True)
+    if "file" not in fs.protocol:
+        fs.pipe_file(path, data)
+        return uri
+    partial = posixpath.join(folder, f".{posixpath.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(partial, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    return uri
+
+
+def parquet_bytes(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False), buffer)
+    return buffer.getvalue()
 
 
 def _partition_uri(settings: Settings, day: str) -> str:
@@ -100,10 +141,9 @@ def write_curated(settings: Settings, frame: pd.DataFrame, batch_id: str) -> tup
     frame = frame.assign(batch_id=batch_id)
     written: list[str] = []
     for day, part in frame.groupby(dates, sort=True):
-        fs, path = storage.filesystem(storage.join(_partition_uri(settings, str(day)), f"{batch_id}.parquet"))
-        fs.makedirs(posixpath.dirname(path), exist_ok=True)
-        table = pa.Table.from_pandas(part.reset_index(drop=True), preserve_index=False)
-        pq.write_table(table, path, filesystem=fs)
+        write_atomically(
+            storage.join(_partition_uri(settings, str(day)), f"{batch_id}.parquet"), parquet_bytes(part)
+        )
         written.append(str(day))
     return len(frame), int((~fresh).sum()), written
 

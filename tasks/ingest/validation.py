@@ -1,53 +1,45 @@
 """Validate a landed batch against the transaction contract with Great Expectations.
 
 The suite is built from ``config`` (schema, types, nulls, ranges, allowed values, uniqueness,
-row count, optional freshness), so changing the contract never means editing code. A failed
-validation comes back as a list of specific failures (which expectation, which column, how many
-rows, examples) plus GE's own result JSON and data-docs HTML for the quarantine folder.
+row count, time sanity, optional freshness), so changing the contract never means editing code.
+Time sanity: no event more than ``ingest.max_future_minutes`` after the ingest time, none before
+``ingest.earliest_event`` (one row stamped years ahead would move Feast's materialization
+watermark and stall the loop). A file that cannot be read, or breaks a limit before it is
+decoded (``tasks.ingest.reading``), fails as one file-level check. Failures come back in words
+(``tasks.ingest.failures``) plus GE's own result JSON for the quarantine folder.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from html import escape
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from tasks.common import storage
+from tasks.ingest import reading
+from tasks.ingest.failures import (
+    RULE_EARLIEST,
+    RULE_FRESH,
+    RULE_FUTURE,
+    SCHEMA_CHECK,
+    TYPE_CHECK,
+    TYPE_LISTS,
+    CheckFailure,
+    complete,
+    describe,
+)
+from tasks.ingest.normalize import normalize_types
+from tasks.ingest.reading import BatchUnreadable, Landed
 
 if TYPE_CHECKING:
     from config import DataSchema, Settings
 
 log = logging.getLogger(__name__)
 
-# Pandas dtypes accepted for each contract type (after lossless normalisation in read_batch).
-TYPE_LISTS: dict[str, list[str]] = {
-    "string": ["object", "str", "string"],
-    "int": ["int64", "int32", "Int64", "Int32"],
-    "float": ["float64", "float32", "int64", "int32", "Float64", "Int64"],
-    # GE cannot match tz-aware dtypes, so timestamps are validated as naive UTC (see _for_ge).
-    "timestamp": ["datetime64[ns]", "datetime64[us]", "datetime64[ms]", "datetime64[s]"],
-}
-
-
-class BatchUnreadable(ValueError):
-    """The file is not a table at all: empty, corrupt, or an unknown format."""
-
-
-@dataclass
-class CheckFailure:
-    """One failed expectation, in words a data engineer can act on."""
-
-    expectation: str
-    column: str | None
-    message: str
-    unexpected_count: int | None = None
-    examples: list[Any] = field(default_factory=list)
+__all__ = ["BatchUnreadable", "CheckFailure", "ValidationReport", "read_batch", "validate_batch"]
 
 
 @dataclass
@@ -58,7 +50,8 @@ class ValidationReport:
     failures: list[CheckFailure]
     result: dict[str, Any] | None = None
     """GE's validation result as JSON (None when the file could not be read at all)."""
-    gx_result: Any = field(default=None, repr=False, compare=False)
+    checked_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    """The ingest time the time rules were measured against."""
 
     @property
     def reason(self) -> str:
@@ -73,61 +66,41 @@ class ValidationReport:
             "success": self.success,
             "rows": self.rows,
             "reason": self.reason,
+            "checked_at": self.checked_at,
             "failures": [asdict(f) for f in self.failures],
         }
 
 
-def read_batch(uri: str, schema: DataSchema) -> pd.DataFrame:
-    """Read a CSV or Parquet batch and normalise types where that is lossless.
-
-    Values that do not convert (``"12,5x"`` in a float column) keep the column's raw dtype, so the
-    type expectation fails and names the column instead of the reader silently coercing to NaN.
-    """
-    data = storage.read_bytes(uri)
-    name = storage.basename(uri).lower()
-    if not data:
-        raise BatchUnreadable(f"empty file (0 bytes): {uri}")
-    try:
-        if name.endswith(".parquet"):
-            df = pd.read_parquet(io.BytesIO(data))
-        elif name.endswith(".csv"):
-            df = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_values=[""])
-        else:
-            raise BatchUnreadable(f"unknown file format {name!r}: expected .parquet or .csv")
-    except BatchUnreadable:
-        raise
-    except Exception as exc:
-        raise BatchUnreadable(f"unreadable {name}: {type(exc).__name__}: {exc}") from exc
-    return normalize_types(df, schema)
+def read_batch(uri: str, settings: Settings) -> pd.DataFrame:
+    """Read a landed batch within the limits and normalise its types where that is lossless."""
+    landed = reading.fetch(uri, settings.ingest)
+    return normalize_types(reading.decode(landed, settings.ingest), settings.schema_)
 
 
-def normalize_types(df: pd.DataFrame, schema: DataSchema) -> pd.DataFrame:
-    out = df.copy()
-    for col in schema.columns:
-        if col.name not in out.columns:
-            continue
-        series = out[col.name]
-        try:
-            if col.type == "int":
-                num = pd.to_numeric(series) if series.dtype == object else series
-                if num.isna().any():
-                    out[col.name] = num.astype("Int64")
-                elif (num == num.round()).all():
-                    out[col.name] = num.astype("int64")
-            elif col.type == "float":
-                out[col.name] = (pd.to_numeric(series) if series.dtype == object else series).astype(
-                    "float64"
-                )
-            elif col.type == "timestamp":
-                out[col.name] = pd.to_datetime(series, utc=True, format="ISO8601")
-            elif col.type == "string" and series.dtype != object:
-                out[col.name] = series.astype(object).where(series.notna(), None)
-        except (ValueError, TypeError):
-            log.debug("column %s keeps raw dtype %s", col.name, series.dtype)
-    return out
+def _naive_utc(moment: datetime) -> datetime:
+    """Bounds as naive UTC, like the timestamps GE sees (see ``_for_ge``)."""
+    return moment.astimezone(UTC).replace(tzinfo=None)
 
 
-def _expectations(settings: Settings) -> list[Any]:
+def _time_expectations(settings: Settings, now: datetime, gxe: Any) -> list[Any]:
+    ingest, column = settings.ingest, settings.schema_.timestamp
+    latest = _naive_utc(now + timedelta(minutes=ingest.max_future_minutes))
+    exps = [
+        gxe.ExpectColumnValuesToBeBetween(column=column, max_value=latest, meta={"rule": RULE_FUTURE}),
+        gxe.ExpectColumnValuesToBeBetween(
+            column=column, min_value=_naive_utc(ingest.earliest_event), meta={"rule": RULE_EARLIEST}
+        ),
+    ]
+    if ingest.max_age_hours is not None:
+        oldest_ok = _naive_utc(now - timedelta(hours=ingest.max_age_hours))
+        exps.append(
+            gxe.ExpectColumnMaxToBeBetween(column=column, min_value=oldest_ok, meta={"rule": RULE_FRESH})
+        )
+    return exps
+
+
+def expectations(settings: Settings, now: datetime) -> list[Any]:
+    """The suite's expectations, from the contract in ``config`` (``now``: the ingest time)."""
     _quiet_great_expectations()
     import great_expectations.expectations as gxe  # noqa: PLC0415 - see _quiet_great_expectations
 
@@ -147,25 +120,21 @@ def _expectations(settings: Settings) -> list[Any]:
             )
         if col.allowed:
             exps.append(gxe.ExpectColumnValuesToBeInSet(column=col.name, value_set=col.allowed))
-    if ingest.max_age_hours is not None:
-        # naive UTC, like the timestamps GE sees (see _for_ge)
-        oldest_ok = datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=ingest.max_age_hours)
-        exps.append(gxe.ExpectColumnMaxToBeBetween(column=schema.timestamp, min_value=oldest_ok))
-    return exps
+    return exps + _time_expectations(settings, now, gxe)
 
 
 def _quiet_great_expectations() -> None:
     """Before Great Expectations is first imported: no analytics, no INFO flood in task logs.
 
-    It is imported inside the functions that run a suite or render its page (~7 s), so that
-    importing this module (the ingest routing, ``airloop validate --help``) stays light.
+    It is imported inside the functions that run a suite (~7 s), so that importing this module
+    (the ingest routing, ``airloop validate --help``) stays light.
     """
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     for name in ("great_expectations", "great_expectations._docs_decorators"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _run_suite(df: pd.DataFrame, settings: Settings) -> Any:
+def _run_suite(df: pd.DataFrame, settings: Settings, now: datetime) -> Any:
     _quiet_great_expectations()
     import great_expectations as gx  # noqa: PLC0415 - see _quiet_great_expectations
     from great_expectations.data_context.types.base import (  # noqa: PLC0415 - as above
@@ -180,7 +149,7 @@ def _run_suite(df: pd.DataFrame, settings: Settings) -> Any:
         .add_batch_definition_whole_dataframe("whole_batch")
     )
     suite = gx.ExpectationSuite(name=f"{settings.project}_transactions")
-    for exp in _expectations(settings):
+    for exp in expectations(settings, now):
         suite.add_expectation(exp)
     suite = context.suites.add(suite)
     batch = batch_def.get_batch(batch_parameters={"dataframe": _for_ge(df)})
@@ -195,130 +164,51 @@ def _for_ge(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(**{c: df[c].dt.tz_convert("UTC").dt.tz_localize(None) for c in tz_cols})
 
 
-def _describe(result: Any, missing: set[str]) -> CheckFailure | None:
-    """Turn one failed GE expectation result into a specific, human failure (or None to drop)."""
-    cfg = result.expectation_config
-    kind, kwargs, res = cfg.type, cfg.kwargs, result.result or {}
-    column = kwargs.get("column")
-    if column in missing:
-        return None  # already reported once as a missing column
-    count = res.get("unexpected_count")
-    examples = [_scalar_or_text(v) for v in (res.get("partial_unexpected_list") or [])]
-    exception = (result.exception_info or {}).get("exception_message")
-    if kind == "expect_table_columns_to_match_set":
-        details = res.get("details", {}).get("mismatched", {})
-        parts = []
-        if details.get("missing"):
-            parts.append(f"missing columns {sorted(details['missing'])}")
-        if details.get("unexpected"):
-            parts.append(f"unexpected columns {sorted(details['unexpected'])}")
-        message = "schema mismatch: " + ", ".join(parts or [f"observed {res.get('observed_value')}"])
-    elif kind == "expect_table_row_count_to_be_between":
-        message = (
-            f"row count {res.get('observed_value')} outside "
-            f"[{kwargs.get('min_value')}, {kwargs.get('max_value')}]"
-        )
-    elif kind == "expect_column_values_to_be_in_type_list":
-        expected = next(t for t, names in TYPE_LISTS.items() if names == kwargs["type_list"])
-        message = f"column {column!r} has type {res.get('observed_value')}, expected {expected}"
-    elif kind == "expect_column_values_to_not_be_null":
-        message = f"column {column!r} has {count} null values"
-    elif kind == "expect_column_values_to_be_unique":
-        message = f"column {column!r} has {count} duplicated values, e.g. {examples[:3]}"
-    elif kind == "expect_column_values_to_be_between":
-        message = (
-            f"column {column!r} has {count} values outside "
-            f"[{kwargs.get('min_value')}, {kwargs.get('max_value')}], e.g. {examples[:3]}"
-        )
-    elif kind == "expect_column_values_to_be_in_set":
-        message = f"column {column!r} has {count} values not in the allowed set, e.g. {examples[:3]}"
-    elif kind == "expect_column_max_to_be_between":
-        message = f"stale batch: newest {column!r} is {res.get('observed_value')}, older than allowed"
-    else:
-        message = f"{kind} failed on {column!r}"
-    if exception and "column" not in message:
-        message += f" ({exception})"
-    return CheckFailure(kind, column, message, count, examples)
+def _nullable_int(df: pd.DataFrame, column: str | None) -> bool:
+    return column is not None and column in df.columns and str(df[column].dtype) in ("Int64", "Int32")
 
 
-def _explain_type(failure: CheckFailure, df: pd.DataFrame, schema: DataSchema) -> None:
-    """Say which values broke the type: GE only reports the dtype, and not always that."""
-    column = failure.column
-    if column is None:
-        return
-    expected = schema.column(column).type
-    series = df[column]
-    bad = series
-    if expected in ("int", "float"):
-        bad = series[pd.to_numeric(series, errors="coerce").isna() & series.notna()]
-    elif expected == "timestamp":
-        parsed = pd.to_datetime(series, errors="coerce", utc=True, format="ISO8601")
-        bad = series[parsed.isna() & series.notna()]
-    failure.examples = [_scalar_or_text(v) for v in bad.head(3)]
-    failure.unexpected_count = len(bad)
-    failure.message = (
-        f"column {column!r} has type {series.dtype}, expected {expected}: "
-        f"{len(bad)} values do not parse, e.g. {failure.examples}"
-    )
-
-
-def _scalar_or_text(value: Any) -> Any:
-    """An example value as GE's JSON result and the quarantine note can show it: scalars as they
-    are, anything else (a timestamp, a list) as its text."""
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
-def validate_frame(df: pd.DataFrame, settings: Settings, batch_uri: str = "") -> ValidationReport:
-    result = _run_suite(df, settings)
-    missing = set(settings.schema_.names) - set(df.columns)
-    failures = [f for r in result.results if not r.success if (f := _describe(r, missing))]
+def _failures(result: Any, df: pd.DataFrame, schema: DataSchema) -> list[CheckFailure]:
+    missing = set(schema.names) - set(df.columns)
+    failures = [f for r in result.results if not r.success if (f := describe(r, missing))]
     for f in failures:
-        if f.expectation == "expect_column_values_to_be_in_type_list":
-            _explain_type(f, df, settings.schema_)
+        complete(f, df, schema)
+    # GE fails its type check on pandas' nullable ints (an int column with nulls); every value of
+    # such a column did convert (normalize_types), and the null check names the nulls.
+    failures = [f for f in failures if not (f.expectation == TYPE_CHECK and _nullable_int(df, f.column))]
     # A column of the wrong type makes its range/set checks meaningless: report the type only.
-    mistyped = {f.column for f in failures if f.expectation == "expect_column_values_to_be_in_type_list"}
-    failures = [
-        f
-        for f in failures
-        if f.column not in mistyped or f.expectation == "expect_column_values_to_be_in_type_list"
-    ]
-    failures.sort(key=lambda f: f.expectation != "expect_table_columns_to_match_set")
+    mistyped = {f.column for f in failures if f.expectation == TYPE_CHECK}
+    failures = [f for f in failures if f.column not in mistyped or f.expectation == TYPE_CHECK]
+    failures.sort(key=lambda f: f.expectation != SCHEMA_CHECK)
+    return failures
+
+
+def validate_frame(
+    df: pd.DataFrame, settings: Settings, batch_uri: str = "", *, now: datetime | None = None
+) -> ValidationReport:
+    """Run the suite on a frame (already normalised); ``now`` is the ingest time (default: now)."""
+    moment = now or datetime.now(UTC)
+    result = _run_suite(df, settings, moment)
     return ValidationReport(
         batch_uri=batch_uri,
         success=bool(result.success),
         rows=len(df),
-        failures=failures,
+        failures=_failures(result, df, settings.schema_),
         result=result.to_json_dict(),
-        gx_result=result,
+        checked_at=moment.isoformat(),
     )
+
+
+def validate_landed(landed: Landed, settings: Settings) -> tuple[ValidationReport, pd.DataFrame | None]:
+    """Decode and validate a fetched file; a file that cannot be taken fails as one check."""
+    try:
+        df = normalize_types(reading.decode(landed, settings.ingest), settings.schema_)
+    except BatchUnreadable as exc:
+        failure = CheckFailure(exc.rule, None, str(exc))
+        return ValidationReport(landed.uri, False, exc.rows, [failure]), None
+    return validate_frame(df, settings, batch_uri=landed.uri), df
 
 
 def validate_batch(uri: str, settings: Settings) -> tuple[ValidationReport, pd.DataFrame | None]:
-    """Read and validate one batch; unreadable files fail validation instead of raising."""
-    try:
-        df = read_batch(uri, settings.schema_)
-    except BatchUnreadable as exc:
-        failure = CheckFailure("readable_file", None, str(exc))
-        return ValidationReport(uri, False, 0, [failure]), None
-    return validate_frame(df, settings, batch_uri=uri), df
-
-
-def render_html(report: ValidationReport) -> str:
-    """GE's data-docs page for the validation result (a plain page when there was no result)."""
-    if report.gx_result is None:
-        return (
-            "<html><head><title>airloop validation</title></head><body>"
-            f"<h1>Batch rejected</h1><p>{escape(report.batch_uri)}</p>"
-            f"<p><strong>{escape(report.reason)}</strong></p></body></html>"
-        )
-    _quiet_great_expectations()
-    from great_expectations.render.renderer import (  # noqa: PLC0415 - see _quiet_great_expectations
-        ValidationResultsPageRenderer,
-    )
-    from great_expectations.render.view import DefaultJinjaPageView  # noqa: PLC0415 - as above
-
-    page = ValidationResultsPageRenderer().render(report.gx_result)
-    view: Any = DefaultJinjaPageView()  # its render() is unannotated
-    return str(view.render(page))
+    """Read and validate one batch (``airloop validate``: nothing is moved or written)."""
+    return validate_landed(reading.fetch(uri, settings.ingest), settings)

@@ -10,7 +10,9 @@ maybe registers (``tasks.training.run``), then writes the result (``TrainingResu
 keys in ``README.md``) as JSON to ``--output`` (default ``/airflow/xcom/return.json`` when
 ``/airflow/xcom`` exists: the KubernetesPodOperator's XCom sidecar reads it) and, as the last
 line, to stdout. Exit status: 0 when the run completed (registered or rejected), 1 when the
-training set or the arguments are unusable.
+training set or the arguments are unusable, 3 when MLflow failed or could not be reached mid-run
+(nothing of the attempt is registered; a retry of the same DAG run settles what it left, see
+``tasks.training.attempts``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from pathlib import Path
 from config import load_config
 from tasks.common import storage
 
+EXIT_UNUSABLE = 1
+EXIT_MLFLOW = 3
 XCOM_DIR = Path("/airflow/xcom")
 XCOM_RETURN = XCOM_DIR / "return.json"
 
@@ -92,12 +96,35 @@ def main(argv: list[str] | None = None, *, prog: str = PROG) -> int:
         )
     except ValueError as exc:  # TrainingDataError, SplitError, a bad --run-context
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_UNUSABLE
+    except Exception as exc:
+        if not _mlflow_failed(exc):
+            raise
+        print(mlflow_error(args.tracking_uri or settings.mlflow.url, exc), file=sys.stderr)
+        return EXIT_MLFLOW
     text = json.dumps(result.as_dict())
     if output is not None:
         write_atomically(output, text)
     print(text, flush=True)
     return 0
+
+
+def _mlflow_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` is MLflow failing or unreachable (the server, its REST API, its artifacts)."""
+    import requests  # noqa: PLC0415 - loaded by mlflow anyway; after the arguments, like it
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415 - as above
+
+    return isinstance(exc, MlflowException | requests.RequestException | ConnectionError)
+
+
+def mlflow_error(tracking_uri: str, exc: BaseException) -> str:
+    """The one message a run that lost MLflow ends with (its first line, bounded)."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:400]
+    return (
+        f"error: MLflow at {tracking_uri} failed during training ({type(exc).__name__}: {first}).\n"
+        "Nothing of this attempt is registered: a version it had begun has no alias and is deleted "
+        "by the next attempt of the same DAG run. Retry once MLflow answers."
+    )
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -5,9 +5,10 @@ Every candidate and the current champion are scored on the same time-based hold-
 stopping and calibration, is the last ``train.validation_fraction`` of what remains before it).
 
 Metrics: ROC AUC, PR AUC (average precision), log loss, expected calibration error (equal-width
-bins), Brier score, latency per row (batch scoring, median of three) and, per segment of the
-configured column, the true positive rate at the decision threshold. The gate that judges them
-is ``tasks.training.gate``.
+bins), Brier score, latency per row (batch scoring, median of three), per segment of the
+fairness column the true positive rate at its threshold, and the quality of every segment of
+``gate.segments`` (``tasks.training.segments``). The gate that judges them is
+``tasks.training.gate``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
 from tasks.training.metrics import Metrics
+from tasks.training.segments import SegmentQuality, recall_at, segment_quality, threshold
 
 if TYPE_CHECKING:
     from config import Gate, Settings
@@ -115,7 +117,14 @@ def segment_tpr(
 
 
 def score_metrics(
-    y: np.ndarray, p: np.ndarray, segments: np.ndarray, gate: Gate, latency_ms_per_row: float | None = None
+    y: np.ndarray,
+    p: np.ndarray,
+    segments: np.ndarray,
+    gate: Gate,
+    latency_ms_per_row: float | None = None,
+    *,
+    quality: SegmentQuality | None = None,
+    at: float = 0.5,
 ) -> Metrics:
     y = np.asarray(y, dtype="int64")
     p = np.clip(np.asarray(p, dtype="float64"), 1e-7, 1 - 1e-7)
@@ -137,6 +146,9 @@ def score_metrics(
         segments=per_segment,
         tpr_gap=float(max(tprs) - min(tprs)) if len(tprs) >= 2 else 0.0,
         compared_segments=compared,
+        recall=recall_at(y, p, at),
+        threshold=at,
+        segment_quality=quality or {},
     )
 
 
@@ -159,7 +171,9 @@ def evaluate(
     label, gate = settings.schema_.label, settings.gate
     p = np.asarray(predict(holdout), dtype="float64").reshape(-1)
     lat = latency_ms_per_row(predict, holdout, settings.train.latency_rows) if latency else None
+    y, at = np.asarray(holdout[label].to_numpy(), dtype="int64"), threshold(settings)
+    quality = segment_quality(y, p, holdout, list(gate.segments.columns), at)
     metrics = score_metrics(
-        holdout[label].to_numpy(), p, holdout[gate.fairness.segment].to_numpy(), gate, lat
+        y, p, holdout[gate.fairness.segment].to_numpy(), gate, lat, quality=quality, at=at
     )
     return metrics, p

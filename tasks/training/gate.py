@@ -3,44 +3,26 @@
 A candidate passes only when every check passes:
 - absolute thresholds: hold-out positives, ROC AUC, PR AUC, log loss, ECE, latency per row;
 - no regression beyond a tolerance against the champion on the same hold-out (ROC AUC, PR AUC);
-- the largest TPR difference between segments with enough fraud rows is under the bound.
+- the largest TPR difference between segments with enough fraud rows is under the bound;
+- quality per segment: every value of every ``gate.segments`` column clears its own floors and
+  stays near the overall figure and the champion's figure for it (``segment_gate``).
 A check that cannot be computed (no champion yet, a champion that is not comparable) is reported
 as skipped, never as passed. No numpy here: decisions travel in the training result.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tasks.training.checks import Check, Op, passes
+from tasks.training.segment_gate import segment_checks
 
 if TYPE_CHECKING:
     from config import Gate
     from tasks.training.metrics import Metrics
 
-Op = Literal[">=", "<="]
-
-
-@dataclass
-class Check:
-    name: str
-    value: float | None
-    op: Op
-    threshold: float | None
-    passed: bool | None
-    """None: skipped (cannot be computed, e.g. no champion yet)."""
-    detail: str = ""
-
-    @property
-    def line(self) -> str:
-        state = {True: "PASS", False: "FAIL", None: "skip"}[self.passed]
-        if self.value is None or self.threshold is None:
-            return f"{state}  {self.name}: {self.detail}"
-        text = f"{state}  {self.name}: {self.value:.4f} {self.op} {self.threshold:.4f}"
-        return f"{text} ({self.detail})" if self.detail else text
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+__all__ = ["Check", "Decision", "Op", "decide"]
 
 
 @dataclass
@@ -69,26 +51,21 @@ class Decision:
         }
 
 
-def _check(name: str, value: float, op: Op, threshold: float, detail: str = "") -> Check:
-    ok = value >= threshold if op == ">=" else value <= threshold
-    return Check(name, value, op, threshold, bool(ok) and not math.isnan(value), detail)
-
-
 def absolute_checks(metrics: Metrics, cfg: Gate) -> list[Check]:
     """Thresholds that hold for every model, whatever the champion."""
-    positives = _check(
+    positives = passes(
         "holdout_positives", metrics.positives, ">=", cfg.min_holdout_positives, "fraud rows in the hold-out"
     )
     if metrics.latency_ms_per_row is None:
         latency = Check("latency_ms_per_row", None, "<=", cfg.max_latency_ms_per_row, None, "not measured")
     else:
-        latency = _check("latency_ms_per_row", metrics.latency_ms_per_row, "<=", cfg.max_latency_ms_per_row)
+        latency = passes("latency_ms_per_row", metrics.latency_ms_per_row, "<=", cfg.max_latency_ms_per_row)
     return [
         positives,
-        _check("roc_auc", metrics.roc_auc, ">=", cfg.min_roc_auc),
-        _check("pr_auc", metrics.pr_auc, ">=", cfg.min_pr_auc),
-        _check("log_loss", metrics.log_loss, "<=", cfg.max_log_loss),
-        _check("ece", metrics.ece, "<=", cfg.max_ece, f"{cfg.ece_bins} bins"),
+        passes("roc_auc", metrics.roc_auc, ">=", cfg.min_roc_auc),
+        passes("pr_auc", metrics.pr_auc, ">=", cfg.min_pr_auc),
+        passes("log_loss", metrics.log_loss, "<=", cfg.max_log_loss),
+        passes("ece", metrics.ece, "<=", cfg.max_ece, f"{cfg.ece_bins} bins"),
         latency,
     ]
 
@@ -103,7 +80,7 @@ def champion_checks(metrics: Metrics, champion: Metrics | None, cfg: Gate, note:
             continue
         ours, theirs = getattr(metrics, metric), getattr(champion, metric)
         detail = f"{ours:.4f} vs champion {theirs:.4f}, same hold-out"
-        checks.append(_check(name, ours - theirs, ">=", -tolerance, detail))
+        checks.append(passes(name, ours - theirs, ">=", -tolerance, detail))
     return checks
 
 
@@ -115,7 +92,7 @@ def fairness_check(metrics: Metrics, cfg: Gate) -> Check:
         return Check("fairness_tpr_gap", None, "<=", fair.max_tpr_gap, None, detail)
     tprs = ", ".join(f"{s} {metrics.segments[s]['tpr']:.2f}" for s in metrics.compared_segments)
     detail = f"TPR by {fair.segment} at p>={fair.threshold}: {tprs}"
-    return _check("fairness_tpr_gap", metrics.tpr_gap, "<=", fair.max_tpr_gap, detail)
+    return passes("fairness_tpr_gap", metrics.tpr_gap, "<=", fair.max_tpr_gap, detail)
 
 
 def decide(
@@ -126,5 +103,6 @@ def decide(
         *absolute_checks(metrics, cfg),
         *champion_checks(metrics, champion, cfg, champion_note),
         fairness_check(metrics, cfg),
+        *segment_checks(metrics, champion, cfg.segments),
     ]
     return Decision(candidate, checks)

@@ -16,7 +16,7 @@ import html
 import io
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +28,10 @@ from tasks.training.evaluation import calibration_curve
 from tasks.training.families.base import FraudModel
 from tasks.training.gate import Decision
 from tasks.training.metrics import Metrics
+from tasks.training.segment_gate import too_small
+
+if TYPE_CHECKING:
+    from config.training import Segments
 
 
 @dataclass
@@ -50,6 +54,8 @@ class Card:
     other_candidates: list[dict[str, Any]] = field(default_factory=list)
     ece_bins: int = 10
     threshold: float = 0.5
+    segments: Segments | None = None
+    """The gate's segment rules: the per-segment table says which segments were judged."""
 
 
 def permutation_importance(
@@ -214,6 +220,60 @@ def _other_rows(card: Card) -> list[list[Any]]:
     ]
 
 
+SEGMENT_HEAD = [
+    "column",
+    "segment",
+    "rows",
+    "share",
+    "fraud rows",
+    "ROC AUC",
+    "PR AUC",
+    "recall",
+    "champion ROC AUC",
+    "champion PR AUC",
+    "verdict",
+]
+
+
+def _verdict(card: Card, column: str, value: str, q: dict[str, float]) -> str:
+    failed = [
+        c.name.split("[", 1)[0].removeprefix("segment_")
+        for c in card.decision.checks
+        if c.passed is False and c.name.endswith(f"[{column}={value}]")
+    ]
+    if failed:
+        return "FAIL: " + ", ".join(failed)
+    rule = card.segments.columns.get(column) if card.segments else None
+    if rule is not None and too_small(q, rule):
+        return "too small to judge"
+    return "pass"
+
+
+def _segment_rows(card: Card) -> list[list[Any]]:
+    """One row per value of each segment column: this model, the champion, the verdict."""
+    champ = card.champion_metrics.segment_quality if card.champion_metrics else {}
+    rows = []
+    for column, groups in card.metrics.segment_quality.items():
+        for value, q in groups.items():
+            theirs = (champ.get(column) or {}).get(value) or {}
+            rows.append(
+                [
+                    column,
+                    value,
+                    int(q["rows"]),
+                    f"{q['share']:.1%}",
+                    int(q["positives"]),
+                    q["roc_auc"],
+                    q["pr_auc"],
+                    q["recall"],
+                    theirs.get("roc_auc", "-"),
+                    theirs.get("pr_auc", "-"),
+                    _verdict(card, column, value, q),
+                ]
+            )
+    return rows
+
+
 def _figures(images: dict[str, str]) -> str:
     return "".join(
         f'<figure><img alt="{k}" src="data:image/png;base64,{v}"/><figcaption>{k}</figcaption></figure>'
@@ -230,6 +290,8 @@ def _sections(card: Card) -> str:
     return f"""<h2>Hyper-parameters</h2>{params}
 <h2>Hold-out metrics</h2>{_table(_metric_rows(card), ["metric", "this model", "champion"])}
 <h2>Gate</h2>{_table(_check_rows(card), ["check", "result", "value", "op", "threshold", "detail"])}
+<h2>Quality by segment (recall at p&gt;={card.metrics.threshold})</h2>
+{_table(_segment_rows(card), SEGMENT_HEAD)}
 <h2>Fairness: recall by {html.escape(card.metrics.segment)}</h2>
 {_table(segments, ["segment", "rows", "fraud rows", "TPR"])}
 <h2>Plots</h2>{_figures(plots(card))}

@@ -9,7 +9,9 @@ Given a training set built by ``tasks.training.dataset``, ``run``:
    present) and a PyTorch MLP (CUDA when present), class-weighted, early-stopped, seeded; each in
    a nested MLflow run with its params, curves, hold-out metrics and gate checks (``candidate_run``);
 4. registers the best passing candidate with its model card (``winner``), or nothing, saying
-   which checks failed; and returns the typed ``TrainingResult``.
+   which checks failed; and returns the typed ``TrainingResult``. A retry of the same DAG run
+   first settles what an earlier attempt left (``attempts``: a half-registered version deleted,
+   a complete one reported instead of registering twice).
 
 The parent MLflow run holds the data version (content hash, partitions), the feature service and
 its features, the git commit, the run context (DAG, run, reason, drift summary) and the decision.
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import mlflow
 from mlflow import MlflowClient
 
+from tasks.training import attempts
 from tasks.training.candidate_run import Outcome, train_candidate
 from tasks.training.candidates import Candidate, plan
 from tasks.training.champion import ChampionScore, score_champion
@@ -68,10 +71,11 @@ def run(
     client = MlflowClient(tracking_uri=job.tracking_uri, registry_uri=job.tracking_uri)
     with mlflow.start_run(run_name=f"train-{job.context.reason}"[:250]) as parent:
         log_inputs(job, todo)
+        earlier = attempts.settle(job, client, experiment.experiment_id, parent.info.run_id)
         champion = _champion(job)
         outcomes = [train_candidate(job, cand, champion, client) for cand in todo]
         best = best_passing(outcomes, settings.gate.select_by)
-        registration = register_winner(job, best, outcomes, champion) if best else None
+        registration = earlier or (register_winner(job, best, outcomes, champion) if best else None)
         _log_decision(best, registration, outcomes)
     result = build_result(
         job,

@@ -61,6 +61,7 @@ def card_for(job: Job, best: Outcome, outcomes: list[Outcome], champion: Champio
         other_candidates=others,
         ece_bins=job.settings.gate.ece_bins,
         threshold=job.settings.gate.fairness.threshold,
+        segments=job.settings.gate.segments,
     )
 
 

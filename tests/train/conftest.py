@@ -97,7 +97,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         finally:
             with contextlib.suppress(BaseException):
                 starting.result()  # a start that is still waiting for health finishes first
-            stack.stop(settings, services=[stack.MLFLOW], quiet=True)
+            stack.stop(settings, quiet=True)  # MLflow and the database it started with
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,9 @@ def gate_cfg(tmp_path):
     return read_config("local", {"AIRLOOP_HOME": str(tmp_path)}).gate
 
 
+GOOD_SEGMENT = {"rows": 500, "positives": 20, "share": 0.5, "roc_auc": 0.95, "pr_auc": 0.7, "recall": 0.5}
+
+
 def _metrics(gate_cfg, **values):
     base = {"roc_auc": 0.95, "pr_auc": 0.7, "log_loss": 0.05, "ece": 0.01, "positives": 100}
     base |= values
@@ -23,6 +26,7 @@ def _metrics(gate_cfg, **values):
         "east": {"rows": 100, "positives": 20, "tpr": 0.6},
         "west": {"rows": 100, "positives": 20, "tpr": 0.5},
     }
+    quality = {c: {"a": dict(GOOD_SEGMENT), "b": dict(GOOD_SEGMENT)} for c in gate_cfg.segments.columns}
     return Metrics(
         rows=1000,
         positives=base["positives"],
@@ -36,6 +40,8 @@ def _metrics(gate_cfg, **values):
         segments=segments,
         tpr_gap=base.get("tpr_gap", 0.1),
         compared_segments=["east", "west"],
+        recall=0.5,
+        segment_quality=quality,
     )
 
 
@@ -54,6 +60,9 @@ def test_a_good_candidate_passes_with_champion_checks_skipped_when_there_is_none
         "roc_auc_vs_champion",
         "pr_auc_vs_champion",
         "fairness_tpr_gap",
+        "segments[region]",
+        "segments[channel]",
+        "segments[merchant_category]",
     }
 
 

@@ -296,7 +296,10 @@ def test_champion_regressing_model_is_rejected_then_a_good_one_becomes_challenge
     assert result.status == "rejected"
     assert result.champion.version == champion.version and result.champion.metrics is not None
     (cand,) = result.candidates
-    assert cand.failed_checks == ["roc_auc_vs_champion", "pr_auc_vs_champion"], cand.reasons
+    overall, per_segment = cand.failed_checks[:2], cand.failed_checks[2:]
+    assert overall == ["roc_auc_vs_champion", "pr_auc_vs_champion"], cand.reasons
+    # the segment gate sees the same regression, segment by segment, and only against the champion
+    assert all(c.startswith("segment_") and "_vs_champion[" in c for c in per_segment), cand.reasons
     assert cand.metrics["roc_auc"] > 0.5  # good enough on its own: only the comparison fails
     assert [v.version for v in _versions(mlflow_client, name)] == ["1"]
 
@@ -355,7 +358,13 @@ def _artifact_dir(world, client, name: str, version: str) -> Path:
 def test_a_champion_whose_files_do_not_match_their_hash_is_not_comparable(world, mlflow_client):
     # the prior family passes a gate this lax, so a champion is registered in a second
     name = f"fraud-tampered-{world.home.name[-6:]}"
-    settings = world.settings(name, train__families="[prior]", **{**RELAXED, "gate__min_roc_auc": "0.4"})
+    no_segment_floors = {
+        f"gate__segments__columns__{col}__{rule}": "0"
+        for col in ("region", "channel", "merchant_category")
+        for rule in ("min_roc_auc", "min_pr_auc", "min_recall")
+    }
+    lax = {**RELAXED, "gate__min_roc_auc": "0.4", **no_segment_floors}
+    settings = world.settings(name, train__families="[prior]", **lax)
     first = run(settings, world.training_set_uri, tracking_uri=world.tracking_uri, reason="first")
     assert first.status == "registered" and "champion" in first.aliases, first.reasons
     files = _artifact_dir(world, mlflow_client, name, first.version)

@@ -167,12 +167,14 @@ def test_mlflow_is_a_service_of_the_local_stack(world):
     assert st["services"]["mlflow"]["health"] == "healthy"
     assert st["mlflow_url"] == world.tracking_uri
     pid = st["services"]["mlflow"]["pid"]
-    assert stack.start(settings, services=[stack.MLFLOW], quiet=True) == {"mlflow": pid}  # idempotent
+    again = stack.start(settings, services=[stack.MLFLOW], quiet=True)  # idempotent
+    assert again["mlflow"] == pid and set(again) == {"postgres", "mlflow"}  # with the database it needs
     cmd = stack.MLFLOW.command(settings)
-    assert cmd[cmd.index("--backend-store-uri") + 1] == f"sqlite:///{world.home}/data/mlflow/mlflow.db"
+    assert "--backend-store-uri" not in cmd, "the store's URI holds a password: environment only"
+    backend = stack.MLFLOW.env(settings)["MLFLOW_BACKEND_STORE_URI"]
+    assert backend.startswith("postgresql+psycopg://airloop:") and "/mlflow?host=" in backend
     assert cmd[cmd.index("--artifacts-destination") + 1] == f"file://{world.home}/data/mlflow/artifacts"
     assert "--serve-artifacts" in cmd
-    assert (world.home / "data" / "mlflow" / "mlflow.db").is_file()
     assert stack.airflow_vars(settings)["MLFLOW_TRACKING_URI"] == world.tracking_uri
 
 
