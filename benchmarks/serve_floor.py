@@ -10,8 +10,13 @@ Each has the shape of one of airloop's placements and does no work:
 Their latency is what any Serve application of that shape pays on the machine; airloop's minus
 it is what features, models, routing and logging cost. Their own module, imported only when that
 benchmark runs: FastAPI resolves the handlers' annotations from the module's globals.
+
+Beside them, ``memlog_app``: airloop's own ingress with the inference log of the last round (rows
+buffered in memory, written every ``flush_seconds``, lost with the process) in place of the
+write-ahead log, so the benchmark measures what answering only once a prediction is on disk costs.
 """
 
+import asyncio
 import json
 from typing import Any
 
@@ -55,3 +60,34 @@ class FloorHopIngress:
 
 ingress_app = FloorIngress.bind()
 hop_app = FloorHopIngress.bind(FloorModel.bind())
+
+
+class MemoryLog:
+    """The previous inference log behind the new one's interface: ``predictions`` buffers the rows
+    in ``InferenceLogWriter`` and is done at once (nothing waits for a disk)."""
+
+    def __init__(self, settings: Any, writer_id: str) -> None:
+        from tasks.serving.inference_log import InferenceLogWriter
+
+        self.writer = InferenceLogWriter(settings, writer_id=writer_id)
+
+    def predictions(self, columns: dict[str, Any], rows: int) -> "asyncio.Future[None]":
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.writer.append(columns)
+        future.set_result(None)
+        return future
+
+
+def memlog_app(settings: Any) -> Any:
+    """airloop's ingress (``serving.placement: ingress``) logging through ``MemoryLog``."""
+    from tasks.serving.app import Ingress, with_token
+
+    class MemoryLogIngress(Ingress):
+        def __init__(self, settings: Any) -> None:
+            super().__init__(settings)
+            self.parts.pipeline.recorder.writer = MemoryLog(settings, "memlog")  # type: ignore[assignment]
+
+    deployment = serve.deployment(
+        name="ingress", ray_actor_options={"num_cpus": settings.serving.replica_cpus}
+    )
+    return deployment(serve.ingress()(MemoryLogIngress)).bind(with_token(settings))

@@ -10,6 +10,9 @@ One machine, one model version (a real XGBoost model trained and registered by
   process (no Ray hop), logs and counts;
 - **airloop, deployments placement**: the same application with each model slot its own Serve
   deployment (one Ray hop per batch);
+- **airloop ingress, in-memory log**: the ingress placement with the last round's inference log
+  (rows buffered in memory) instead of the write-ahead log: what fsync'ing every prediction before
+  its answer costs (``benchmarks/serve_floor.memlog_app``);
 - **no-op floors** (``benchmarks/serve_floor.py``): Serve applications of the same two shapes
   doing no work, in the same Serve instance and mode: what Serve itself costs here;
 - **mlflow models serve** (``--env-manager local``, one worker, the baseline): ``POST /invocations``
@@ -20,7 +23,8 @@ drifts; alternating exposes all to the same drift): a closed loop with one clien
 loop at a fixed rate (requests sent on schedule whatever the answers do, latency measured from
 the scheduled time so queueing is not hidden), and a closed loop at high concurrency (the
 throughput). Where airloop's time goes comes from its own ``/metrics`` (queue, features and model
-stages per batch). The in-process cost of the model and of features + model is printed first;
+stages per batch). Every request is marked ``X-Airloop-Traffic: synthetic``, so the monitor leaves
+it out. The in-process cost of the model and of features + model is printed first;
 last, the ingress's adaptive batcher is compared with ``@serve.batch`` on a synthetic stage.
 
 Run: ``python -m benchmarks.serving [--quick] [--seconds 15 --rate 50 --concurrency 64]``.
@@ -32,6 +36,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -47,6 +52,7 @@ from tasks.common.net import free_port
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray on loopback, read when Ray is imported
 
 START = "2026-01-01T00:00:00+00:00"
 
@@ -56,6 +62,9 @@ against ``mlflow models serve``."""
 
 MLFLOW = "mlflow models serve"
 INGRESS, DEPLOYMENTS = "airloop ingress", "airloop deployments"
+MEMLOG = "ingress, in-memory log"
+HEADERS = {"Content-Type": "application/json", "X-Airloop-Traffic": "synthetic"}
+"""Load-test traffic is marked, so the monitor leaves it out (issue 14.5)."""
 FLOOR, FLOOR_HOP = "no-op floor", "no-op floor + hop"
 AIRLOOP = {INGRESS: "ingress", DEPLOYMENTS: "deployments"}
 """The airloop systems and their ``serving.placement``."""
@@ -91,8 +100,11 @@ def prepare(home: Path, hours: int, rows: int) -> tuple[Any, str, Any]:
     env = {
         "AIRLOOP_HOME": str(home),
         "AIRLOOP__MLFLOW__PORT": str(free_port()),
+        "AIRLOOP__METADATA_DB__MLFLOW_DATABASE": "null",  # MLflow on its SQLite file: no Postgres here
+        "AIRLOOP__MLFLOW__SIGNING_KEY": secrets.token_urlsafe(24),
+        "AIRLOOP__SERVING__ADMIN_TOKEN": secrets.token_urlsafe(24),
         "AIRLOOP__SERVING__PORT": str(free_port()),
-        "AIRLOOP__SERVING__REPLICA_CPUS": "0.25",  # four replicas (both placements) on two cores
+        "AIRLOOP__SERVING__REPLICA_CPUS": "0.2",  # five replicas (two placements, in-memory log), two cores
         "AIRLOOP__SIMULATE__BATCH_MINUTES": "120",
         "AIRLOOP__TRAIN__FAMILIES": "[xgboost]",
         "AIRLOOP__TRAIN__XGBOOST__GRID__MAX_DEPTH": "[6]",
@@ -242,9 +254,7 @@ async def _open_loop(url: str, bodies: list[bytes], rate: float, seconds: float,
             scheduled = start + i / rate
             await asyncio.sleep(max(0.0, scheduled - loop.time()))
             try:
-                async with session.post(
-                    url, data=bodies[i % len(bodies)], headers={"Content-Type": "application/json"}
-                ) as resp:
+                async with session.post(url, data=bodies[i % len(bodies)], headers=HEADERS) as resp:
                     await resp.read()
                     ok = resp.status == 200
             except (TimeoutError, aiohttp.ClientError):
@@ -275,9 +285,7 @@ async def _closed_loop(url: str, bodies: list[bytes], concurrency: int, seconds:
                 body = bodies[next(counter) % len(bodies)]
                 t = loop.time()
                 try:
-                    async with session.post(
-                        url, data=body, headers={"Content-Type": "application/json"}
-                    ) as resp:
+                    async with session.post(url, data=body, headers=HEADERS) as resp:
                         await resp.read()
                         ok = resp.status == 200
                 except (TimeoutError, aiohttp.ClientError):
@@ -487,18 +495,28 @@ def start_airloop(
     settings: Any, version: str, model: Any, txns: list[dict[str, Any]], inputs: Any
 ) -> tuple[dict[str, str], dict[str, Any]]:
     """Both placements' applications on one local Ray; each answers the in-process model's score."""
+    from ray import serve as ray_serve
+
+    from benchmarks import serve_floor
     from tasks.serving import process as serve
     from tasks.serving.client import ServingClient
 
     urls, clients = {}, {}
     for name, placement in AIRLOOP.items():
-        url = serve.start(placed(settings, placement), include_dashboard=False)
-        client = ServingClient(url)
+        url = serve.start(placed(settings, placement))
+        urls[name], clients[name] = (
+            f"{url}/score",
+            ServingClient.from_settings(settings, url=url, synthetic=True),
+        )
+    base = settings.serving.url.removesuffix(settings.serving.route_prefix.rstrip("/"))
+    ray_serve.run(serve_floor.memlog_app(settings), name="airloop-memlog", route_prefix="/memlog")
+    urls[MEMLOG] = f"{base}/memlog/score"
+    clients[MEMLOG] = ServingClient.from_settings(settings, url=f"{base}/memlog", synthetic=True)
+    for name, client in clients.items():
         assert client.status()["slots"]["champion"]["version"] == version, name
         first = client.score(txns[0])
         expected = float(model.predict(inputs.iloc[[0]])[0])
         assert abs(first["score"] - expected) < 1e-9, (name, first, expected)  # same model, same features
-        urls[name], clients[name] = f"{url}/score", client
     return urls, clients
 
 
@@ -536,7 +554,7 @@ def run(args: argparse.Namespace, settings: Any, version: str, events: Any) -> d
         for name, target in targets.items():  # warm up
             asyncio.run(_closed_loop(target, bodies[name], 4, 1.0 if args.quick else 3.0, name))
         runs: dict[str, dict[str, Load]] = {name: {} for name in targets}
-        stages: dict[str, dict[str, dict[str, float]]] = {name: {} for name in AIRLOOP}
+        stages: dict[str, dict[str, dict[str, float]]] = {name: {} for name in clients}
         for point in POINTS:
             for name, target in targets.items():
                 snap = clients[name].metrics() if name in clients else None
@@ -569,8 +587,17 @@ def _goals(args: argparse.Namespace, runs: dict[str, dict[str, Load]]) -> list[s
                 f"{name} at {_label(point, args)}: p50 {p50:.2f} ms, p99 {p99:.2f} ms{goal}; "
                 f"its floor's p50 {f50:.2f} ms (airloop adds {p50 - f50:.2f} ms)"
             )
+    for point in ("c=1", "rate"):
+        wal, mem = runs[INGRESS][point], runs[MEMLOG][point]
+        lines.append(
+            f"write-ahead log (fsync before the answer) vs the in-memory log at {_label(point, args)}: "
+            f"p50 {_pct(wal.latencies, 50) * 1000:.2f} vs {_pct(mem.latencies, 50) * 1000:.2f} ms, "
+            f"p99 {_pct(wal.latencies, 99) * 1000:.2f} vs {_pct(mem.latencies, 99) * 1000:.2f} ms"
+        )
+    ratio = runs[INGRESS]["c=max"].achieved / max(runs[MEMLOG]["c=max"].achieved, 1e-9)
+    lines.append(f"throughput write-ahead log / in-memory log at c={args.concurrency}: {ratio:.2f}x")
     base = runs[MLFLOW]["c=max"].achieved
-    for name in (INGRESS, DEPLOYMENTS, FLOOR, FLOOR_HOP):
+    for name in (INGRESS, MEMLOG, DEPLOYMENTS, FLOOR, FLOOR_HOP):
         ratio = runs[name]["c=max"].achieved / base if base else float("nan")
         goal = f" (goal >= {GOAL_THROUGHPUT_RATIO}x: {'met' if ratio >= GOAL_THROUGHPUT_RATIO else 'missed'})"
         lines.append(

@@ -11,17 +11,29 @@ from config.base import Section
 
 class InferenceLog(Section):
     """The append-only log of every prediction: hourly Parquet partitions under
-    ``storage.data_uri/<path>/predictions/date=YYYY-MM-DD/hour=HH/``, labels beside them."""
+    ``storage.data_uri/<path>/predictions/date=YYYY-MM-DD/hour=HH/``, labels beside them.
+
+    Serving writes each prediction and label to a local write-ahead log first (``wal_dir``,
+    fsync'd before the answer goes out) and compacts it into those files in the background."""
 
     path: str = "inference"
     """Relative to ``storage.data_uri``."""
+    wal_dir: str | None = None
+    """A local directory for the write-ahead log (one sub-directory per ingress replica). ``None``:
+    ``<path>/wal`` under a ``file://`` ``storage.data_uri``; a production profile on S3 names a
+    local volume here."""
+    sync_wait_ms: float = Field(0.0, ge=0, le=50)
+    """How long the WAL's writer waits for more records before an fsync (group commit): 0 groups
+    what arrives while the previous fsync runs; never more than 50 ms."""
     flush_rows: int = Field(5000, ge=1)
-    """A file is written when this many predictions are buffered..."""
+    """A WAL segment (or the in-memory writer's buffer) is compacted into Parquet files when it
+    holds this many predictions..."""
     flush_seconds: float = Field(30.0, gt=0)
-    """...or when the oldest buffered one is this old, whichever comes first."""
+    """...or when its oldest one is this old, whichever comes first."""
     max_buffer_rows: int = Field(500_000, ge=1)
-    """Unwritten predictions kept while storage fails; beyond this, new ones are dropped and counted
-    (``airloop_inference_log_dropped_total``): serving never waits on the log."""
+    """The in-memory writer (``InferenceLogWriter``: batch writers, tests, benchmarks): unwritten
+    rows kept while storage fails; beyond this, new ones are dropped and counted. Serving's WAL
+    keeps everything on disk instead."""
     label_lookahead_hours: float = Field(168.0, ge=0)
     """Labels landed up to this long after a window's end are joined to its predictions."""
 
@@ -82,10 +94,37 @@ class Serving(Section):
     A feature not listed stays missing (NaN): what training sets hold for an entity's first
     transaction, so the model sees unknown entities exactly as it saw new ones in training."""
     admin_token: str | None = None
-    """When set, ``/admin/*`` needs ``Authorization: Bearer <token>``."""
+    """The bearer token of ``/admin/*`` and ``POST /labels`` (``tasks.common.secrets.serving_token``:
+    ``None`` locally means a generated one under ``AIRLOOP_HOME``; production needs it set)."""
+    scoring_token: str | None = None
+    """``None``: scoring is open. Set: ``/score`` and ``/score/batch`` need ``Authorization: Bearer``
+    with it."""
+    max_request_bytes: int = Field(1_048_576, ge=1024)
+    """Largest request body accepted, checked from ``Content-Length`` and while reading, before
+    any JSON is decoded (a 413 naming the limit)."""
+    ingress_replicas: int = Field(1, ge=1)
+    """Ingress replicas (each with its own HTTP server behind HAProxy). With more than one, the
+    control state is kept in the Ray cluster and every replica converges to it."""
+    control_poll_seconds: float = Field(0.5, gt=0)
+    """How often each ingress replica checks the desired control state (traffic split, shadow,
+    slot versions, flushes)."""
+    control_wait_seconds: float = Field(120.0, ge=0)
+    """How long a control call waits for every live replica to apply it before answering."""
+    ray_dashboard: bool = False
+    """Start Ray's dashboard with a local Ray (its Serve REST API is how the deploy DAG reaches a
+    cluster). Off locally: a minimal API server only, and every Ray process on loopback."""
+    drain_seconds: float = Field(2.0, ge=0)
+    """A stopping ingress replica stays reachable this long so HAProxy deregisters it, then
+    refuses new connections (HAProxy retries them on another replica) and finishes in-flight ones."""
+    stop_timeout_seconds: float = Field(20.0, gt=0)
+    """``python -m tasks.serving run`` on SIGTERM: the graceful stop (drain, inference log,
+    Serve, Ray) is bounded by this; what is left after it is killed."""
+    client_retry_seconds: float = Field(30.0, ge=0)
+    """``ServingClient.from_settings``: total time a call is retried on connection errors, 429
+    and 5xx (0: no retries)."""
     inference_log: InferenceLog = InferenceLog()
 
-    @field_validator("admin_token", "ray_auth_token")
+    @field_validator("admin_token", "ray_auth_token", "scoring_token")
     @classmethod
     def _empty_token_is_none(cls, value: str | None) -> str | None:
         return value or None

@@ -10,9 +10,10 @@
   (409 for the champion);
 - ``POST /admin/slots/{slot}/score``: smoke test, rows scored on one slot with route ``smoke``
   (502 the model failed, 409 the slot is empty);
-- ``POST /admin/flush``: write the buffered inference log now.
+- ``POST /admin/flush``: compact the inference log now (every replica).
 
-Every route needs ``Authorization: Bearer <serving.admin_token>`` when a token is configured (401).
+Every route needs ``Authorization: Bearer <serving token>`` (``guards.Credentials``): 401
+without credentials, 403 with wrong ones. A change answers once every ingress replica applied it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from tasks.serving.control import Conflict, ServingControl
+from tasks.serving.guards import Credentials
 from tasks.serving.pipeline import ScoringPipeline, SmokeFailed
 from tasks.serving.responses import json_response, parse
 from tasks.serving.schemas import Contract, LoadModel, Slot, TrafficUpdate, Unavailable
@@ -37,9 +39,10 @@ class AdminAPI:
     """The ``/admin`` routes over one ingress's ``ServingControl`` and ``ScoringPipeline``."""
 
     def __init__(
-        self, control: ServingControl, pipeline: ScoringPipeline, contract: Contract, token: str | None
+        self, control: ServingControl, pipeline: ScoringPipeline, contract: Contract, credentials: Credentials
     ) -> None:
-        self.control, self.pipeline, self.contract, self.token = control, pipeline, contract, token
+        self.control, self.pipeline, self.contract = control, pipeline, contract
+        self.credentials = credentials
 
     def router(self) -> APIRouter:
         r = APIRouter(prefix="/admin", tags=["admin"])
@@ -74,15 +77,13 @@ class AdminAPI:
             summary="Smoke test: score rows on one slot (route 'smoke')",
         )
         r.add_api_route(
-            "/flush", self.flush, methods=["POST"], summary="Write the buffered inference log now"
+            "/flush", self.flush, methods=["POST"], summary="Compact the inference log now (every replica)"
         )
         return r
 
     def authorize(self, request: Request) -> Response | None:
-        """None when the request may use the control API, else the 401 to send."""
-        if self.token and request.headers.get("authorization") != f"Bearer {self.token}":
-            return json_response({"error": "admin token required (Authorization: Bearer ...)"}, 401)
-        return None
+        """None when the request may use the control API, else the 401 or 403 to send."""
+        return self.credentials.admin(request)
 
     async def status(self, request: Request) -> Response:
         return self.authorize(request) or json_response(await self.control.status())
@@ -98,7 +99,10 @@ class AdminAPI:
     async def load(self, request: Request, slot: Slot, ref: LoadModel) -> Response:
         if denied := self.authorize(request):
             return denied
-        outcome = await self.control.load(slot, version=ref.version, alias=ref.alias)
+        try:
+            outcome = await self.control.load(slot, version=ref.version, alias=ref.alias)
+        except Conflict as exc:
+            return json_response({"error": str(exc)}, 409)
         if outcome.ok:
             return json_response(outcome.slot)
         error = outcome.error or {"kind": "load", "message": "refused"}
@@ -134,17 +138,26 @@ class AdminAPI:
             predictions = await self.pipeline.smoke(slot, rows, request_id, arrived)
         except Unavailable as exc:
             return json_response({"error": str(exc), "kind": exc.kind}, 503)
+        except Conflict as exc:
+            return json_response({"error": str(exc)}, 409)
         except SmokeFailed as exc:
             return json_response({"error": str(exc), "kind": exc.kind}, SMOKE_FAILED_STATUS[exc.kind])
         body = {"request_id": request_id, "slot": slot, "count": len(rows), "predictions": predictions}
         return json_response(body)
 
     async def flush(self, request: Request) -> Response:
-        return self.authorize(request) or json_response(await self.control.flush())
+        if denied := self.authorize(request):
+            return denied
+        try:
+            return json_response(await self.control.flush())
+        except Conflict as exc:
+            return json_response({"error": str(exc)}, 409)
+        except Exception as exc:  # noqa: BLE001 - storage down: the WAL keeps the rows, say so
+            return json_response({"error": f"inference log not compacted: {exc}", "kind": "storage"}, 503)
 
 
 def admin_router(
-    control: ServingControl, pipeline: ScoringPipeline, contract: Contract, token: str | None
+    control: ServingControl, pipeline: ScoringPipeline, contract: Contract, credentials: Credentials
 ) -> APIRouter:
     """The ``/admin`` routes of one ingress."""
-    return AdminAPI(control, pipeline, contract, token).router()
+    return AdminAPI(control, pipeline, contract, credentials).router()

@@ -1,15 +1,22 @@
 """The Ray Serve application: an ingress deployment that composes the serving parts.
 
-    HTTP ─▶ Ingress replica ─ api (FastAPI: scoring, /health, /metrics) + admin (APIRouter)
+    HTTP ─▶ HAProxy ─▶ Ingress replica (serving.ingress_replicas of them) ─ ingress.IngressParts:
+              api (FastAPI: scoring, /health, /metrics) + admin (APIRouter), behind guards
               │ pipeline: MicroBatcher ─▶ FeatureLookup ─▶ Router ─▶ PredictionRecorder ─▶ ShadowMirror
+              │ inference log: durable_log (WAL, fsync'd before the answer) ─▶ compaction (Parquet)
+              │ control: desired state in the cluster KV store (ray_state), every replica converges
               └ model slots: champion, challenger
                   serving.placement = ingress      LocalSlot x2 in this replica (no Ray hop per batch)
                   serving.placement = deployments  RemoteSlot x2 ─▶ SlotDeployment "champion", "challenger"
 
 The placement is chosen once, in ``build``; the rest of the application does not know it. Each
-slot loads its alias (``champion`` / ``challenger``) when it starts. The graph is started by
-``tasks.serving.process`` (``serve.run``); ``app_builder`` is the import path for Serve config
-files and the Serve REST API (``tasks.serving.app:app_builder``).
+slot loads what the desired state says it holds (its alias, ``champion`` / ``challenger``, when
+nothing was changed yet). The graph is started by ``tasks.serving.process`` (``serve.run``);
+``app_builder`` is the import path for Serve config files and the Serve REST API
+(``tasks.serving.app:app_builder``).
+
+This module stays light (Ray Serve and the config only): the process that deploys the graph
+never loads Feast, MLflow or pandas; each replica imports them when it starts.
 """
 
 from __future__ import annotations
@@ -18,33 +25,21 @@ import gc
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
 from ray import serve
 
 from config import load_config
-from tasks.common import registry
-from tasks.serving import api, schemas
-from tasks.serving.control import ServingControl
-from tasks.serving.inference_log import InferenceLogWriter
-from tasks.serving.lookup import FeatureLookup
-from tasks.serving.metrics import ServingMetrics
-from tasks.serving.pipeline import ScoringPipeline
-from tasks.serving.recorder import PredictionRecorder
-from tasks.serving.router import CHALLENGER, CHAMPION, Router
-from tasks.serving.shadow import ShadowMirror
-from tasks.serving.shapes import Columns, SlotScores
-from tasks.serving.slots import LoadOutcome, LocalSlot, ModelSlot, RemoteSlot
+from tasks.common.secrets import serving_token
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
     from ray.serve.deployment import Application
     from ray.serve.handle import DeploymentHandle
 
     from config import Settings
+    from tasks.serving.shapes import Columns, SlotScores
+    from tasks.serving.slots import LoadOutcome, ModelSlot
 
-SHADOW_MAX_IN_FLIGHT = 8
-"""Mirrored batches waiting on the challenger at once; beyond it, mirroring skips (and counts)."""
-ALIASES = {CHAMPION: registry.CHAMPION, CHALLENGER: registry.CHALLENGER}
-"""The registry alias each slot loads when it starts."""
+CHAMPION, CHALLENGER = "champion", "challenger"
 
 
 def freeze_startup_objects() -> None:
@@ -55,18 +50,16 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def local_slots(settings: Settings) -> dict[str, ModelSlot]:
-    """``ingress`` placement: both slots in this process, each loaded with its alias."""
-    slots: dict[str, ModelSlot] = {}
-    for name, alias in ALIASES.items():
-        slot = LocalSlot(settings, name)
-        slot.start(alias)
-        slots[name] = slot
-    return slots
+def with_token(settings: Settings) -> Settings:
+    """``settings`` with the serving token resolved (``tasks.common.secrets.serving_token``:
+    configured, or the local generated one), so every replica checks the same one. The
+    production profile raises here without one: serving does not start open."""
+    token = serving_token(settings)
+    return settings.model_copy(update={"serving": settings.serving.model_copy(update={"admin_token": token})})
 
 
 class Ingress:
-    """One ingress replica: the parts composed, its FastAPI app built from them per replica.
+    """One ingress replica: the parts composed (``ingress.compose``), its FastAPI app built from them.
 
     ``champion`` / ``challenger``: handles of the slot deployments (``deployments`` placement);
     without them the slots live in this replica (``ingress`` placement)."""
@@ -77,51 +70,56 @@ class Ingress:
         champion: DeploymentHandle[Any] | None = None,
         challenger: DeploymentHandle[Any] | None = None,
     ) -> None:
-        self.settings = settings
-        self.contract = schemas.Contract(settings)
+        from tasks.serving import ingress  # noqa: PLC0415 - Feast, MLflow, pandas: in the replica only
+        from tasks.serving.ray_state import RayKVStore  # noqa: PLC0415 - as above
+        from tasks.serving.slots import RemoteSlot  # noqa: PLC0415 - as above
+
+        store = RayKVStore(settings.serving.app_name)
+        desired = store.read()
         if champion is not None and challenger is not None:
             slots: dict[str, ModelSlot] = {
                 CHAMPION: RemoteSlot(CHAMPION, champion),
                 CHALLENGER: RemoteSlot(CHALLENGER, challenger),
             }
         else:
-            slots = local_slots(settings)
-        metrics = ServingMetrics()
-        self.writer = InferenceLogWriter(settings, writer_id=f"ingress-{uuid.uuid4().hex[:8]}")
-        lookup = FeatureLookup(settings)
-        lookup.warm()
-        router = Router()
-        self.pipeline = ScoringPipeline(
-            settings,
-            lookup=lookup,
-            router=router,
-            slots=slots,
-            recorder=PredictionRecorder(settings.serving.threshold, metrics, self.writer),
-            mirror=ShadowMirror(SHADOW_MAX_IN_FLIGHT),
-        )
-        self.control = ServingControl(
-            settings, router=router, slots=slots, lookup=lookup, writer=self.writer, metrics=metrics
-        )
+            slots = ingress.local_slots(settings, desired)
+        self.parts = ingress.compose(settings, slots, store, f"ingress-{uuid.uuid4().hex[:8]}", desired)
+        self._closed = False
         freeze_startup_objects()
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Called by Serve once the replica is constructed: this replica's app."""
-        return api.create_app(self.settings, self.contract, self.pipeline, self.control)
+        return self.parts.app()
+
+    async def check_health(self) -> None:
+        """Serve's periodic health check: keeps the control loop running (a dead replica is
+        restarted by Serve; a read-only inference log is reported by ``/health``, not here)."""
+        self.parts.start()
 
     def __del__(self) -> None:
-        # Serve calls this on graceful shutdown: write what is buffered.
-        writer = getattr(self, "writer", None)
-        if writer is not None:
-            writer.close()
+        # Serve calls this once in-flight requests are done (graceful shutdown): leave the
+        # merged metrics and compact the inference log (what is left stays in the WAL).
+        parts = getattr(self, "parts", None)
+        if parts is not None and not self._closed:
+            self._closed = True
+            parts.close()
 
 
 class SlotReplica:
     """``deployments`` placement: one model slot in its own Serve deployment (its own replicas,
-    resources, GPU), called by the ingress through ``slots.RemoteSlot``."""
+    resources, GPU), called by the ingress through ``slots.RemoteSlot``. It starts with what the
+    desired state says the slot holds, so a restarted slot process comes back with it."""
 
     def __init__(self, settings: Settings, slot: str, alias: str | None) -> None:
+        from tasks.serving.ray_state import RayKVStore  # noqa: PLC0415 - Ray's KV client, in the replica
+        from tasks.serving.slots import LocalSlot  # noqa: PLC0415 - MLflow and the models' stack
+
+        desired = RayKVStore(settings.serving.app_name).read()
         self.slot = LocalSlot(settings, slot)
-        self.slot.start(alias)
+        if desired is not None and slot in desired.slots:
+            self.slot.start(version=desired.slots[slot])
+        else:
+            self.slot.start(alias=alias)
         freeze_startup_objects()
 
     async def predict(self, columns: Columns) -> SlotScores:
@@ -147,20 +145,25 @@ SlotDeployment = serve.deployment(max_ongoing_requests=32, health_check_period_s
 
 
 def build(settings: Settings) -> Application:
-    """The application: the ingress, and for ``deployments`` placement the two slot deployments
-    it is bound to."""
+    """The application: the ingress (``serving.ingress_replicas`` of it), and for
+    ``deployments`` placement the two slot deployments it is bound to."""
+    settings = with_token(settings)
     cfg = settings.serving
     actor = {"num_cpus": cfg.replica_cpus}
     ingress = IngressDeployment.options(
-        name="ingress", ray_actor_options=actor, max_ongoing_requests=cfg.max_ongoing_requests
+        name="ingress",
+        ray_actor_options=actor,
+        max_ongoing_requests=cfg.max_ongoing_requests,
+        num_replicas=cfg.ingress_replicas,
+        graceful_shutdown_timeout_s=max(cfg.drain_seconds + 10.0, 15.0),
     )
     if cfg.placement == "ingress":
         return ingress.bind(settings)
     champion = SlotDeployment.options(name=CHAMPION, ray_actor_options=actor).bind(
-        settings, CHAMPION, ALIASES[CHAMPION]
+        settings, CHAMPION, CHAMPION
     )
     challenger = SlotDeployment.options(name=CHALLENGER, ray_actor_options=actor).bind(
-        settings, CHALLENGER, ALIASES[CHALLENGER]
+        settings, CHALLENGER, CHALLENGER
     )
     return ingress.bind(settings, champion, challenger)
 

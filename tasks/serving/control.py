@@ -1,9 +1,12 @@
-"""What the control API does to the ingress (``admin`` is its HTTP side): the status, the
-traffic split and shadow mode, loading a registered version or alias into a slot, emptying the
-challenger, flushing the inference log, and the health check.
+"""What the control API does (``admin`` is its HTTP side): the status, the traffic split and
+shadow mode, loading a registered version or alias into a slot, emptying the challenger,
+flushing the inference log, the health check and the merged metrics.
 
-State (weights, shadow) lives in the single ingress replica; a restarted ingress comes back with
-all traffic on the champion and shadow off, which is the safe side of any rollout.
+Every change is a new revision of the application's desired state (``convergence``): applied
+here at once, by every other ingress replica within ``serving.control_poll_seconds``, and the
+call answers once all of them did. A replica that restarts reads the desired state before it
+serves, so it comes back with the current split and versions. A restart still shows in
+``/metrics`` (its counters leave the sums), which is what a rollout in progress rolls back on.
 """
 
 from __future__ import annotations
@@ -13,24 +16,27 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from tasks.common.clock import now_iso
-from tasks.serving.inference_log import InferenceLogWriter
-from tasks.serving.lookup import FeatureLookup
-from tasks.serving.metrics import ServingMetrics
-from tasks.serving.router import CHALLENGER, CHAMPION, Router
-from tasks.serving.slots import LoadOutcome, ModelSlot
+from tasks.serving.convergence import ControlBusy, ReplicaSync
+from tasks.serving.router import CHALLENGER, CHAMPION
+from tasks.serving.slots import LoadOutcome
 
 if TYPE_CHECKING:
     from config import Settings
+    from tasks.serving.durable_log import DurableInferenceLog
+    from tasks.serving.lookup import FeatureLookup
+    from tasks.serving.metrics import ServingMetrics
+    from tasks.serving.router import Router
+    from tasks.serving.slots import ModelSlot
 
 log = logging.getLogger("ray.serve")
 
 
 class Conflict(RuntimeError):
-    """A control request that contradicts the ingress's state (a 409): nothing was changed."""
+    """A control request that contradicts the application's state (a 409): nothing was changed."""
 
 
 class ServingControl:
-    """The ingress's state changes and reports, shared by the admin API and ``/health``."""
+    """The ingress's state changes and reports, shared by the admin API, ``/health`` and ``/metrics``."""
 
     def __init__(
         self,
@@ -39,14 +45,16 @@ class ServingControl:
         router: Router,
         slots: dict[str, ModelSlot],
         lookup: FeatureLookup,
-        writer: InferenceLogWriter,
+        writer: DurableInferenceLog,
         metrics: ServingMetrics,
+        sync: ReplicaSync,
     ) -> None:
         self.cfg = settings.serving
         self.router, self.slots, self.lookup = router, slots, lookup
-        self.writer, self.metrics = writer, metrics
+        self.writer, self.metrics, self.sync = writer, metrics, sync
         self.started_at = now_iso()
-        metrics.record_traffic(0.0, False)
+        self.stopping = False
+        metrics.record_traffic(router.challenger_weight, router.shadow)
 
     async def slot_infos(self) -> dict[str, dict[str, Any] | None]:
         """Every slot as it is now (None: unreachable); the slot-version gauges follow."""
@@ -59,56 +67,70 @@ class ServingControl:
         infos = await self.slot_infos()
         return {
             "app": self.cfg.app_name,
+            "replica": self.sync.replica,
             "started_at": self.started_at,
+            "revision": self.sync.revision,
             "challenger_weight": self.router.challenger_weight,
             "shadow": self.router.shadow,
             "threshold": self.cfg.threshold,
             "slots": {s: infos.get(s) or {"slot": s, "loaded": False} for s in self.slots},
             "inference_log": self.writer.stats(),
             "features_ready": self.lookup.ready,
+            "replicas": await self.sync.replicas(),
         }
 
+    async def _change(self, **changes: Any) -> None:
+        try:
+            await self.sync.change(**changes)
+        except ControlBusy as exc:
+            raise Conflict(str(exc)) from exc
+
     async def set_traffic(self, challenger_weight: float | None, shadow: bool | None) -> dict[str, Any]:
-        """Set the challenger's share of live traffic and/or shadow mode; the new status.
-        ``Conflict`` when either would send rows to an empty challenger slot."""
+        """Set the challenger's share of live traffic and/or shadow mode on every replica; the
+        new status. ``Conflict`` when either would send rows to an empty challenger slot."""
         challenger = (await self.slots[CHALLENGER].info()) or {}
         if ((challenger_weight or 0.0) > 0.0 or bool(shadow)) and not challenger.get("loaded"):
             raise Conflict("the challenger slot is empty: load a model into it first")
+        changes: dict[str, Any] = {}
         if challenger_weight is not None:
-            self.router.challenger_weight = float(challenger_weight)
+            changes["challenger_weight"] = float(challenger_weight)
         if shadow is not None:
-            self.router.shadow = shadow
-        self.metrics.record_traffic(self.router.challenger_weight, self.router.shadow)
+            changes["shadow"] = shadow
+        await self._change(**changes)
         log.info(
             "traffic: challenger weight %.3f, shadow %s", self.router.challenger_weight, self.router.shadow
         )
         return await self.status()
 
     async def load(self, slot: str, *, version: str | None, alias: str | None) -> LoadOutcome:
-        """Load a registered version or alias into ``slot``, checked against the feature
-        service's features (once the store has answered); a refused model changes nothing."""
+        """Load a registered version or alias into ``slot`` here, checked against the feature
+        service's features (once the store has answered); then every replica holds that version.
+        A refused model changes nothing anywhere."""
         outcome = await self.slots[slot].load(version=version, alias=alias, features=self.lookup.names)
+        if outcome.ok:
+            await self._change(slots={slot: outcome.slot.get("version")})
         await self.slot_infos()
         return outcome
 
     async def unload(self, slot: str) -> dict[str, Any]:
-        """Empty the challenger slot, its traffic share and shadow mode off first; the new status.
-        ``Conflict`` for the champion (load another version into it instead)."""
+        """Empty the challenger slot everywhere, its traffic share and shadow mode off first; the
+        new status. ``Conflict`` for the champion (load another version into it instead)."""
         if slot == CHAMPION:
             raise Conflict("the champion slot cannot be emptied: load another version instead")
         self.router.challenger_weight, self.router.shadow = 0.0, False
-        self.metrics.record_traffic(0.0, False)
-        await self.slots[slot].unload()
+        await self._change(challenger_weight=0.0, shadow=False, slots={slot: None})
         return await self.status()
 
     async def flush(self) -> dict[str, Any]:
-        """Write the buffered inference log now."""
-        rows = await asyncio.to_thread(self.writer.flush)
-        return {"rows_written": rows, **self.writer.stats()}
+        """Compact the inference log now, on every replica."""
+        before = self.writer.stats()["rows_written"]
+        await self._change(flush_next=True)
+        stats = self.writer.stats()
+        return {**stats, "rows_written_now": stats["rows_written"] - before}
 
     async def health(self) -> dict[str, Any]:
-        """``status`` ``ok`` when a champion model and the feature store are ready, else
-        ``unavailable`` with the ``problems``."""
+        """``status`` ``ok`` when a champion model, the feature store and the inference log are
+        ready, else ``unavailable`` with the ``problems``."""
         infos = await self.slot_infos()
         champion = infos.get(CHAMPION) or {}
         if not self.lookup.ready:
@@ -118,13 +140,25 @@ class ServingControl:
             problems.append("no model in the champion slot")
         if not self.lookup.ready:
             problems.append(f"feature store not ready: {self.lookup.error}")
+        wal = await asyncio.to_thread(self.writer.probe)
+        if wal:
+            problems.append(wal)
+        if self.stopping:
+            problems.append("stopping")
         return {
             "status": "ok" if not problems else "unavailable",
             "problems": problems,
             "champion": champion.get("version"),
             "challenger": (infos.get(CHALLENGER) or {}).get("version"),
+            "replica": self.sync.replica,
         }
 
-    def metrics_text(self) -> bytes:
+    async def metrics_text(self) -> bytes:
+        """This replica's metrics with every other live replica's counters added."""
         self.metrics.record_log(self.writer.stats())
-        return self.metrics.render()
+        try:
+            others = await self.sync.others_samples()
+        except Exception as exc:  # noqa: BLE001 - the store is down: this replica's own numbers
+            log.warning("metrics: other replicas unknown: %s", exc)
+            others = []
+        return self.metrics.render_merged(others)

@@ -1,24 +1,29 @@
 """The inference log: every prediction serving made, append-only, readable by time window.
 
-Layout under ``storage.data_uri/<serving.inference_log.path>/`` (``file://`` or ``s3://``)::
+Layout under ``storage.data_uri/<serving.inference_log.path>/`` (``file://`` or ``s3://``, see
+``logfiles``)::
 
-    predictions/date=2026-01-02/hour=13/part-<unix ns>-<writer>-<seq>.parquet
-    labels/date=2026-01-03/hour=08/labels-<unix ns>-<uuid>.parquet
+    predictions/date=2026-01-02/hour=13/part-<writer>-<segment>.parquet
+    labels/date=2026-01-03/hour=08/labels-<writer>-<segment>.parquet
 
 A prediction row holds the request id, the prediction time (``timestamp``, UTC: the partition),
-the endpoint and ``route`` (``champion``, ``challenger``, ``shadow``, ``smoke``), the model version,
-score, decision and threshold, the end-to-end latency, the transaction as it was sent (entity
-keys, amount, categories, event time) and every feature the model saw, with ``customer_found`` /
-``merchant_found``. A shadow prediction shares the request id of the live one it mirrors.
+the endpoint and ``route`` (``champion``, ``challenger``, ``shadow``, ``smoke``), ``traffic``
+(``live`` or ``synthetic``), the model version, score, decision and threshold, the end-to-end
+latency, the transaction as it was sent (entity keys, amount, categories, event time) and every
+feature the model saw, with ``customer_found`` / ``merchant_found``. A shadow prediction shares
+the request id of the live one it mirrors.
 
-``InferenceLogWriter`` buffers rows in memory and writes a file per hour touched when
-``flush_rows`` rows are buffered or the oldest is ``flush_seconds`` old, from a background thread:
-the request path only appends to a list. Files are written whole (temp file then rename locally,
-a single PUT on S3), so a reader never sees half a file. If storage fails, rows stay buffered (up
-to ``max_buffer_rows``, then new rows are dropped and counted) and the next flush retries.
+Serving writes through a write-ahead log (``durable_log``: each prediction fsync'd before its
+answer, compacted here exactly once). ``InferenceLogWriter`` is the in-memory writer for batch
+writers (tests, benchmarks, simulations): it buffers rows and writes a file per hour touched when
+``flush_rows`` rows are buffered or the oldest is ``flush_seconds`` old, from a background thread.
+Files are written whole (temp file then rename locally, a single PUT on S3), so a reader never
+sees half a file.
 
 Labels arrive later (``POST /labels`` or ``write_labels``) keyed by ``request_id`` or
-``transaction_id``; ``read_predictions`` joins the latest label of each prediction.
+``transaction_id``; each post is a new version (``labeled_at``, ``label_id``, ``source``,
+``client``), never an overwrite. ``read_predictions`` joins the latest label of each prediction
+landed by its window's end plus ``label_lookahead_hours``.
 """
 
 from __future__ import annotations
@@ -37,59 +42,34 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.common import storage
 from tasks.common.clock import utc_timestamp
+from tasks.serving import logfiles
+from tasks.serving.logfiles import (
+    LABEL_COLUMNS,
+    LABELED_AT,
+    LABELS,
+    LIVE,
+    PREDICTIONS,
+    SYNTHETIC,
+    TIME,
+    TRAFFIC,
+    labels_uri,
+    predictions_uri,
+    root_uri,
+)
 
 if TYPE_CHECKING:
     from config import Settings
 
 log = logging.getLogger(__name__)
 
-PREDICTIONS = "predictions"
-LABELS = "labels"
-TIME = "timestamp"
 COMPACT_SECONDS = 0.5
 """How often the writer thread folds newly appended rows into a frame (see ``_compact``)."""
-LABELED_AT = "labeled_at"
-LABEL_COLUMNS = ("request_id", "transaction_id", "label", LABELED_AT)
 _PARTITION = re.compile(r"date=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/")
-
-
-def root_uri(settings: Settings) -> str:
-    return storage.join(settings.storage.data_uri, settings.serving.inference_log.path)
-
-
-def predictions_uri(settings: Settings) -> str:
-    return storage.join(root_uri(settings), PREDICTIONS)
-
-
-def labels_uri(settings: Settings) -> str:
-    return storage.join(root_uri(settings), LABELS)
-
-
-def _partition(hour: pd.Timestamp) -> str:
-    return f"date={hour:%Y-%m-%d}/hour={hour:%H}"
-
-
-def _parquet_bytes(frame: pd.DataFrame) -> bytes:
-    sink = io.BytesIO()
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), sink, compression="zstd")
-    return sink.getvalue()
-
-
-def _write_hourly(base_uri: str, frame: pd.DataFrame, time_column: str, name: str) -> list[str]:
-    """One file per hour of ``time_column`` in ``frame``, named ``<name>`` in its partition."""
-    uris = []
-    hours = frame[time_column].dt.floor("h")
-    for hour, part in frame.groupby(hours, sort=True):
-        uri = storage.join(base_uri, _partition(hour), name)
-        storage.write_bytes(uri, _parquet_bytes(part.reset_index(drop=True)))
-        uris.append(uri)
-    return uris
-
+_write_hourly = logfiles.write_hourly
 
 # --- writing ----------------------------------------------------------------------------------
 
@@ -264,10 +244,15 @@ def _combine(chunks: list[tuple[pd.DataFrame | Mapping[str, Any], dict[str, Any]
 
 
 def write_labels(
-    settings: Settings, labels: pd.DataFrame | Iterable[dict[str, Any]], now: Any = None
+    settings: Settings,
+    labels: pd.DataFrame | Iterable[dict[str, Any]],
+    now: Any = None,
+    *,
+    source: str = "write_labels",
 ) -> list[str]:
-    """Land delayed labels (``request_id`` and/or ``transaction_id``, ``label``) now; returns the
-    files written. Each needs a key and a 0/1 label (``ValueError`` otherwise, nothing written)."""
+    """Land delayed labels (``request_id`` and/or ``transaction_id``, ``label``) now, straight to
+    Parquet (batch writers; serving logs ``POST /labels`` through its WAL); returns the files
+    written. Each needs a key and a 0/1 label (``ValueError`` otherwise, nothing written)."""
     storage.configure(settings.storage.s3_endpoint_url)
     frame = labels.copy() if isinstance(labels, pd.DataFrame) else pd.DataFrame(list(labels))
     if frame.empty:
@@ -283,6 +268,9 @@ def write_labels(
         raise ValueError(f"labels need request_id or transaction_id and a 0/1 label; bad rows: {rows}")
     frame["label"] = frame["label"].astype("int8")
     frame[LABELED_AT] = utc_timestamp(now) if now is not None else pd.Timestamp.now(tz="UTC")
+    post = uuid.uuid4().hex[:12]
+    frame["label_id"] = [f"{post}-{i}" for i in range(len(frame))]
+    frame["source"], frame["client"] = source, None
     frame = frame[list(LABEL_COLUMNS)]
     return _write_hourly(
         labels_uri(settings), frame, LABELED_AT, f"labels-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
@@ -390,3 +378,22 @@ def _join_labels(frame: pd.DataFrame, landed: pd.DataFrame) -> pd.DataFrame:
         frame.loc[todo, "label"] = keys.map(latest["label"]).astype("float64")
         frame.loc[todo, LABELED_AT] = keys.map(latest[LABELED_AT])
     return frame
+
+
+__all__ = [
+    "LABELED_AT",
+    "LABELS",
+    "LABEL_COLUMNS",
+    "LIVE",
+    "PREDICTIONS",
+    "SYNTHETIC",
+    "TIME",
+    "TRAFFIC",
+    "InferenceLogWriter",
+    "labels_uri",
+    "predictions_uri",
+    "read_labels",
+    "read_predictions",
+    "root_uri",
+    "write_labels",
+]

@@ -6,6 +6,12 @@ score distribution by route and version (what a canary judge compares against th
 Per request: a latency by endpoint and errors by endpoint, kind and route. Stages, batch sizes,
 traffic settings and the inference log's own counters complete the picture.
 
+With several ingress replicas, ``/metrics`` on any of them answers for the whole application:
+its own counters and histograms plus the others' latest (``samples``, shared through
+``control_state`` every ``serving.control_poll_seconds``), summed (``render_merged``). A replica
+that dies drops out of the sums, so the counters go down, as they did with one replica that
+restarted (what the rollout judge reads as a restart). Gauges are this replica's own.
+
 Values live in process memory. Feast sets ``PROMETHEUS_MULTIPROC_DIR`` when it is imported (for
 its own pre-forked feature servers), and a process started after that (a Ray worker) or a
 ``prometheus_client`` imported after it would keep every value in a memory-mapped file shared
@@ -16,10 +22,12 @@ collector, so this module sets plain values for the process.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
 
 values.ValueClass = values.MutexValue  # see the module docstring
 
@@ -44,6 +52,7 @@ LATENCY_BUCKETS = (
 SCORE_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.99)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 PREFIX = "airloop_serving"
+SampleKey = tuple[str, tuple[tuple[str, str], ...]]
 
 
 class ServingMetrics:
@@ -55,6 +64,7 @@ class ServingMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._declare_predictions()
         self._declare_requests()
+        self._declare_traffic()
         self._declare_stages()
         self._declare_state()
 
@@ -105,8 +115,23 @@ class ServingMetrics:
         self.errors = Counter(
             f"{PREFIX}_errors",
             "Errors by endpoint, kind (validation, features, model, no_model, fallback, shadow, "
-            "shadow_skipped, internal) and route.",
+            "shadow_skipped, inference_log, internal) and route.",
             ["endpoint", "kind", "route"],
+            registry=r,
+        )
+
+    def _declare_traffic(self) -> None:
+        r = self.registry
+        self.traffic = Counter(
+            f"{PREFIX}_traffic_predictions",
+            "Predictions returned by traffic (live; synthetic: X-Airloop-Traffic) and endpoint.",
+            ["traffic", "endpoint"],
+            registry=r,
+        )
+        self.log_failures = Counter(
+            f"{PREFIX}_inference_log_failures",
+            "Predictions and labels refused (a 503) because the inference log could not be written.",
+            ["kind"],
             registry=r,
         )
 
@@ -141,7 +166,8 @@ class ServingMetrics:
         )
         self.log_rows = Gauge(
             f"{PREFIX}_inference_log_rows",
-            "Inference log rows by state (buffered, written, dropped).",
+            "Inference log rows by state (buffered: in the WAL, written: compacted to Parquet, "
+            "replayed: of dead writers, dropped: never, with the WAL).",
             ["state"],
             registry=r,
         )
@@ -157,6 +183,65 @@ class ServingMetrics:
         self.log_rows.labels("buffered").set(stats["buffered"])
         self.log_rows.labels("written").set(stats["rows_written"])
         self.log_rows.labels("dropped").set(stats["rows_dropped"])
+        self.log_rows.labels("replayed").set(stats.get("rows_replayed", 0))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def samples(self) -> list[list[Any]]:
+        """This replica's counter and histogram samples, ``[name, labels, value]`` (what the
+        other replicas add to theirs in ``render_merged``)."""
+        return [
+            [s.name, s.labels, s.value]
+            for family in self.registry.collect()
+            if family.type in SUMMED
+            for s in family.samples
+            if not s.name.endswith("_created")
+        ]
+
+    def render_merged(self, others: Iterable[list[list[Any]]]) -> bytes:
+        """Prometheus text of this replica's metrics with ``others``' counters and histograms added."""
+        extra: dict[SampleKey, float] = {}
+        for samples in others:
+            for name, labels, value in samples:
+                key = (name, tuple(sorted(labels.items())))
+                extra[key] = extra.get(key, 0.0) + float(value)
+        if not extra:
+            return self.render()
+        merged = CollectorRegistry(auto_describe=False)
+        merged.register(_Merged(self.registry, extra))
+        return generate_latest(merged)
+
+
+SUMMED = ("counter", "histogram")
+"""Metric types whose samples are summed over replicas."""
+
+
+class _Merged:
+    """A collector: ``registry``'s families with ``extra`` added to their counter and histogram
+    samples (a label set only another replica has is added as a new sample)."""
+
+    def __init__(
+        self, registry: CollectorRegistry, extra: dict[tuple[str, tuple[tuple[str, str], ...]], float]
+    ):
+        self.registry, self.extra = registry, extra
+
+    def collect(self) -> Iterator[Metric]:
+        left = dict(self.extra)
+        for family in self.registry.collect():
+            if family.type not in SUMMED:
+                yield family
+                continue
+            out = Metric(family.name, family.documentation, family.type, family.unit)
+            for s in family.samples:
+                if s.name.endswith("_created"):
+                    continue
+                key = (s.name, tuple(sorted(s.labels.items())))
+                out.add_sample(s.name, s.labels, s.value + left.pop(key, 0.0))
+            names = {
+                family.name,
+                *(family.name + suffix for suffix in ("_total", "_bucket", "_count", "_sum")),
+            }
+            for key in [k for k in left if k[0] in names]:
+                out.add_sample(key[0], dict(key[1]), left.pop(key))
+            yield out

@@ -2,7 +2,8 @@
 
     requests ─▶ MicroBatcher ─▶ prepare: FeatureLookup (one online read for the batch)
                              ─▶ finish:  Router (one call per slot) ─▶ PredictionRecorder
-                                         (answers, metrics, inference log) ─▶ ShadowMirror
+                                         (inference log, awaited: on disk before any answer;
+                                         then answers, metrics) ─▶ ShadowMirror
 
 A batch is whatever queued while the previous batch's lookup ran (``batching``); up to
 ``serving.max_batches_in_flight`` batches are in ``finish`` at once. Where the models run is the
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tasks.serving.batching import MicroBatcher
+from tasks.serving.logfiles import LIVE, SYNTHETIC
 from tasks.serving.lookup import FeatureLookup
 from tasks.serving.recorder import SHADOW, PredictionRecorder
 from tasks.serving.router import CHALLENGER, CHAMPION, ChampionFailed, Router
@@ -27,6 +29,7 @@ from tasks.serving.schemas import Unavailable
 from tasks.serving.shadow import ShadowMirror
 from tasks.serving.shapes import Batch, Columns, Pending, Scored, SlotScores, take
 from tasks.serving.slots import ModelSlot
+from tasks.serving.wal import WalUnavailable
 
 if TYPE_CHECKING:
     from config import Settings
@@ -71,21 +74,21 @@ class ScoringPipeline:
         )
 
     def pending(
-        self, endpoint: str, rows: list[dict[str, Any]], request_id: str, arrived: float
+        self, endpoint: str, rows: list[dict[str, Any]], request_id: str, arrived: float, traffic: str = LIVE
     ) -> list[Pending]:
         """The rows as batch items; a single ``/score`` row keeps the request's id."""
         if len(rows) == 1 and endpoint == "score":
-            return [Pending(request_id, rows[0], arrived, endpoint, rows[0].get(self.key))]
+            return [Pending(request_id, rows[0], arrived, endpoint, rows[0].get(self.key), traffic)]
         return [
-            Pending(f"{request_id}-{i}", row, arrived, endpoint, row.get(self.key))
+            Pending(f"{request_id}-{i}", row, arrived, endpoint, row.get(self.key), traffic)
             for i, row in enumerate(rows)
         ]
 
     async def score(
-        self, endpoint: str, rows: list[dict[str, Any]], request_id: str, arrived: float
+        self, endpoint: str, rows: list[dict[str, Any]], request_id: str, arrived: float, traffic: str = LIVE
     ) -> list[dict[str, Any]]:
         """The answers to ``rows``, in order. Raises ``Unavailable`` (503) or the batch's error."""
-        items = self.pending(endpoint, rows, request_id, arrived)
+        items = self.pending(endpoint, rows, request_id, arrived, traffic)
         if len(items) == 1:
             return [await self.batcher.submit(items[0])]
         return await self.batcher.submit_many(items)
@@ -136,11 +139,15 @@ class ScoringPipeline:
                 rows, error = len(routed.fallback_rows), routed.challenger_error
                 log.warning("challenger failed on %d rows, served by the champion: %s", rows, error)
         scored = Scored(routed.scores, routed.versions, routed.routes, time.perf_counter())
-        answers: list[dict[str, Any] | BaseException] = list(self.recorder.answers(items, batch, scored))
-        self.recorder.log(items, batch, scored)
+        logged = self.recorder.log(items, batch, scored)
         if len(routed.champion_rows) and self.router.mirrors(self.slots[CHALLENGER].loaded):
             self._mirror(items, batch, routed.champion_rows)
-        return answers
+        try:
+            await logged  # on disk before anyone is answered
+        except WalUnavailable as exc:
+            self.recorder.error(items, "inference_log", "")
+            return [Unavailable("inference_log", f"{exc}; the request was not answered")] * n
+        return list(self.recorder.answers(items, batch, scored))
 
     def _mirror(self, items: list[Pending], batch: Batch, rows: np.ndarray) -> None:
         """The champion's ``rows`` scored by the challenger in the background: logged only."""
@@ -158,7 +165,7 @@ class ScoringPipeline:
     ) -> list[dict[str, Any]]:
         """Score ``rows`` on ``slot`` only, outside the batcher (route ``smoke``): what the
         rollout runs before a challenger sees traffic. Raises ``Unavailable`` or ``SmokeFailed``."""
-        items = self.pending(SMOKE, rows, request_id, arrived)
+        items = self.pending(SMOKE, rows, request_id, arrived, SYNTHETIC)
         batch = await self.prepare(items)
         try:
             answer = await self.call(slot, batch.columns)
@@ -170,5 +177,8 @@ class ScoringPipeline:
         n = len(items)
         routes = np.full(n, SMOKE, dtype=object)
         scored = Scored(answer.scores, [answer.version] * n, routes, time.perf_counter())
-        self.recorder.log(items, batch, scored)
+        try:
+            await self.recorder.log(items, batch, scored)
+        except WalUnavailable as exc:
+            raise Unavailable("inference_log", str(exc)) from exc
         return self.recorder.answers(items, batch, scored)

@@ -1,21 +1,25 @@
 """What the ingress says and keeps about every prediction: the answer each caller gets, the
 Prometheus metrics (``metrics.ServingMetrics``) and the inference-log rows
-(``inference_log.InferenceLogWriter``, which only buffers on the request path).
+(``durable_log.DurableInferenceLog``: ``log`` returns a future that resolves once the rows are
+on disk; the pipeline answers only after it).
 
 A logged row is the request as sent, every feature the model saw, the score, decision, model
-version, route (``champion``, ``challenger``, ``shadow``, ``smoke``), endpoint and latency. A
-shadow prediction shares the request id of the live one it mirrors.
+version, route (``champion``, ``challenger``, ``shadow``, ``smoke``), ``traffic`` (``live`` or
+``synthetic``), endpoint and latency. A shadow prediction shares the request id (and traffic) of
+the live one it mirrors.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from tasks.serving.inference_log import TIME, InferenceLogWriter
+from tasks.serving.durable_log import DurableInferenceLog
+from tasks.serving.logfiles import TIME, TRAFFIC
 from tasks.serving.metrics import ServingMetrics
 from tasks.serving.shapes import Batch, Pending, Scored, SlotScores, take
 
@@ -25,7 +29,7 @@ SHADOW = "shadow"
 class PredictionRecorder:
     """Answers, metrics and log rows of scored batches."""
 
-    def __init__(self, threshold: float, metrics: ServingMetrics, writer: InferenceLogWriter) -> None:
+    def __init__(self, threshold: float, metrics: ServingMetrics, writer: DurableInferenceLog) -> None:
         self.threshold = threshold
         self.metrics = metrics
         self.writer = writer
@@ -36,12 +40,14 @@ class PredictionRecorder:
         m, threshold = self.metrics, self.threshold
         out = []
         counts: Counter[tuple[str, str, str]] = Counter()
+        traffic: Counter[tuple[str, str]] = Counter()
         for i, it in enumerate(items):
             score, version, route = float(scored.scores[i]), scored.versions[i] or "", str(scored.routes[i])
             latency = scored.done - it.arrived
             m.prediction_latency.labels(it.endpoint, route, version).observe(latency)
             m.scores.labels(route, version).observe(score)
             counts[(it.endpoint, route, version)] += 1
+            traffic[(it.traffic, it.endpoint)] += 1
             out.append(
                 {
                     "request_id": it.request_id,
@@ -57,13 +63,18 @@ class PredictionRecorder:
             )
         for (endpoint, route, version), count in counts.items():
             m.predictions.labels(endpoint, route, version).inc(count)
+        for (kind, endpoint), count in traffic.items():
+            m.traffic.labels(kind, endpoint).inc(count)
         for entities in batch.unknown:
             for entity in entities:
                 m.unknown_entities.labels(entity).inc()
         return out
 
-    def log(self, items: list[Pending], batch: Batch, scored: Scored, rows: np.ndarray | None = None) -> None:
-        """Append the batch's predictions (or those of its ``rows``) to the inference log."""
+    def log(
+        self, items: list[Pending], batch: Batch, scored: Scored, rows: np.ndarray | None = None
+    ) -> asyncio.Future[None]:
+        """Append the batch's predictions (or those of its ``rows``) to the inference log; the
+        future resolves once they are on disk (``wal.WalUnavailable`` if they cannot be: counted)."""
         columns = batch.columns if rows is None else take(batch.columns, rows)
         chosen = items if rows is None else [items[i] for i in rows]
         first = {
@@ -76,8 +87,15 @@ class PredictionRecorder:
             "decision": np.where(scored.scores >= self.threshold, "fraud", "legit"),
             "threshold": self.threshold,
             "latency_ms": [(scored.done - it.arrived) * 1000.0 for it in chosen],
+            TRAFFIC: [it.traffic for it in chosen],
         }
-        self.writer.append(columns, first)
+        future = self.writer.predictions({**first, **columns}, len(chosen))
+        future.add_done_callback(self._logged)
+        return future
+
+    def _logged(self, future: asyncio.Future[None]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            self.metrics.log_failures.labels("predictions").inc()
 
     def shadow(
         self, items: list[Pending], batch: Batch, rows: np.ndarray, answer: SlotScores, done: float

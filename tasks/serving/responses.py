@@ -6,9 +6,11 @@ import json
 from typing import Any
 
 from fastapi import Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tasks.serving import schemas
 
@@ -35,6 +37,14 @@ async def validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     details = [{"loc": list(e["loc"]), "type": e["type"], "msg": e["msg"]} for e in exc.errors()]
     return invalid(details)
+
+
+async def unparsable_body(request: Request, exc: Exception) -> Response:
+    """FastAPI's 400 for a body it cannot decode (not JSON, or a form), naming the body."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code != 400:
+        return await http_exception_handler(request, exc)
+    return json_response({"error": f"the body could not be parsed: {exc.detail}", "fields": ["body"]}, 400)
 
 
 def parse(model: type[BaseModel], body: bytes) -> BaseModel | Response:

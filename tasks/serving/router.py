@@ -8,7 +8,8 @@ come from an injectable generator, so each rule can be tested alone:
   challenger slot holds a model (``assign``);
 - a challenger that fails or turns out empty never fails a request: its rows are scored by the
   champion (``fallback_rows``), the error kept for the caller to count;
-- an empty champion is a 503 (``Unavailable("no_model")``), a failing one a ``ChampionFailed``;
+- an empty champion is a 503 (``Unavailable("no_model")``), so is one whose process is gone
+  (``Unavailable("model_slot")``), a failing one a ``ChampionFailed``;
 - the scores come back in batch order with, per row, the version and the route that made them
   (``merge``).
 """
@@ -72,6 +73,8 @@ def _usable(answer: SlotScores | BaseException) -> bool:
 
 
 def _champion_part(rows: np.ndarray, answer: SlotScores | BaseException) -> Part:
+    if isinstance(answer, Unavailable):  # its process is gone: nothing scored, a 503
+        raise answer
     if isinstance(answer, BaseException):
         raise ChampionFailed(f"the champion model failed: {type(answer).__name__}") from answer
     if answer.version is None:

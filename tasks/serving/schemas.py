@@ -32,13 +32,19 @@ class Unavailable(RuntimeError):
         self.kind = kind
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _column_type(col: Column, *, required: bool) -> tuple[Any, Any]:
     if col.type == "int":
-        kind: Any = Annotated[int, Field(strict=True, ge=col.min, le=col.max)]
+        # within int64 whatever the config says: Feast and Arrow hold entity keys as 64-bit
+        low = INT64_MIN if col.min is None else max(int(col.min), INT64_MIN)
+        high = INT64_MAX if col.max is None else min(int(col.max), INT64_MAX)
+        kind: Any = Annotated[int, Field(strict=True, ge=low, le=high)]
     elif col.type == "float":
         kind = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=col.min, le=col.max)]
     elif col.type == "timestamp":
@@ -76,6 +82,7 @@ def _models(settings: Settings) -> tuple[type[BaseModel], type[BaseModel], type[
         "LabelBatch",
         __config__=ConfigDict(extra="forbid", frozen=True),
         labels=(list[Label], Field(min_length=1, max_length=settings.serving.max_label_rows)),
+        source=(Annotated[str, Field(min_length=1, max_length=100)] | None, None),
     )
     return transaction, batch, labels
 

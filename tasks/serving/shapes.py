@@ -31,6 +31,8 @@ class Pending:
     """``time.perf_counter()`` when its HTTP request arrived."""
     endpoint: str
     transaction_id: str | None = None
+    traffic: str = "live"
+    """``live``, or ``synthetic`` (``X-Airloop-Traffic: synthetic``): logged with the prediction."""
 
 
 @dataclass

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from tasks.common.clock import now_iso
 from tasks.serving import models
+from tasks.serving.schemas import Unavailable
 from tasks.serving.shapes import Columns, SlotScores
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ray.serve")
 
+GONE = frozenset({"ActorDiedError", "RayActorError", "ActorUnavailableError", "DeploymentUnavailableError"})
+"""Ray's errors for a slot replica that died or is not there (named: this module imports no Ray)."""
 REMOTE_REFRESH_SECONDS = 10.0
 """How often the ingress re-reads a remote slot's state (a slot replica that restarted reloads
 its alias) while it scores."""
@@ -102,12 +105,14 @@ class LocalSlot:
     def loaded(self) -> bool:
         return self.model is not None
 
-    def start(self, alias: str | None) -> None:
-        """Load ``alias`` when the slot starts; the slot starts empty if it cannot."""
-        if not alias:
+    def start(self, alias: str | None = None, version: str | None = None) -> None:
+        """Load ``version`` (what the application's desired state says the slot holds), else
+        ``alias``, when the slot starts; the slot starts empty if it cannot."""
+        if not alias and not version:
             return
         try:
-            self.swap(models.load(self.settings, alias=alias, cache_dir=self._cache))
+            ref = {"version": version} if version else {"alias": alias}
+            self.swap(models.load(self.settings, cache_dir=self._cache, **ref))
         except Exception as exc:  # noqa: BLE001 - an empty slot is a state, not a crash
             self.last_error = _error(exc)
             log.warning("%s slot starts empty: %s", self.slot, exc)
@@ -201,7 +206,16 @@ class RemoteSlot:
         return self._info
 
     async def predict(self, columns: Columns) -> SlotScores:
-        answer: SlotScores = await self.handle.predict.remote(columns)
+        """The slot replica's answer; ``Unavailable("model_slot")`` when its process is gone
+        (nothing was scored: a 503 the client may retry while Serve restarts it)."""
+        try:
+            answer: SlotScores = await self.handle.predict.remote(columns)
+        except Exception as exc:
+            if type(exc).__name__ in GONE:
+                raise Unavailable(
+                    "model_slot", f"the {self.slot} slot's process is gone ({exc!s:.200})"
+                ) from exc
+            raise
         return answer
 
     async def load(

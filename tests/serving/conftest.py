@@ -7,21 +7,28 @@
   constant scorer, so a score tells which version answered (v1 0.02 = champion, v2 0.9 =
   challenger, v3 0.3 = spare for swaps, v4 fails on every call);
 - the Ray Serve application started by ``tasks.serving.process.start`` on a local Ray with two CPUs, its
-  HTTP port free, its inference log flushed every second, with the configured model placement
+  HTTP port free, its serving token and model signing key set for the session, its write-ahead
+  inference log on a small tmpfs of its own when the tests run as root (``faults.WalDisk``: the
+  read-only fault test remounts it) and compacted every second, with the configured model placement
   (``serving.placement``, ``ingress`` by default); the application with the other placement
   (``deployments``: each slot its own Serve deployment) is started beside it, under its own name
   and route prefix, the first time a test asks for it.
 
-``client`` resets the application to v1 champion, v2 challenger, no traffic on the challenger and
-shadow off before each test. It is the configured placement's application; a test (or a module)
+``client`` (``ServingClient.from_settings``: the token, retries, requests marked synthetic) resets
+the application to v1 champion, v2 challenger, no traffic on the challenger and shadow off before
+each test. It is the configured placement's application; a test (or a module)
 runs on both placements with ``pytest.mark.parametrize("client", PLACEMENTS, indirect=True)``.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# every Ray process on loopback, as python -m tasks.serving sets it for a loopback serving.host: Ray
+# reads it when imported, so before anything here imports Ray
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from collections.abc import Iterator
@@ -34,6 +41,7 @@ import pytest
 
 from config import Settings, read_config
 from tasks.common.net import free_port
+from tests.serving.faults import WalDisk
 
 START = "2026-01-01T00:00:00+00:00"
 PLACEMENTS = ("ingress", "deployments")
@@ -52,6 +60,14 @@ class ServingWorld:
     versions: dict[str, str] = field(default_factory=dict)
     """``{"good", "spare", "broken", "challenger", "champion"}`` -> registered version."""
     url: str = ""
+    wal: WalDisk | None = None
+    """The write-ahead inference log's disk (a tmpfs when root)."""
+
+    def client(self, url: str | None = None, **kw):
+        """``ServingClient.from_settings`` of this world (its token), at ``url`` (default: the app)."""
+        from tasks.serving.client import ServingClient
+
+        return ServingClient.from_settings(self.settings, url=url or self.url, **kw)
 
     def transaction(self, i: int = 0, **overrides) -> dict:
         """A valid request for a known customer and merchant (the i-th landed event)."""
@@ -141,12 +157,17 @@ def serving_world(tmp_path_factory) -> Iterator[ServingWorld]:
     from tests.serving.scorers import ConstantScorer, FailingScorer
 
     home = tmp_path_factory.mktemp("airloop-serving")
+    wal = WalDisk(home / "wal")
     env = {
         "AIRLOOP_HOME": str(home),
         "AIRLOOP__MLFLOW__PORT": str(free_port()),
+        "AIRLOOP__METADATA_DB__MLFLOW_DATABASE": "null",  # MLflow on its SQLite file: no Postgres here
+        "AIRLOOP__MLFLOW__SIGNING_KEY": secrets.token_urlsafe(24),
         "AIRLOOP__SERVING__PORT": str(free_port()),
+        "AIRLOOP__SERVING__ADMIN_TOKEN": secrets.token_urlsafe(24),
         "AIRLOOP__SERVING__REPLICA_CPUS": "0.1",
         "AIRLOOP__SERVING__INFERENCE_LOG__FLUSH_SECONDS": "1",
+        "AIRLOOP__SERVING__INFERENCE_LOG__WAL_DIR": str(wal.path),
     }
     settings = read_config("local", env)
     # The MLflow server starts (a subprocess, ~20 s) while this process lands data and features.
@@ -163,7 +184,7 @@ def serving_world(tmp_path_factory) -> Iterator[ServingWorld]:
         materialize(settings, changed)
         events = read_curated(settings).reset_index(drop=True)
         mlflow_up.result()
-        world = ServingWorld(home=home, env=env, settings=settings, events=events)
+        world = ServingWorld(home=home, env=env, settings=settings, events=events, wal=wal)
         for version, rate in RATES.items():
             assert register_model(settings, ConstantScorer(rate), events) == version
         world.versions = {"good": "1", "challenger": "2", "spare": "3"}
@@ -176,6 +197,7 @@ def serving_world(tmp_path_factory) -> Iterator[ServingWorld]:
         yield world
     finally:
         stack.stop(settings, services=[stack.MLFLOW], quiet=True)
+        wal.release()
 
 
 @pytest.fixture(scope="session")
@@ -184,7 +206,7 @@ def serving_app(serving_world) -> Iterator[ServingWorld]:
     from tasks.serving import process as serve
 
     settings = serving_world.settings
-    serving_world.url = serve.start(settings, num_cpus=2, include_dashboard=False)
+    serving_world.url = serve.start(settings, num_cpus=2)
     try:
         yield serving_world
     finally:
@@ -233,10 +255,8 @@ def client(request, serving_app):
     """A client of the running app, reset to v1 champion / v2 challenger, no traffic, no shadow.
 
     The configured placement's application, or ``request.param``'s (indirect parametrization)."""
-    from tasks.serving.client import ServingClient
-
     placement = getattr(request, "param", serving_app.settings.serving.placement)
-    c = ServingClient(app_url(request, serving_app, placement))
+    c = serving_app.client(app_url(request, serving_app, placement), synthetic=True)
     c.set_traffic(challenger_weight=0.0, shadow=False)
     status = c.status()["slots"]
     if status["champion"].get("version") != serving_app.versions["good"]:
@@ -244,3 +264,11 @@ def client(request, serving_app):
     if status["challenger"].get("version") != serving_app.versions["challenger"]:
         c.load("challenger", version=serving_app.versions["challenger"])
     return c
+
+
+@pytest.fixture
+def admin(settings, tmp_path):
+    """One in-process replica's app (no Ray), champion v1, a test client with the token."""
+    from tests.serving.replicas import admin_app
+
+    yield from admin_app(settings, tmp_path)

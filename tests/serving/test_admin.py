@@ -1,71 +1,22 @@
 """The control API's ``APIRouter`` on its own, over HTTP in process (FastAPI's test client, no
 Ray): its paths, status codes and bodies are ``ServingClient``'s contract. The slots are real
 in-process slots holding real ``LoadedModel`` objects; loading from the registry is covered by
-``test_control`` against the running application."""
+``test_control`` against the running application. The parts are composed as a replica composes
+them (``ingress.compose``), sharing an in-process control store."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
-from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
-from fastapi.testclient import TestClient
 
-from tasks.serving.admin import admin_router
-from tasks.serving.control import ServingControl
-from tasks.serving.inference_log import InferenceLogWriter
-from tasks.serving.lookup import FeatureLookup
-from tasks.serving.metrics import ServingMetrics
-from tasks.serving.pipeline import ScoringPipeline
-from tasks.serving.recorder import PredictionRecorder
-from tasks.serving.responses import validation_error
-from tasks.serving.router import Router
-from tasks.serving.schemas import Contract
-from tasks.serving.shadow import ShadowMirror
-from tasks.serving.slots import LocalSlot
+from tests.serving.replicas import Admin
 from tests.serving.test_slots import model
-
-TOKEN = "s3cret"
-
-
-@dataclass
-class Admin:
-    http: TestClient
-    slots: dict[str, LocalSlot]
-    router: Router
-    metrics: ServingMetrics
-
-
-@pytest.fixture
-def admin(settings, tmp_path):
-    settings = settings.model_copy(
-        update={"serving": settings.serving.model_copy(update={"admin_token": TOKEN})}
-    )
-    slots = {name: LocalSlot(settings, name) for name in ("champion", "challenger")}
-    slots["champion"].swap(model(tmp_path, "1", 0.1))
-    metrics, router, lookup = ServingMetrics(), Router(), FeatureLookup(settings)
-    writer = InferenceLogWriter(settings, writer_id="admin-test")
-    recorder = PredictionRecorder(0.5, metrics, writer)
-    pipeline = ScoringPipeline(
-        settings, lookup=lookup, router=router, slots=slots, recorder=recorder, mirror=ShadowMirror(2)
-    )
-    control = ServingControl(
-        settings, router=router, slots=slots, lookup=lookup, writer=writer, metrics=metrics
-    )
-    app = FastAPI()
-    app.add_exception_handler(RequestValidationError, validation_error)
-    app.include_router(admin_router(control, pipeline, Contract(settings), TOKEN))
-    with TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
-        yield Admin(http, slots, router, metrics)
-    writer.close()
 
 
 def _gauge(admin: Admin, name: str, **labels: str) -> float | None:
     return admin.metrics.registry.get_sample_value(name, labels)
 
 
-def test_every_route_needs_the_token(admin):
+def test_every_route_needs_the_token_401_without_403_wrong(admin):
     calls = [
         ("GET", "/admin/status", None),
         ("PUT", "/admin/traffic", {"shadow": False}),
@@ -73,13 +24,16 @@ def test_every_route_needs_the_token(admin):
         ("POST", "/admin/slots/challenger/unload", None),
         ("POST", "/admin/slots/challenger/score", {"rows": []}),
         ("POST", "/admin/flush", None),
+        ("POST", "/labels", {"labels": [{"request_id": "r", "label": 1}]}),
     ]
     for method, path, body in calls:
-        for header in ("", "Bearer wrong"):
+        for header, status in (("", 401), ("Basic czNjcmV0", 401), ("Bearer", 401), ("Bearer wrong", 403)):
             resp = admin.http.request(method, path, json=body, headers={"Authorization": header})
-            assert resp.status_code == 401, (path, resp.text)
-            assert "admin token required" in resp.json()["error"]
+            assert resp.status_code == status, (path, header, resp.text)
+            assert resp.json()["fields"] == ["header.Authorization"]
     assert admin.http.get("/admin/status").status_code == 200
+    assert admin.http.get("/health").status_code in (200, 503)  # open, as is /metrics
+    assert admin.http.get("/metrics", headers={"Authorization": ""}).status_code == 200
 
 
 def test_status_shows_both_slots_the_split_and_the_log(admin):

@@ -128,6 +128,74 @@ def test_a_step_without_a_rollout_fails_for_good_and_an_ended_rollout_skips_the_
     assert "promoted" in reports.read_report(settings, "rollouts", link.rsplit("/", 1)[-1])
 
 
+class _ServeApiStub:
+    """A local HTTP server in place of the Ray dashboard's Serve REST API: it records every PUT
+    (path, Authorization header, JSON body) and answers ``status``."""
+
+    def __init__(self, status: int = 200) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from tasks.common.net import free_port
+
+        seen: list[dict] = []
+        self.seen = seen
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_PUT(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                seen.append(
+                    {"path": self.path, "auth": self.headers.get("Authorization"), "body": json.loads(body)}
+                )
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _on_cluster(settings, url: str, token: str | None):
+    serving = settings.serving.model_copy(update={"dashboard_url": url, "ray_auth_token": token})
+    return settings.model_copy(update={"serving": serving})
+
+
+def test_the_application_is_put_on_the_cluster_with_the_ray_token(settings):
+    from tasks.rollout import application
+
+    stub = _ServeApiStub()
+    try:
+        application.put_application(_on_cluster(settings, stub.url, "ray-secret-token"))
+        application.put_application(_on_cluster(settings, stub.url + "/", None))
+    finally:
+        stub.close()
+    [with_token, without] = stub.seen
+    assert with_token["path"] == without["path"] == "/api/serve/applications/"
+    assert with_token["auth"] == "Bearer ray-secret-token" and without["auth"] is None
+    [app] = with_token["body"]["applications"]
+    assert app["name"] == settings.serving.app_name
+
+
+def test_a_cluster_that_refuses_the_token_says_which_setting_to_fix(settings):
+    from tasks.rollout import application
+
+    stub = _ServeApiStub(status=401)
+    try:
+        with pytest.raises(RuntimeError, match=r"serving\.ray_auth_token"):
+            application.put_application(_on_cluster(settings, stub.url, "wrong"))
+    finally:
+        stub.close()
+    assert stub.seen[0]["auth"] == "Bearer wrong"
+
+
 FAST_ENV = {
     "AIRLOOP__ROLLOUT__SHADOW": "{enabled: true, hold_seconds: 1, min_requests: 30}",
     "AIRLOOP__ROLLOUT__CANARY": "[{weight: 0.25, hold_seconds: 1, min_requests: 20}, "
@@ -222,4 +290,4 @@ def test_deploy_dag_rolls_back_a_bad_version_at_the_failing_step(deploy_dag, ser
     assert status["challenger_weight"] == 0.0 and not status["shadow"]
     assert traffic.failures == [], traffic.failures[:3]
     page = _page(xcom(run, "shadow", "rollout_history"))
-    assert "rolled back" in page and "score_shift_psi" in page
+    assert "rolled back" in page and "score_calibration" in page

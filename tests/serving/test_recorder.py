@@ -1,15 +1,16 @@
 """The prediction recorder on its own: the answers, the metrics and the inference-log rows of a
-scored batch, with a real log writer on local storage and a real metrics registry (no Ray)."""
+scored batch, with the real write-ahead log on local storage and a real metrics registry (no Ray)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import numpy as np
 import pytest
 
 from tasks.serving import inference_log
-from tasks.serving.inference_log import InferenceLogWriter
+from tasks.serving.durable_log import DurableInferenceLog
 from tasks.serving.metrics import ServingMetrics
 from tasks.serving.recorder import PredictionRecorder
 from tasks.serving.shapes import Batch, Pending, Scored, SlotScores
@@ -17,7 +18,7 @@ from tasks.serving.shapes import Batch, Pending, Scored, SlotScores
 
 @pytest.fixture
 def recorder(settings):
-    writer = InferenceLogWriter(settings, writer_id="test")
+    writer = DurableInferenceLog(settings, writer_id="test")
     yield PredictionRecorder(0.5, ServingMetrics(), writer)
     writer.close()
 
@@ -49,6 +50,8 @@ def test_answers_say_who_scored_what_and_are_counted(recorder):
         ("champion", "1"),
     ]
     assert answers[1]["unknown_entities"] == ["customer"] and answers[0]["transaction_id"] == "t0"
+    traffic = {"traffic": "live", "endpoint": "score_batch"}
+    assert _value(recorder, "airloop_serving_traffic_predictions_total", **traffic) == 3
     assert all(a["latency_ms"] >= 4.0 for a in answers)
     labels = {"endpoint": "score_batch", "route": "champion", "model_version": "1"}
     assert _value(recorder, "airloop_serving_predictions_total", **labels) == 2
@@ -58,18 +61,28 @@ def test_answers_say_who_scored_what_and_are_counted(recorder):
 
 def test_live_and_shadow_rows_land_in_the_inference_log(recorder, settings):
     items, batch = _batch()
+    items[1].traffic = "synthetic"
     routes = np.array(["champion"] * 3, dtype=object)
-    recorder.log(items, batch, Scored(np.array([0.1, 0.2, 0.3]), ["1"] * 3, routes, time.perf_counter()))
-    recorder.shadow(
-        items, batch, np.array([0, 2]), SlotScores("2", np.array([0.8, 0.9])), time.perf_counter()
-    )
-    assert recorder.writer.flush() == 5
+
+    async def log() -> None:
+        scored = Scored(np.array([0.1, 0.2, 0.3]), ["1"] * 3, routes, time.perf_counter())
+        await recorder.log(items, batch, scored)  # on disk when it returns
+        recorder.shadow(
+            items, batch, np.array([0, 2]), SlotScores("2", np.array([0.8, 0.9])), time.perf_counter()
+        )
+        await asyncio.sleep(0.2)
+
+    asyncio.run(log())
+    assert recorder.writer.stats()["wal_records"] == 2
+    recorder.writer.flush()
     logged = inference_log.read_predictions(settings, "2000-01-01", "2100-01-01", labels=False)
     live, shadow = logged[logged["route"] == "champion"], logged[logged["route"] == "shadow"]
     assert list(live["request_id"]) == ["r0", "r1", "r2"] and list(live["score"]) == [0.1, 0.2, 0.3]
     assert list(shadow["request_id"]) == ["r0", "r2"] and set(shadow["model_version"]) == {"2"}
     assert list(shadow["amount"]) == [10.0, 30.0] and list(shadow["customer_txn_count_7d"]) == [0.0, 2.0]
     assert (logged["endpoint"] == "score_batch").all() and (logged["latency_ms"] > 0).all()
+    assert list(live["traffic"]) == ["live", "synthetic", "live"], "the mark of each request"
+    assert list(shadow["traffic"]) == ["live", "live"], "a mirrored row keeps its request's mark"
     shadow_count = {"endpoint": "score_batch", "route": "shadow", "model_version": "2"}
     assert _value(recorder, "airloop_serving_predictions_total", **shadow_count) == 2
 

@@ -105,4 +105,10 @@ def test_decision_follows_the_threshold(client, serving_app):
 @pytest.mark.parametrize("client", PLACEMENTS, indirect=True)
 def test_health(client):
     health = client.health()
-    assert health == {"status": "ok", "problems": [], "champion": "1", "challenger": "2"}
+    assert {k: health[k] for k in ("status", "problems", "champion", "challenger")} == {
+        "status": "ok",
+        "problems": [],
+        "champion": "1",
+        "challenger": "2",
+    }
+    assert health["replica"].startswith("ingress-")

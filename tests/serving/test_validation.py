@@ -114,7 +114,7 @@ def test_batch_over_the_row_limit_is_refused(client, serving_app):
     ids=["no key", "label 2", "label as text", "empty"],
 )
 def test_bad_labels_are_422(client, body, field):
-    resp = requests.post(f"{client.url}/labels", json=body, timeout=30)
+    resp = client.session.post(f"{client.url}/labels", json=body, timeout=30)
     assert resp.status_code == 422
     assert resp.json()["fields"] == [field]
 
@@ -134,6 +134,6 @@ def test_bad_labels_are_422(client, body, field):
          "version and alias", "unknown slot"],
 )  # fmt: skip
 def test_bad_control_requests_are_422(client, method, path, body, field):
-    resp = requests.request(method, f"{client.url}{path}", json=body, timeout=30)
+    resp = client.session.request(method, f"{client.url}{path}", json=body, timeout=30)
     assert resp.status_code == 422, resp.text
     assert resp.json()["fields"] == [field]
