@@ -79,6 +79,10 @@ class MonitorDecision(Section):
 
     cooldown_hours: float = Field(6.0, ge=0)
     """No retrain within this long after the last one (no retrain storms)."""
+    failed_retry_hours: float = Field(1.0, ge=0)
+    """After a retrain the monitor triggered failed (its train run ended failed, or never
+    started), a triggered window may retry this long after it instead of waiting out the
+    cooldown (the shorter of the two applies)."""
     confirm_windows: int = Field(2, ge=1)
     """Drift must hold in this many consecutive windows (this one included) to trigger."""
     on_prediction_drift: bool = True

@@ -28,17 +28,38 @@ class RolloutShadow(Section):
 
 
 class RolloutJudge(Section):
-    """What a challenger must show at every step, measured on ``/metrics`` over the step."""
+    """What a challenger must show at every step, measured on ``/metrics`` over the step against
+    the champion serving the same traffic in the same window (see ``tasks.rollout.judge``).
+
+    A relative check fails only when the difference is both larger than its slack and, where both
+    samples hold ``min_sample`` observations, larger than chance (one-sided Fisher exact test at
+    ``alpha``). The absolute limits are service SLOs: a step fails on them only when the
+    challenger makes the service worse."""
 
     max_error_rate: float = Field(0.01, ge=0, le=1)
-    """Challenger errors (served by the champion instead) over its requests."""
+    """Service SLO: failed scoring requests (5xx) over all scoring requests in the step."""
+    error_rate_slack: float = Field(0.01, ge=0, le=1)
+    """The challenger's error rate may exceed the champion's by this much."""
     max_p99_ms: float = Field(250.0, gt=0)
-    """Absolute: the challenger route's request-to-prediction p99."""
+    """Service SLO: p99 of live request-to-prediction latency, champion and challenger together."""
     max_latency_ratio: float = Field(2.0, ge=1)
     latency_slack_ms: float = Field(10.0, ge=0)
-    """Relative: the challenger's model-call p99 may be at most ``ratio x champion's + slack``."""
+    """Relative: the challenger's p99 may be at most ``ratio x champion's + slack`` (model calls;
+    on a canary step the routes' request latency too, when the SLO is missed)."""
+    alpha: float = Field(0.01, gt=0, lt=1)
+    """Significance level of the one-sided tests."""
+    min_sample: int = Field(20, ge=1)
+    """Groups smaller than this are not tested: the slack alone decides."""
     max_score_psi: float = Field(0.2, gt=0)
-    """Score distribution shift (PSI over the score histogram) against the champion's, same step."""
+    """Score histogram shift (PSI) against the champion's, same step; judged only while the
+    champion is calibrated on the traffic (``calibrated_ratio``)."""
+    calibrated_ratio: float = Field(1.5, ge=1)
+    """The champion counts as calibrated when its mean live score lies within this factor of the
+    observed fraud rate's 95 % interval."""
+    max_calibration_ratio: float = Field(3.0, ge=1)
+    """The challenger fails when its mean live score lies beyond this factor of that interval."""
+    base_rate_rows: int = Field(20_000, ge=100)
+    """The newest curated (labelled) transactions the fraud rate is measured on."""
 
 
 class Rollout(Section):

@@ -3,14 +3,21 @@
 
 Runs when the train DAG registers a new version (the `models/fraud` asset), or by hand with
 `{"version": "7"}`. Each step acts on the serving application (Ray Serve) through its control API
-and is judged on its `/metrics` against the champion serving the same traffic:
+(on a Ray cluster, the application is put there through the Serve REST API with the cluster's
+token) and is judged on its `/metrics`:
 
 - `smoke`: the version is loaded into the challenger slot beside the champion (zero downtime; a
   model whose files do not hash to the SHA-256 recorded at registration is refused) and scores
   the newest curated transactions: every score a probability, every row answered;
 - `shadow`: live requests are mirrored to the challenger, its answers logged, never returned;
 - `canary_<n>`: n % of live traffic goes to the challenger, each step held for its window
-  (`rollout.canary` in config) and judged on error rate, p99 latency and score shift (PSI);
+  (`rollout.canary` in config);
+
+Every traffic step is judged against the champion serving the same traffic in the same window:
+error rate and model-call p99 relative to the champion's (a slack, and a one-sided Fisher test
+where the sample allows), the service's p99 and error-rate SLOs (failed only when the challenger
+is the cause), the challenger's mean score against the observed fraud rate, and its score
+histogram against a champion known to be calibrated. Sample sizes are in the rollout record.
 - `promote`: the champion slot takes the version and the MLflow `champion` alias moves to it.
 
 A failed judgment rolls traffic back to the champion at once and tags the version

@@ -12,7 +12,9 @@ predictions whose delayed labels have arrived, live ROC AUC, precision and recal
 champion's hold-out; it stores the metrics and writes the HTML report (the task's "Drift report"
 and "Monitoring summary" buttons). `decide` retrains when drift or performance crosses its
 threshold, unless a `train` run is queued or running or the last retrain is within
-`monitor.decision.cooldown_hours`; every decision is recorded with its reason. `should_retrain`
+`monitor.decision.cooldown_hours`; when the last retrain it triggered failed, the next triggered
+window retries after `monitor.decision.failed_retry_hours` instead (the summary page says so).
+Every decision is recorded with its reason and what became of the last retrain. `should_retrain`
 lets `trigger_train` run only on a retrain, which starts `train` with the reason and the numbers as
 its conf.
 
@@ -29,7 +31,7 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
 from config import load_config
-from plugins.monitoring import NewPredictionsSensor, monitoring_task, running_dag_runs
+from plugins.monitoring import NewPredictionsSensor, dag_run_state, monitoring_task, running_dag_runs
 
 cfg = load_config()
 TRAIN_DAG_ID = "train"
@@ -70,7 +72,12 @@ def monitor() -> None:
         """Retrain or not, and why; recorded once per window."""
         from tasks.monitoring.decision import decide_window  # noqa: PLC0415 - pandas loads in the task
 
-        return decide_window(cfg, result, running_retrains=running_dag_runs(ti, TRAIN_DAG_ID))
+        return decide_window(
+            cfg,
+            result,
+            running_retrains=running_dag_runs(ti, TRAIN_DAG_ID),
+            run_state=dag_run_state(ti, TRAIN_DAG_ID),
+        )
 
     @task.short_circuit
     def should_retrain(decision: dict[str, Any]) -> dict[str, Any] | bool:
@@ -82,7 +89,7 @@ def monitor() -> None:
     TriggerDagRunOperator(
         task_id="trigger_train",
         trigger_dag_id=TRAIN_DAG_ID,
-        trigger_run_id="monitor__{{ ti.xcom_pull(task_ids='decide')['window_id'] }}",
+        trigger_run_id="{{ ti.xcom_pull(task_ids='decide')['train_run_id'] }}",
         conf=should_retrain(decide(drift_and_performance(wait.output))),  # type: ignore[arg-type]
         skip_when_already_exists=True,
         openlineage_inject_parent_info=False,

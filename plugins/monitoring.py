@@ -243,6 +243,19 @@ def running_dag_runs(ti: Any, dag_id: str) -> int:
     return int(ti.get_dr_count(dag_id=dag_id, states=["queued", "running"]))
 
 
+def dag_run_state(ti: Any, dag_id: str) -> Callable[[str], str]:
+    """Airflow's state of a run of ``dag_id`` by run id (``missing``: no such run), through the
+    task's own API: how the monitor's decide task learns what became of the retrain it triggered."""
+
+    def state(run_id: str) -> str:
+        if not ti.get_dr_count(dag_id=dag_id, run_ids=[run_id]):
+            return "missing"
+        found = ti.get_dagrun_state(dag_id=dag_id, run_id=run_id)
+        return str(getattr(found, "value", found))  # the SDK's DagRunState enum, or its text
+
+    return state
+
+
 class _MonitoringLink(XComLink):
     source_key = LINKS_XCOM_KEY
 

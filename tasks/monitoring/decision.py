@@ -12,11 +12,12 @@ A window *triggers* when
 
 The reason is ``performance`` when performance triggered (the labels say the model is wrong),
 else ``drift``; ``triggers`` lists every threshold crossed, with its numbers. A triggered window
-retrains unless a retrain is running (``blocked_by="running"``) or the last one started less than
-``monitor.decision.cooldown_hours`` ago (``blocked_by="cooldown"``): no retrain storms. The last
-retrain is the later of what the caller knows (the train DAG's last run, from Airflow) and the
-last retrain this monitor decided (from the store), so a storm is stopped even when the caller
-knows nothing.
+retrains unless a retrain is running, the cooldown holds it back, or the last retrain failed and
+its shorter back-off has not passed (``retrain.hold_back``). The last retrain is the later of what
+the caller knows (the train DAG's last run, from Airflow) and the last retrain this monitor
+decided (from the store), so a storm is stopped even when the caller knows nothing; the state of
+the train run that retrain triggered (from Airflow, through ``run_state``) is recorded with the
+decision (``last_retrain_run_id``, ``last_retrain_state``), so a failed retrain is a visible state.
 
 ``decide`` is pure; ``decide_and_record`` reads the store, decides once per window (a retried
 task gets the recorded decision back instead of a second one) and records the decision.
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -38,6 +40,15 @@ from tasks.common.clock import utc_timestamp
 from tasks.common.values import json_safe
 from tasks.monitoring import pages, store
 from tasks.monitoring.results import WindowResult
+from tasks.monitoring.retrain import (
+    COOLDOWN,
+    FAILED_RETRY,
+    RUNNING,
+    LastRetrain,
+    hold_back,
+    run_id_for,
+    text,
+)
 
 if TYPE_CHECKING:
     from config import Settings
@@ -47,8 +58,9 @@ log = logging.getLogger(__name__)
 DRIFT = "drift"
 PERFORMANCE = "performance"
 NONE = "none"
-RUNNING = "running"
-COOLDOWN = "cooldown"
+BLOCKED_BY = (RUNNING, COOLDOWN, FAILED_RETRY)
+RunState = Callable[[str], str | None]
+"""Airflow's state of a train DAG run by id (``missing`` when there is none)."""
 
 
 @dataclass
@@ -65,7 +77,7 @@ class Decision:
     """One line that says why."""
     triggers: list[str] = field(default_factory=list)
     blocked_by: str | None = None
-    """``running`` or ``cooldown`` when a trigger did not lead to a retrain."""
+    """``running``, ``cooldown`` or ``failed_retry`` when a trigger did not lead to a retrain."""
     pending: list[str] = field(default_factory=list)
     """Drift seen but not yet confirmed by enough consecutive windows."""
     cooldown_until: str | None = None
@@ -74,6 +86,13 @@ class Decision:
     model_version: str = ""
     report_uri: str | None = None
     numbers: dict[str, Any] = field(default_factory=dict)
+    train_run_id: str | None = None
+    """The train DAG run this decision triggers (when it retrains)."""
+    retry_of: str | None = None
+    """The failed train run this retrain retries."""
+    last_retrain_run_id: str | None = None
+    last_retrain_state: str | None = None
+    """What became of the last retrain the monitor triggered (``retrain.LastRetrain.state``)."""
     replayed: bool = False
     """True when this decision was recorded before (a retried task) and is returned as it was."""
 
@@ -126,6 +145,10 @@ class Decision:
             "model_version": self.model_version,
             "report_uri": self.report_uri or "",
             "numbers": json.dumps(json_safe(self.numbers)),
+            "train_run_id": self.train_run_id or "",
+            "retry_of": self.retry_of or "",
+            "last_retrain_run_id": self.last_retrain_run_id or "",
+            "last_retrain_state": self.last_retrain_state or "",
         }
 
     @classmethod
@@ -146,6 +169,10 @@ class Decision:
             model_version=str(row["model_version"]),
             report_uri=row["report_uri"] or None,
             numbers=json.loads(row["numbers"] or "{}"),
+            train_run_id=text(row.get("train_run_id")),
+            retry_of=text(row.get("retry_of")),
+            last_retrain_run_id=text(row.get("last_retrain_run_id")),
+            last_retrain_state=text(row.get("last_retrain_state")),
             replayed=replayed,
         )
 
@@ -188,30 +215,6 @@ def _consecutive(settings: Settings, result: WindowResult, history: pd.DataFrame
     return n
 
 
-def _numbers(result: WindowResult) -> dict[str, Any]:
-    d, p = result.drift, result.performance
-    return {
-        "rows": result.rows,
-        "drift_share": d.share,
-        "share_threshold": d.share_threshold,
-        "drifted_columns": d.drifted_columns,
-        "columns_tested": len(d.tested),
-        "prediction_method": d.prediction.method if d.prediction else None,
-        "prediction_score": d.prediction.score if d.prediction else None,
-        "prediction_threshold": d.prediction.threshold if d.prediction else None,
-        "labelled_rows": p.live.rows,
-        "labelled_positives": p.live.positives,
-        "roc_auc": p.live.roc_auc,
-        "recall": p.live.recall,
-        "precision": p.live.precision,
-        "holdout_roc_auc": p.baseline.roc_auc,
-        "holdout_recall": p.baseline.recall,
-        "holdout_precision": p.baseline.precision,
-        "threshold": p.live.threshold,
-        "error_bound": d.error_bound,
-    }
-
-
 def _when(value: Any) -> pd.Timestamp | None:
     """A time given by a caller (``None`` or empty: not known)."""
     return utc_timestamp(value) if value is not None and str(value) else None
@@ -230,28 +233,29 @@ def _blank(result: WindowResult, decided: pd.Timestamp, last: pd.Timestamp | Non
         model_name=result.model_name,
         model_version=result.model_version,
         report_uri=result.report_uri,
-        numbers=_numbers(result),
+        numbers=result.numbers(),
     )
 
 
-def _hold_back(settings: Settings, out: Decision, *, running: bool, last: pd.Timestamp | None) -> None:
-    """A triggered decision retrains unless a retrain is running or the cooldown holds it back."""
-    cfg = settings.monitor.decision
-    cooldown = timedelta(hours=cfg.cooldown_hours)
+def _hold_back(
+    settings: Settings,
+    out: Decision,
+    *,
+    running: bool,
+    last: pd.Timestamp | None,
+    last_retrain: LastRetrain | None,
+) -> None:
+    """A triggered decision retrains unless ``retrain.hold_back`` says what stands in its way."""
     decided = utc_timestamp(out.decided_at)
-    if running:
-        out.blocked_by = RUNNING
-        out.detail = f"{out.reason} would retrain, but a retrain is running"
-    elif last is not None and decided - last < cooldown:
-        out.blocked_by = COOLDOWN
-        out.cooldown_until = (last + cooldown).isoformat()
-        out.detail = (
-            f"{out.reason} would retrain, but the last retrain started {last.isoformat()}, "
-            f"within the {cfg.cooldown_hours:g} h cooldown (until {out.cooldown_until})"
-        )
+    held = hold_back(
+        settings, reason=out.reason, decided=decided, running=running, last=last, last_retrain=last_retrain
+    )
+    out.blocked_by, out.cooldown_until, out.retry_of = held.blocked_by, held.until, held.retry_of
+    if held.blocked_by is None:
+        out.retrain, out.train_run_id = True, run_id_for(out.window_id)
+        out.detail = f"{held.detail}: " + "; ".join(out.triggers)
     else:
-        out.retrain = True
-        out.detail = f"retrain ({out.reason}): " + "; ".join(out.triggers)
+        out.detail = held.detail
 
 
 def decide(
@@ -262,12 +266,16 @@ def decide(
     last_retrain_at: Any = None,
     retrain_running: bool = False,
     now: Any = None,
+    last_retrain: LastRetrain | None = None,
 ) -> Decision:
     """Retrain or not after ``result``, given the windows recorded before it (``history``, the
-    store's rows), when the last retrain started and whether one is running now."""
+    store's rows), when the last retrain started, whether one is running now, and what became of
+    the last retrain the monitor triggered (``last_retrain``)."""
     confirm = settings.monitor.decision.confirm_windows
     last = _when(last_retrain_at)
     out = _blank(result, utc_timestamp(now if now is not None else datetime.now(UTC)), last)
+    if last_retrain is not None:
+        out.last_retrain_run_id, out.last_retrain_state = last_retrain.run_id, last_retrain.state
     drift_lines = _drift_lines(settings, result)
     if drift_lines:
         seen = _consecutive(settings, result, history) + 1
@@ -281,7 +289,7 @@ def decide(
         out.detail = "; ".join(out.pending) if out.pending else _calm(result)
         return out
     out.reason = PERFORMANCE if perf_lines else DRIFT
-    _hold_back(settings, out, running=retrain_running, last=last)
+    _hold_back(settings, out, running=retrain_running, last=last, last_retrain=last_retrain)
     return out
 
 
@@ -301,6 +309,16 @@ def _calm(result: WindowResult) -> str:
     return "no retrain: " + "; ".join(parts)
 
 
+def _last_retrain(settings: Settings, since: pd.Timestamp, run_state: RunState | None) -> LastRetrain | None:
+    """The monitor's latest retrain since ``since``, with Airflow's state of its train run."""
+    row = store.last_retrain_decision(settings, since=since)
+    if row is None:
+        return None
+    run_id = text(row.get("train_run_id")) or run_id_for(str(row["window_id"]))
+    state = run_state(run_id) if run_state is not None else None
+    return LastRetrain(run_id, utc_timestamp(row["decided_at"]), state)
+
+
 def decide_and_record(
     settings: Settings,
     result: WindowResult,
@@ -308,12 +326,13 @@ def decide_and_record(
     last_retrain_at: Any = None,
     retrain_running: bool = False,
     now: Any = None,
+    run_state: RunState | None = None,
 ) -> Decision:
     """``decide`` with the store's history and last retrain, recorded; once per window.
 
-    ``last_retrain_at`` and ``retrain_running`` come from Airflow (the train DAG's runs); the
-    monitor's own last retrain decision counts too. A window decided before gets its recorded
-    decision back (``replayed=True``), so a retried task never triggers a second retrain.
+    ``last_retrain_at``, ``retrain_running`` and ``run_state`` come from Airflow (the train DAG's
+    runs); the monitor's own last retrain decision counts too. A window decided before gets its
+    recorded decision back (``replayed=True``), so a retried task never triggers a second retrain.
     """
     recorded = store.decision_for(settings, result.window_id, result.end)
     if recorded is not None:
@@ -322,10 +341,11 @@ def decide_and_record(
     cfg = settings.monitor.decision
     end = utc_timestamp(result.end)
     history = store.history(settings, since=end - timedelta(days=7), until=end + timedelta(seconds=1))
-    horizon = decided - timedelta(hours=cfg.cooldown_hours) - timedelta(days=1)
-    known = [
-        t for t in (_when(last_retrain_at), store.last_retrain(settings, since=horizon)) if t is not None
-    ]
+    # windows that ended within a day and a cooldown of this one's end (live, end is about now;
+    # a replay of history decides old windows today)
+    last_retrain = _last_retrain(settings, end - timedelta(hours=cfg.cooldown_hours, days=1), run_state)
+    ours = last_retrain.decided_at if last_retrain is not None else None
+    known = [t for t in (_when(last_retrain_at), ours) if t is not None]
     made = decide(
         settings,
         result,
@@ -333,6 +353,7 @@ def decide_and_record(
         last_retrain_at=max(known) if known else None,
         retrain_running=retrain_running,
         now=decided,
+        last_retrain=last_retrain,
     )
     store.record_decision(settings, made.row())
     if result.report_uri:
@@ -340,10 +361,15 @@ def decide_and_record(
     return made
 
 
-def decide_window(settings: Settings, result: dict[str, Any], *, running_retrains: int) -> dict[str, Any]:
+def decide_window(
+    settings: Settings, result: dict[str, Any], *, running_retrains: int, run_state: RunState | None = None
+) -> dict[str, Any]:
     """The monitor DAG's ``decide`` task: the window's result from XCom (``WindowResult.as_dict()``)
-    decided and recorded, given how many train runs are queued or running; the decision for XCom."""
-    made = decide_and_record(settings, WindowResult.from_dict(result), retrain_running=running_retrains > 0)
+    decided and recorded, given how many train runs are queued or running and Airflow's state of
+    a train run by id; the decision for XCom."""
+    made = decide_and_record(
+        settings, WindowResult.from_dict(result), retrain_running=running_retrains > 0, run_state=run_state
+    )
     log.info("decision on %s: %s", made.window_id, made.detail)  # the task log says why
     return made.as_dict()
 

@@ -31,6 +31,7 @@ from tasks.common.values import json_safe
 from tasks.monitoring import store
 from tasks.monitoring.charts import finite, svg_chart
 from tasks.monitoring.results import SUMMARY, WindowResult
+from tasks.monitoring.retrain import FAILED, MISSING, text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -144,7 +145,9 @@ def _decision_cell(row: pd.Series | None) -> str:
         return "<td class='text'>-</td>"
     reason = html.escape(str(row["reason"]))
     if bool(row["retrain"]):
-        return f"<td class='text retrain' title='{html.escape(str(row['detail']))}'>retrain: {reason}</td>"
+        retry = " (retry)" if text(row.get("retry_of")) else ""
+        title = html.escape(str(row["detail"]))
+        return f"<td class='text retrain' title='{title}'>retrain: {reason}{retry}</td>"
     if row.get("blocked_by"):
         label = f"{reason} (blocked: {html.escape(str(row['blocked_by']))})"
         return f"<td class='text blocked' title='{html.escape(str(row['detail']))}'>{label}</td>"
@@ -189,7 +192,8 @@ def _table(w: pd.DataFrame, decisions: pd.DataFrame) -> str:
     by_window = {} if decisions.empty else {r["window_id"]: r for _, r in decisions.iterrows()}
     rows = []
     for _, r in w[::-1].iterrows():
-        link = f"<a href='{html.escape(r['window_id'])}.html'>{html.escape(r['window_id'])}</a>"
+        # relative to the summary's own address (/airloop/reports/<kind>/index): the report's page
+        link = f"<a href='{html.escape(r['window_id'])}'>{html.escape(r['window_id'])}</a>"
         drifted = ", ".join(json.loads(r["drifted_columns"] or "[]"))
         rows.append(
             "<tr>"
@@ -204,11 +208,36 @@ def _table(w: pd.DataFrame, decisions: pd.DataFrame) -> str:
     return f"<table>{_TABLE_HEAD}{''.join(rows)}</table>"
 
 
+def _last_retrain(settings: Settings, decisions: pd.DataFrame) -> str:
+    """A line on the last retrain the monitor triggered, from the latest decision: where it
+    failed, the loop is stalled on it and the page says so, with when the next retry may come."""
+    if decisions.empty or "last_retrain_state" not in decisions:
+        return ""
+    latest = decisions.sort_values("decided_at", kind="stable").iloc[-1]
+    state, run_id = text(latest.get("last_retrain_state")), text(latest.get("last_retrain_run_id"))
+    if run_id is None:
+        return ""
+    if bool(latest["retrain"]) and text(latest.get("retry_of")):
+        line = f"The last retrain ({run_id}) failed; window {latest['window_id']} retried it."
+        return f"<p class='blocked'>{html.escape(line)}</p>"
+    if state not in (FAILED, MISSING):
+        return (
+            f"<p>Last retrain: train run {html.escape(run_id)}: {html.escape(state or 'state unknown')}.</p>"
+        )
+    hours = min(settings.monitor.decision.failed_retry_hours, settings.monitor.decision.cooldown_hours)
+    what = "was never created" if state == MISSING else "failed"
+    line = (
+        f"The last retrain failed: train run {run_id} {what}. The next window that calls for a retrain "
+        f"retries it once {hours:g} h have passed since it was decided (monitor.decision.failed_retry_hours)."
+    )
+    return f"<p class='retrain'>{html.escape(line)}</p>"
+
+
 def render_summary(settings: Settings, windows: pd.DataFrame, decisions: pd.DataFrame) -> str:
     """The summary page for these metrics and decision rows (``store.history`` / ``decisions``)."""
     title = f"Monitoring: {settings.mlflow.registered_model}"
     if windows.empty:
-        return _page(title, "<p>No window monitored yet.</p>")
+        return _page(title, "<p>No window monitored yet.</p>" + _last_retrain(settings, decisions))
     w = windows.sort_values("end")
     cfg = settings.monitor
     note = (
@@ -216,7 +245,10 @@ def render_summary(settings: Settings, windows: pd.DataFrame, decisions: pd.Data
         f"{cfg.drift.prediction_threshold}, ROC AUC tolerance {cfg.performance.roc_auc_tolerance}, "
         f"cooldown {cfg.decision.cooldown_hours:g} h. Updated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.</p>"
     )
-    return _page(title, note + "".join(_charts(settings, w)) + _table(w, decisions))
+    return _page(
+        title,
+        note + _last_retrain(settings, decisions) + "".join(_charts(settings, w)) + _table(w, decisions),
+    )
 
 
 def write_summary(settings: Settings, now: Any = None) -> str:

@@ -6,8 +6,16 @@ partition at a time, keeping a uniform sample of at most ``monitor.drift.max_row
 champion's predictions of the last ``monitor.performance.lookback_hours`` before ``end`` joined
 with their delayed labels, keeping only score and label.
 
-Labels count *as of the window's end*: a label that landed later is not used, so re-running a
-past window gives the same numbers it gave then.
+Only live traffic counts: rows marked synthetic (``traffic == "synthetic"``: benchmarks and load
+tests sending ``X-Airloop-Traffic: synthetic``; a missing mark is live) are left out of both the
+drift sample and the performance lookback, and counted (``WindowData.synthetic_rows``).
+
+Labels are versioned: a correction is posted as a new version of a key's label, never written
+over the old one. **The rule: a prediction's label is the latest version posted at or before the
+window's end** (by ``labeled_at``, the time serving landed it), looked up by the prediction's
+request id, else by its transaction id. A version posted later is not used, so
+re-running a past window gives the numbers it gave then, and a label rewritten after a retrain
+decision cannot change the evidence that decision rested on.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import pandas as pd
 from tasks.monitoring.results import LABEL, MODEL_VERSION, SCORE, Window
 from tasks.monitoring.sampling import UniformSample
 from tasks.serving import inference_log
+from tasks.serving.inference_log import LABELED_AT, SYNTHETIC, TRAFFIC
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -45,6 +54,8 @@ class WindowData:
     """Uniform sample of them (input columns, ``score`` where the reference's model scored)."""
     scored_rows: int
     """Live predictions of the window made by the reference's model version."""
+    synthetic_rows: int
+    """Predictions of the window marked synthetic, left out of everything above."""
     versions: dict[str, int]
     """Live predictions of the window per model version."""
     labelled: pd.DataFrame
@@ -72,9 +83,16 @@ def _key_hash(values: pd.Series) -> NDArray[np.uint64]:
     return hashed
 
 
+def latest_first(labels: pd.DataFrame) -> pd.DataFrame:
+    """Label versions in the order they were posted: by ``labeled_at`` (a stable sort, so the
+    rows of one post keep their order and the later of two for one key wins)."""
+    return labels.sort_values(LABELED_AT, kind="stable") if LABELED_AT in labels else labels
+
+
 def _label_maps(labels: pd.DataFrame) -> dict[str, pd.Series]:
-    """Latest landed label per ``request_id`` and per ``transaction_id`` (labels oldest first),
-    keyed by the key's hash."""
+    """The latest posted version of each ``request_id``'s and ``transaction_id``'s label, keyed
+    by the key's hash."""
+    labels = latest_first(labels)
     maps = {}
     for key in LABEL_KEYS:
         if key in labels:
@@ -107,6 +125,7 @@ class _Reader:
     maps: dict[str, pd.Series]
     sample: UniformSample
     scored: int = 0
+    synthetic: int = 0
     versions: dict[str, int] = field(default_factory=dict)
     labelled: list[pd.DataFrame] = field(default_factory=list)
 
@@ -115,7 +134,12 @@ class _Reader:
         return [c for c in self.reference.columns if c != SCORE]
 
     def add(self, chunk: pd.DataFrame, hi: pd.Timestamp) -> None:
-        """One hour of predictions, ending at ``hi``."""
+        """One hour of predictions, ending at ``hi``; synthetic ones only counted."""
+        if TRAFFIC in chunk:
+            synthetic = (chunk[TRAFFIC] == SYNTHETIC).to_numpy()
+            inside = (chunk[inference_log.TIME] >= self.window.start).to_numpy()
+            self.synthetic += int((synthetic & inside).sum())
+            chunk = chunk[~synthetic]
         ours = (chunk[MODEL_VERSION].astype(str) == self.reference.model_version).to_numpy()
         if hi > self.window.start:
             self._add_live(chunk, ours)
@@ -152,15 +176,18 @@ class _Reader:
             if self.labelled
             else pd.DataFrame({SCORE: np.array([], "float64"), LABEL: np.array([], "float64")})
         )
-        w = self.window
-        return WindowData(w, self.sample.seen, frame, self.scored, self.versions, labels, self.lookback_start)
+        w, seen = self.window, self.sample.seen
+        return WindowData(
+            w, seen, frame, self.scored, self.synthetic, self.versions, labels, self.lookback_start
+        )
 
 
 def load_window(settings: Settings, window: Window, reference: Reference) -> WindowData:
     """Read ``window`` and the performance lookback from the inference log, an hour at a time."""
     cfg = settings.monitor
     lookback_start = window.end - timedelta(hours=cfg.performance.lookback_hours)
-    maps = _label_maps(inference_log.read_labels(settings, lookback_start, window.end))
+    posted = inference_log.read_labels(settings, lookback_start, window.end + pd.Timedelta(1, "ns"))
+    maps = _label_maps(posted)  # at or before the window's end
     sample = UniformSample(cfg.drift.max_rows, cfg.drift.seed)
     reader = _Reader(window, reference, lookback_start, maps, sample)
     for lo, hi in _hours(min(window.start, lookback_start), window.end):

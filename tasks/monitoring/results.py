@@ -220,6 +220,30 @@ class WindowResult:
             performance=Performance.from_dict(data["performance"]),
         )
 
+    def numbers(self) -> dict[str, Any]:
+        """The headline numbers a decision records (and a train run's conf carries)."""
+        d, p = self.drift, self.performance
+        return {
+            "rows": self.rows,
+            "drift_share": d.share,
+            "share_threshold": d.share_threshold,
+            "drifted_columns": d.drifted_columns,
+            "columns_tested": len(d.tested),
+            "prediction_method": d.prediction.method if d.prediction else None,
+            "prediction_score": d.prediction.score if d.prediction else None,
+            "prediction_threshold": d.prediction.threshold if d.prediction else None,
+            "labelled_rows": p.live.rows,
+            "labelled_positives": p.live.positives,
+            "roc_auc": p.live.roc_auc,
+            "recall": p.live.recall,
+            "precision": p.live.precision,
+            "holdout_roc_auc": p.baseline.roc_auc,
+            "holdout_recall": p.baseline.recall,
+            "holdout_precision": p.baseline.precision,
+            "threshold": p.live.threshold,
+            "error_bound": d.error_bound,
+        }
+
     def row(self) -> dict[str, Any]:
         """One flat metrics row: scalars, with lists and per-column scores as JSON text."""
         return {

@@ -4,8 +4,9 @@ predictions it holds so far.
 The next window starts where the last recorded one ended (``store.last_window_end``), or
 ``monitor.first_window_hours`` before its end when none was recorded yet. The sensor's window
 ends ``monitor.log_lag_seconds`` before its check, so predictions still buffered by serving's
-inference-log writers land before their window is read. The count reads only the time and
-route columns of the inference log's hour partitions in range.
+inference-log writers land before their window is read. The count reads only the time, route
+and traffic columns of the inference log's hour partitions in range; rows marked synthetic
+(``traffic``, benchmarks and load tests) are not live traffic and are not counted.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tasks.common.clock import utc, utc_timestamp
 from tasks.monitoring import store
 from tasks.monitoring.results import ROUTE, Window
 from tasks.serving import inference_log
+from tasks.serving.inference_log import SYNTHETIC, TRAFFIC
 
 if TYPE_CHECKING:
     from config import Settings
@@ -100,9 +102,22 @@ def _hour_dirs(settings: Settings, lo: datetime, hi: datetime) -> list[str]:
     return out
 
 
+def _live(table: pa.Table, lo: datetime, hi: datetime, routes: pa.Array) -> int:
+    """Rows of ``table`` in ``[lo, hi)`` on a live route and not marked synthetic."""
+    ts = table.column(inference_log.TIME)
+    keep = pc.and_(
+        pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi)),
+        pc.is_in(table.column(ROUTE), value_set=routes),
+    )
+    if TRAFFIC in table.column_names:  # missing (older files) or null: live
+        synthetic = pc.fill_null(pc.equal(table.column(TRAFFIC), SYNTHETIC), False)
+        keep = pc.and_(keep, pc.invert(synthetic))
+    return int(pc.sum(pc.cast(keep, "int64")).as_py() or 0)
+
+
 def count_predictions(settings: Settings, start: Any, end: Any = None) -> int:
-    """Live predictions (``monitor.routes``) logged in ``[start, end)`` (``end`` default: now):
-    what the monitor's sensor compares with ``monitor.min_new_predictions``."""
+    """Live predictions (``monitor.routes``, not marked synthetic) logged in ``[start, end)``
+    (``end`` default: now): what the monitor's sensor compares with ``monitor.min_new_predictions``."""
     storage.configure(settings.storage.s3_endpoint_url)
     lo = utc_timestamp(start).to_pydatetime()
     hi = utc_timestamp(end if end is not None else datetime.now(UTC)).to_pydatetime()
@@ -111,11 +126,11 @@ def count_predictions(settings: Settings, start: Any, end: Any = None) -> int:
     total = 0
     for hour_dir in _hour_dirs(settings, lo, hi):
         for path in fs.glob(f"{hour_dir}/*.parquet"):
-            table = pq.read_table(io.BytesIO(fs.cat_file(path)), columns=[inference_log.TIME, ROUTE])
-            ts = table.column(inference_log.TIME)
-            keep = pc.and_(
-                pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi)),
-                pc.is_in(table.column(ROUTE), value_set=routes),
-            )
-            total += int(pc.sum(pc.cast(keep, "int64")).as_py() or 0)
+            source = pq.ParquetFile(io.BytesIO(fs.cat_file(path)))
+            columns = [
+                inference_log.TIME,
+                ROUTE,
+                *([TRAFFIC] if TRAFFIC in source.schema_arrow.names else []),
+            ]
+            total += _live(source.read(columns=columns), lo, hi, routes)
     return total

@@ -125,11 +125,20 @@ def last_window_end(settings: Settings) -> pd.Timestamp | None:
     return None
 
 
-def last_retrain(settings: Settings, since: Any = None) -> pd.Timestamp | None:
-    """When the monitor last decided to retrain, among decisions on windows that ended after
+def last_retrain_decision(settings: Settings, since: Any = None) -> dict[str, Any] | None:
+    """The monitor's latest decision to retrain, among decisions on windows that ended after
     ``since`` (default: all of them); ``None``: never."""
     frame = decisions(settings, since=since)
     if frame.empty or "retrain" not in frame:
         return None
     done = frame[frame["retrain"].astype(bool)]
-    return None if done.empty else utc_timestamp(done["decided_at"].max())
+    if done.empty:
+        return None
+    row: dict[str, Any] = done.sort_values("decided_at", kind="stable").iloc[-1].to_dict()
+    return row
+
+
+def last_retrain(settings: Settings, since: Any = None) -> pd.Timestamp | None:
+    """When the monitor last decided to retrain (see ``last_retrain_decision``)."""
+    row = last_retrain_decision(settings, since)
+    return None if row is None else utc_timestamp(row["decided_at"])

@@ -54,7 +54,12 @@ def analyze(settings: Settings, data: WindowData, reference: Reference) -> tuple
         start=data.lookback_start.isoformat(),
         end=data.window.end.isoformat(),
     )
-    notes = [n for n in (found.note, perf.note, _other_versions(data, reference)) if n]
+    synthetic = (
+        f"{data.synthetic_rows} synthetic predictions (benchmarks, load tests) left out"
+        if data.synthetic_rows
+        else ""
+    )
+    notes = [n for n in (found.note, perf.note, _other_versions(data, reference), synthetic) if n]
     result = WindowResult(
         window_id=data.window.id,
         start=data.window.start.isoformat(),

@@ -26,7 +26,8 @@ def say(msg: str) -> None:
 
 
 def client_for(settings: Settings) -> ServingClient:
-    return ServingClient(settings.serving.url, token=settings.serving.admin_token)
+    """The control API's client: the serving token, and retries of connection errors and 5xx."""
+    return ServingClient.from_settings(settings)
 
 
 def status_or_none(client: ServingClient) -> dict[str, Any] | None:
@@ -63,14 +64,22 @@ def wait_ready(settings: Settings, client: ServingClient) -> dict[str, Any]:
 
 def put_application(settings: Settings) -> None:
     """Deploy the application through the Ray Serve REST API (what KubeRay does from a
-    RayService's ``serveConfigV2``)."""
+    RayService's ``serveConfigV2``), with the cluster's token (Ray's token authentication:
+    ``Authorization: Bearer <serving.ray_auth_token>``) when one is configured."""
     dashboard = settings.serving.dashboard_url
     if not dashboard:
         raise RuntimeError(
             "serving.dashboard_url is not set: there is no Ray cluster to put the application on"
         )
     url = f"{dashboard.rstrip('/')}/api/serve/applications/"
-    say(f"the application is not answering: PUT {url}")
-    resp = requests.put(url, json=serve_config(settings), timeout=60)
+    token = settings.serving.ray_auth_token
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    say(f"the application is not answering: PUT {url} ({'with' if token else 'without'} a Ray token)")
+    resp = requests.put(url, json=serve_config(settings), headers=headers, timeout=60)
+    if resp.status_code in (401, 403):
+        raise RuntimeError(
+            f"PUT {url} was refused (HTTP {resp.status_code}): the Ray cluster wants its token; set "
+            "serving.ray_auth_token (RAY_AUTH_TOKEN in production) to the cluster's"
+        )
     if resp.status_code >= 400:
         raise RuntimeError(f"PUT {url} failed: HTTP {resp.status_code}: {resp.text[:500]}")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from tasks.common import reports
 from tasks.rollout.record import FAILED, PASSED, RolloutRecord, history, safe
+from tasks.rollout.scores import BaseRate
 
 if TYPE_CHECKING:
     from config import Settings
@@ -23,6 +24,7 @@ th, td { border-bottom: 1px solid #ddd; padding: 4px 8px; text-align: left; vert
 .passed, .promoted { color: #2ca02c; font-weight: 600; }
 .failed, .rolled_back { color: #d62728; font-weight: 600; }
 .running { color: #1f77b4; font-weight: 600; }
+.skipped, .samples { color: #777; }
 svg { background: #fafafa; border: 1px solid #eee; margin: 4px 0 16px; }
 """
 
@@ -82,14 +84,30 @@ def _fmt(v: Any) -> str:
     return html.escape(str(v))
 
 
+def _samples(c: dict[str, Any]) -> str:
+    """A check's sample sizes and p-value, as the judge recorded them (``stats.Check.samples``)."""
+    got = c.get("samples") or {}
+    if "reference_n" in got:
+        text = f"{got['events']}/{got['n']} vs champion {got['reference_events']}/{got['reference_n']}"
+        p = got.get("p_value")
+        text += f", p={p:.3g}" if p is not None else ", not tested"
+    else:
+        text = ", ".join(f"{k}={v}" for k, v in got.items() if not isinstance(v, dict))
+    return f" <span class='samples'>[{html.escape(text)}]</span>" if text else ""
+
+
+def _check(c: dict[str, Any]) -> str:
+    judged = c.get("judged", True)
+    css = "skipped" if not judged else (PASSED if c["passed"] else FAILED)
+    what = "not judged" if not judged else f"{_fmt(c['value'])} (limit {_fmt(c['limit'])})"
+    title = html.escape(str(c.get("detail", "")), quote=True)
+    return f"<span class='{css}' title='{title}'>{html.escape(c['name'])}</span> {what}{_samples(c)}"
+
+
 def _steps_table(record: RolloutRecord) -> str:
     rows = []
     for s in record.steps:
-        checks = "<br>".join(
-            f"<span class='{PASSED if c['passed'] else FAILED}'>{html.escape(c['name'])}</span> "
-            f"{_fmt(c['value'])} (limit {_fmt(c['limit'])})"
-            for c in s.checks
-        )
+        checks = "<br>".join(_check(c) for c in s.checks)
         traffic = "shadow" if s.shadow else ("-" if s.weight is None else f"{s.weight:.0%}")
         rows.append(
             f"<tr><td>{html.escape(s.name)}</td><td class='{s.status}'>{s.status}</td><td>{traffic}</td>"
@@ -100,6 +118,13 @@ def _steps_table(record: RolloutRecord) -> str:
         "<table><tr><th>step</th><th>outcome</th><th>traffic</th><th>challenger calls</th>"
         "<th>seconds</th><th>checks (value, limit)</th><th>reason</th></tr>" + "".join(rows) + "</table>"
     )
+
+
+def _base_rate(record: RolloutRecord) -> str:
+    rate = BaseRate.from_dict(record.base_rate)
+    if rate is None:
+        return ""
+    return f"<p>Scores held to the observed {html.escape(rate.describe())} (newest curated data).</p>"
 
 
 def _history_table(records: list[RolloutRecord]) -> str:
@@ -129,6 +154,7 @@ def render(record: RolloutRecord, earlier: list[RolloutRecord]) -> str:
         + (f" · run {html.escape(str(source))}" if source else "")
         + "</p>"
         + (f"<p>{html.escape(record.reason)}</p>" if record.reason else "")
+        + _base_rate(record)
         + timeline(record)
         + "<h2>Steps and judgments</h2>"
         + _steps_table(record)

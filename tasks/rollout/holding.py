@@ -19,6 +19,7 @@ from tasks.rollout import judge
 from tasks.rollout.application import say, slot_version
 from tasks.rollout.record import FAILED, PASSED, RolloutRecord, StepRecord, save
 from tasks.rollout.rollback import rollback
+from tasks.rollout.scores import BaseRate
 
 if TYPE_CHECKING:
     from config import Settings
@@ -56,7 +57,7 @@ def fail_step(
 
 
 def _measure(
-    client: ServingClient, before: judge.Samples, record: RolloutRecord, route: str
+    client: ServingClient, before: judge.Samples, record: RolloutRecord, route: str, min_sample: int
 ) -> judge.Measure:
     """The challenger's numbers on ``route`` since the ``before`` scrape."""
     return judge.measure(
@@ -65,6 +66,7 @@ def _measure(
         version=record.version,
         champion_version=record.champion_version,
         reference=record.champion_reference,
+        min_sample=min_sample,
     )
 
 
@@ -89,11 +91,11 @@ def hold(
         sleep(cfg.poll_seconds)
         elapsed = time.monotonic() - started
         try:
-            m = _measure(client, before, record, how.route)
+            m = _measure(client, before, record, how.route, cfg.judge.min_sample)
         except judge.CounterReset as exc:
             fail_step(settings, client, record, step, str(exc))
         enough = m.requests >= how.min_requests
-        if enough and m.error_rate > cfg.judge.max_error_rate:
+        if enough and not judge.error_check(m, cfg.judge).passed:
             _record_measure(step, m)
             return m  # judged (and failed) now: no need to keep sending traffic to a failing model
         if enough and elapsed >= how.hold_seconds:
@@ -123,16 +125,18 @@ def judge_step(
     settings: Settings, client: ServingClient, record: RolloutRecord, step: StepRecord, m: judge.Measure
 ) -> None:
     """Hold the step's measurements to ``rollout.judge``: passed and saved, or failed (rolled back)."""
-    found = judge.checks(m, settings.rollout.judge)
+    cfg = settings.rollout.judge
+    found = judge.checks(m, cfg, BaseRate.from_dict(record.base_rate))
     step.checks = [c.as_dict() for c in found]
     _record_measure(step, m)
-    if ref := judge.reference(m):
+    if ref := judge.reference(m, cfg.min_sample):
         record.champion_reference = ref
     if reason := judge.failed(found):
         fail_step(settings, client, record, step, reason)
     step.end(PASSED)
     save(settings, record)
     say(
-        f"{step.name} passed: {m.requests} challenger calls, error rate {m.error_rate:.4f}, "
-        f"p99 {m.p99_ms} ms, score PSI {m.score_psi}"
+        f"{step.name} passed: {m.requests} challenger calls ({m.champion.calls} champion), error rate "
+        f"{m.error_rate:.4f}, service p99 {m.service_p99_ms} ms, score mean {m.challenger.score_mean}, "
+        f"PSI {m.score_psi}"
     )

@@ -63,6 +63,9 @@ class RolloutRecord:
     """Where it came from: DAG id, run id, the asset event's extra."""
     steps: list[StepRecord] = field(default_factory=list)
     champion_reference: dict[str, Any] | None = None
+    """The champion's numbers from the latest step where it served enough (``judge.reference``)."""
+    base_rate: dict[str, Any] | None = None
+    """The observed fraud rate the scores are held to (``scores.BaseRate``), measured at smoke."""
     report: str | None = None
 
     @property

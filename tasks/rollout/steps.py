@@ -37,6 +37,7 @@ from tasks.rollout.record import (
     new_id,
     save,
 )
+from tasks.rollout.scores import BaseRate
 from tasks.serving.client import ServingClient, ServingError
 
 if TYPE_CHECKING:
@@ -96,8 +97,8 @@ def begin(
     return record
 
 
-def smoke_rows(settings: Settings, n: int) -> list[dict[str, Any]]:
-    """The newest ``n`` curated transactions, as scoring requests (known, valid inputs)."""
+def newest_curated(settings: Settings, n: int) -> pd.DataFrame:
+    """The newest ``n`` curated transactions (with their labels), oldest first."""
     fs, path = storage.filesystem(settings.storage.curated_uri)
     if not fs.exists(path):
         raise RuntimeError(f"no curated data at {settings.storage.curated_uri} to smoke-test with")
@@ -109,13 +110,27 @@ def smoke_rows(settings: Settings, n: int) -> list[dict[str, Any]]:
         have += len(frame)
         if have >= n:
             break
+    return pd.concat(frames).sort_values(settings.schema_.timestamp).tail(n)
+
+
+def smoke_rows(settings: Settings, n: int, data: pd.DataFrame | None = None) -> list[dict[str, Any]]:
+    """The newest ``n`` curated transactions (of ``data``, default: read them), as scoring
+    requests (known, valid inputs)."""
     schema = settings.schema_
-    data = pd.concat(frames).sort_values(schema.timestamp).tail(n)
+    data = (newest_curated(settings, n) if data is None else data).tail(n)
     columns = [c.name for c in schema.columns if c.name != schema.label]
     rows: list[dict[str, Any]] = data[columns].to_dict("records")
     for row in rows:
         row[schema.timestamp] = pd.Timestamp(row[schema.timestamp]).isoformat()
     return rows
+
+
+def base_rate(settings: Settings, data: pd.DataFrame) -> BaseRate:
+    """The fraud rate of the newest ``rollout.judge.base_rate_rows`` labelled transactions of
+    ``data``: what the challenger's scores are held to (``tasks.rollout.scores``)."""
+    labels = pd.to_numeric(data[settings.schema_.label], errors="coerce").dropna()
+    labels = labels.tail(settings.rollout.judge.base_rate_rows)
+    return BaseRate.of(int((labels > 0).sum()), len(labels))
 
 
 def _smoke_checks(record: RolloutRecord, rows: int, predictions: list[dict[str, Any]]) -> list[judge.Check]:
@@ -149,7 +164,9 @@ def smoke(settings: Settings, rollout_id: str) -> RolloutRecord:
         client.load("challenger", version=record.version)
     except ServingError as exc:
         fail_step(settings, client, record, step, f"load refused ({exc.kind or exc.status}): {exc.body}")
-    rows = smoke_rows(settings, settings.rollout.smoke_rows)
+    data = newest_curated(settings, max(settings.rollout.smoke_rows, settings.rollout.judge.base_rate_rows))
+    record.base_rate = base_rate(settings, data).as_dict()
+    rows = smoke_rows(settings, settings.rollout.smoke_rows, data)
     started = time.perf_counter()
     try:
         predictions = client.smoke("challenger", rows)

@@ -12,9 +12,11 @@ Built once per session, through the real components:
   and ``tasks.training.run.run`` on the training days' training set register the champion;
 - every monitored event gets point-in-time features (``tasks.features.offline.training_set``) and the
   champion's score and is written to the inference log with the serving module's own writer, as
-  ``champion`` traffic; 10% of it is mirrored as ``shadow`` traffic of another version with
-  inverted scores, which the monitor must leave out; delayed labels land 1 to 6 hours after their
-  prediction through ``inference_log.write_labels``.
+  ``champion`` traffic marked ``live``; 10% of it is mirrored as ``shadow`` traffic of another
+  version with inverted scores, and a load test's one request repeated (5% more rows on the
+  ``champion`` route, marked ``synthetic``, labelled fraud), both of which the monitor must leave
+  out; delayed labels land 1 to 6 hours after their prediction through
+  ``inference_log.write_labels``.
 
 Windows are cut the way the monitor DAG's sensor cuts them (``sensor_windows``): from the last
 window's end to the first hour boundary by which ``monitor.min_new_predictions`` live
@@ -87,9 +89,13 @@ class World:
         extra |= {"AIRLOOP__MONITOR__STORE_DIR": store, "AIRLOOP__MONITOR__REPORTS_DIR": store}
         return read_config("local", {**self.env, **extra})
 
+    def live(self) -> pd.DataFrame:
+        """The live predictions: champion route, not synthetic."""
+        log = self.predictions
+        return log[(log["route"] == "champion") & (log["traffic"] != "synthetic")]
+
     def live_times(self) -> pd.Series:
-        live = self.predictions[self.predictions["route"] == "champion"]
-        return live["timestamp"]
+        return self.live()["timestamp"]
 
 
 def sensor_windows(times: pd.Series, start: pd.Timestamp, end: pd.Timestamp, min_rows: int) -> list[Any]:
@@ -138,17 +144,26 @@ def _log(settings: Settings, scored: pd.DataFrame, version: str) -> pd.DataFrame
         latency_ms=5.0,
         customer_found=True,
         merchant_found=True,
+        traffic="live",
     )
     shadow = live.sample(frac=0.1, random_state=1).assign(
         route="shadow", model_version=SHADOW_VERSION, score=lambda f: 1.0 - f["score"]
     )
-    log = pd.concat([live, shadow], ignore_index=True).sort_values("timestamp", kind="stable")
+    # a load test: one request sent over and over (every input far from the reference), scored fraud
+    repeated = {c: live[c].iloc[0] for c in live.columns if c not in ("timestamp", "request_id")}
+    bench = live.sample(frac=0.05, random_state=2)[["timestamp", "request_id"]].assign(**repeated)
+    bench = bench.assign(
+        request_id="bench-" + bench["request_id"].astype(str), score=0.99, traffic="synthetic"
+    )
+    bench["amount"] = 99_999.0
+    log = pd.concat([live, shadow, bench], ignore_index=True).sort_values("timestamp", kind="stable")
     writer = InferenceLogWriter(settings, writer_id="monitoring-tests")
     assert writer.append(log.drop(columns=[settings.schema_.label]))
     writer.close()
     assert writer.rows_written == len(log)
     label = settings.schema_.label
-    labels = live[["request_id", label, "timestamp"]].rename(columns={label: "label"})
+    labels = pd.concat([live, bench.assign(**{label: 1})])[["request_id", label, "timestamp"]]
+    labels = labels.rename(columns={label: "label"})
     delay = pd.to_timedelta(rng.uniform(1, 6, len(labels)), unit="h")
     landed = (labels["timestamp"] + delay).dt.ceil("h")
     for when, group in labels.groupby(landed):
@@ -200,7 +215,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         finally:
             with contextlib.suppress(BaseException):
                 starting.result()
-            stack.stop(settings, services=[stack.MLFLOW], quiet=True)
+            stack.stop(settings, quiet=True)  # MLflow and the database it started with
 
 
 @pytest.fixture(scope="session")
@@ -269,8 +284,14 @@ def concept_pass(world, champion) -> Pass:
 
 @pytest.fixture(scope="session")
 def covariate_pass(world, champion) -> Pass:
-    """Covariate drift for a day, decided with a one-day cooldown and with the local profile's
+    """Covariate drift for a day, decided with a one-day cooldown and with a six-hour one
     (``storm``: drift persists all day, so retrains come back as often as the cooldown allows)."""
     return run_pass(
-        world, champion, COVARIATE, {"covariate": {"monitor__decision__cooldown_hours": 24}, "storm": {}}
+        world,
+        champion,
+        COVARIATE,
+        {
+            "covariate": {"monitor__decision__cooldown_hours": 24},
+            "storm": {"monitor__decision__cooldown_hours": 6},
+        },
     )

@@ -216,3 +216,80 @@ def test_the_decide_task_holds_a_retrain_back_while_a_train_run_is_in_flight(air
     free = decision.decide_window(settings, _window(1, roc_auc=0.8).as_dict(), running_retrains=0)
     assert free["retrain"] and free["conf"]["reason"] == "performance"
     assert list(store.decisions(settings)["window_id"]) == ["w000", "w001"]
+
+
+def test_a_failed_retrain_is_recorded_shown_and_retried_after_its_back_off(airloop_home):
+    """The train run a retrain triggered failed: the next windows know it (the decision records
+    the run and its state), the summary page says so, the cooldown does not hold the loop for
+    hours: after ``failed_retry_hours`` the next triggered window retries, naming the failed run."""
+    from tasks.monitoring import pages
+
+    settings = _settings(
+        decision__confirm_windows=1, decision__cooldown_hours=6, decision__failed_retry_hours=3
+    )
+    states = {"monitor__w000": "failed"}
+    made = []
+    for i in range(4):  # two-hour windows, all degraded
+        w = _window(i, roc_auc=0.7)
+        w.report_uri = "r"  # (so that the summary page is rewritten after each decision)
+        store.record_window(settings, w.row())
+        made.append(decision.decide_and_record(settings, w, now=w.end, run_state=states.get))
+    first, held, retry, after = made
+    assert first.retrain and first.train_run_id == "monitor__w000" and first.last_retrain_run_id is None
+    assert not held.retrain and held.blocked_by == "failed_retry" and held.last_retrain_state == "failed"
+    assert held.cooldown_until == (pd.Timestamp(first.decided_at) + pd.Timedelta(hours=3)).isoformat()
+    assert "the last retrain failed (train run monitor__w000" in held.detail
+    assert retry.retrain and retry.retry_of == "monitor__w000" and retry.train_run_id == "monitor__w002"
+    assert retry.detail.startswith("retry (performance) after a failed retrain")
+    # the retry's own run has no state yet (unknown): the cooldown holds from the retry on
+    assert (
+        not after.retrain and after.blocked_by == "cooldown" and after.last_retrain_run_id == "monitor__w002"
+    )
+    # recorded, and read back as it was
+    rows = store.decisions(settings).set_index("window_id")
+    assert (
+        rows.loc["w001", "last_retrain_state"] == "failed" and rows.loc["w002", "retry_of"] == "monitor__w000"
+    )
+    again = decision.decide_and_record(settings, _window(1, roc_auc=0.7), run_state=states.get)
+    assert again.replayed and again.blocked_by == "failed_retry" and again.last_retrain_state == "failed"
+    # the summary page: stalled on the failed run while held back, then the retry
+    stalled = pages.render_summary(settings, store.history(settings), store.decisions(settings).iloc[:2])
+    assert "The last retrain failed: train run monitor__w000 failed" in stalled
+    assert "failed_retry_hours" in stalled and "blocked: failed_retry" in stalled
+    retried = pages.render_summary(settings, store.history(settings), store.decisions(settings).iloc[:3])
+    assert "retrain: performance (retry)" in retried and "window w002 retried it" in retried
+
+
+def test_a_retrain_that_never_started_or_is_still_queued_is_known_from_airflow(airloop_home):
+    settings = _settings(
+        decision__confirm_windows=1, decision__cooldown_hours=6, decision__failed_retry_hours=0
+    )
+    from tasks.monitoring.retrain import LastRetrain
+
+    w0, w1 = _window(0, roc_auc=0.7), _window(1, roc_auc=0.7)
+    t0 = pd.Timestamp(w0.end)
+    store.record_window(settings, w0.row())
+    assert decision.decide_and_record(settings, w0, now=w0.end).retrain
+    queued = decision.decide(
+        settings,
+        w1,
+        now=w1.end,
+        last_retrain_at=t0,
+        last_retrain=LastRetrain("monitor__w000", t0, "queued"),
+    )
+    assert queued.blocked_by == "running"  # Airflow's count may miss it; its own state does not
+    missing = decision.decide_and_record(settings, w1, now=w1.end, run_state=lambda run_id: "missing")
+    assert missing.retrain and missing.retry_of == "monitor__w000" and missing.last_retrain_state == "missing"
+    succeeded = decision.decide(
+        settings, w1, now=w1.end, last_retrain_at=t0, last_retrain=LastRetrain("r", t0, "success")
+    )
+    assert succeeded.blocked_by == "cooldown"  # a retrain that worked: the cooldown holds as before
+    # a retrain started since the failed one (the weekly run, by hand): the cooldown applies again
+    later = decision.decide(
+        settings,
+        w1,
+        now=w1.end,
+        last_retrain_at=pd.Timestamp(w1.end) - pd.Timedelta(minutes=5),
+        last_retrain=LastRetrain("monitor__w000", t0, "failed"),
+    )
+    assert later.blocked_by == "cooldown"

@@ -139,14 +139,15 @@ def test_stable_traffic_ends_with_the_trigger_skipped(monitor_world):
     assert not _train_runs(f"monitor__{result['window_id']}")
 
 
-def test_drift_triggers_train_once_and_the_report_link_resolves(monitor_world):
-    from fastapi.testclient import TestClient
-
-    from plugins.airloop_ui import app
+def test_drift_triggers_train_once_and_the_report_link_resolves(monitor_world, monkeypatch):
+    """...and when that train run fails, the next drifted window knows it and retries at once
+    (``failed_retry_hours`` 0 here) instead of waiting out the 6 h cooldown."""
     from tasks.common.reports import UI_PREFIX as PREFIX
     from tasks.monitoring import store, window
     from tasks.monitoring.results import Window
 
+    monkeypatch.setenv("AIRLOOP__MONITOR__DECISION__FAILED_RETRY_HOURS", "0")
+    monkeypatch.setenv("AIRLOOP__MONITOR__DECISION__COOLDOWN_HOURS", "6")  # not the demo's 6 min
     settings = monitor_world("dag-drift")
     # the first drifted window (drift must hold in confirm_windows windows in a row)
     first = window.run_window(
@@ -168,34 +169,57 @@ def test_drift_triggers_train_once_and_the_report_link_resolves(monitor_world):
     assert result["drift"]["data_drift"] is True
     decision = _xcom(run, "decide")
     assert decision["retrain"] is True and decision["reason"] == "drift", decision["detail"]
-    [(run_id, _, conf)] = _train_runs(f"monitor__{result['window_id']}")
+    assert decision["train_run_id"] == f"monitor__{result['window_id']}"
+    [(run_id, _, conf)] = _train_runs(decision["train_run_id"])
     assert conf["reason"] == "drift" and conf["drift"]["window_id"] == result["window_id"]
     assert conf["drift"]["drift_share"] >= conf["drift"]["share_threshold"]
     [recorded] = store.decisions(settings, since=end - pd.Timedelta(seconds=1)).to_dict("records")
     assert recorded["retrain"] and recorded["window_id"] == result["window_id"]
 
-    # the task's "Drift report" button: the link Airflow stored at the end of the task...
+    client, links = _links_resolve(run, result, first.window_id)
+
+    # the next drifted window: that train run is still queued, so no second retrain
+    later = dag.test(run_conf={"end": (end + pd.Timedelta(hours=2)).isoformat()})
+    assert _states(later)["trigger_train"] == "skipped", _states(later)
+    held = _xcom(later, "decide")
+    assert held["reason"] == "drift" and not held["retrain"] and held["blocked_by"] == "running"
+    assert held["last_retrain_run_id"] == run_id and held["last_retrain_state"] == "queued"
+
+    # the train run fails: the next drifted window is told by Airflow, and retries
+    _finish_train_run(run_id)
+    retry = dag.test(run_conf={"end": (end + pd.Timedelta(hours=4)).isoformat()})
+    assert _states(retry)["trigger_train"] == "success", _states(retry)
+    again = _xcom(retry, "decide")
+    assert again["retrain"] and again["retry_of"] == run_id and again["last_retrain_state"] == "failed", again
+    [(retry_run, _, retry_conf)] = _train_runs(again["train_run_id"])
+    assert retry_run != run_id and retry_conf["reason"] == "drift"
+    page = client.get(links["summary"].removeprefix(PREFIX)).text
+    assert f"The last retrain ({run_id}) failed; window {again['window_id']} retried it." in page
+    assert "retrain: drift (retry)" in page
+    _finish_train_run(retry_run)
+
+
+def _links_resolve(run, result: dict, first_window: str):
+    """The task's "Drift report" button resolves, for a logged-in user, to the window's report."""
+    from tasks.common.reports import UI_PREFIX as PREFIX
+    from tests.plugins.test_ui_plugin import authenticated_client
+
+    # the link Airflow stored at the end of the task...
     links = _xcom(run, "drift_and_performance", "monitoring_links")
     assert links["report"] == f"{PREFIX}/reports/monitoring/{result['window_id']}"
     assert _xcom(run, "drift_and_performance", "_link_MonitoringReportLink") == links["report"]
     assert _xcom(run, "decide", "_link_MonitoringReportLink") == links["report"]
-    # ...served by the airloop UI plugin's app: the Evidently report of that window
-    client = TestClient(app)
+    # ...served by the airloop UI plugin's app to a logged-in user: the Evidently report of that window
+    client = authenticated_client()
     page = client.get(links["report"].removeprefix(PREFIX))
     assert page.status_code == 200 and page.text.lstrip().lower().startswith("<!doctype html")
     assert all(c in page.text for c in result["drift"]["drifted_columns"])
     summary = client.get(links["summary"].removeprefix(PREFIX))
-    assert summary.status_code == 200 and f"{result['window_id']}.html" in summary.text
+    assert summary.status_code == 200 and f"href='{result['window_id']}'" in summary.text
     listed = {r["name"]: r for r in client.get("/api/reports", params={"kind": "monitoring"}).json()}
-    assert {first.window_id, result["window_id"], "index"} <= set(listed)
+    assert {first_window, result["window_id"], "index"} <= set(listed)
     assert listed[result["window_id"]]["model_version"] == result["model_version"]
-
-    # the next drifted window: that train run is still queued, so no second retrain
-    later = dag.test(run_conf={"end": (end + pd.Timedelta(hours=4)).isoformat()})
-    assert _states(later)["trigger_train"] == "skipped", _states(later)
-    held = _xcom(later, "decide")
-    assert held["reason"] == "drift" and not held["retrain"] and held["blocked_by"] == "running"
-    _finish_train_run(run_id)
+    return client, links
 
 
 def _finish_train_run(run_id: str) -> None:

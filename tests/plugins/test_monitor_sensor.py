@@ -20,8 +20,17 @@ from plugins.monitoring import NewPredictionsSensor, NewPredictionsTrigger
 NOW = datetime.now(UTC)
 
 
-def write_predictions(settings, n_live: int, *, at: datetime | None = None, shadow: int = 0, tag: str = "r"):
-    """``n_live`` champion predictions (and ``shadow`` mirrored ones) a few minutes before ``at``."""
+def write_predictions(
+    settings,
+    n_live: int,
+    *,
+    at: datetime | None = None,
+    shadow: int = 0,
+    tag: str = "r",
+    traffic: str | None = None,
+):
+    """``n_live`` champion predictions (and ``shadow`` mirrored ones) a few minutes before ``at``;
+    ``traffic``: the rows' mark (``live``, ``synthetic``; None: no mark, as older files)."""
     from tasks.serving.inference_log import InferenceLogWriter
 
     at = at or NOW - timedelta(minutes=10)
@@ -36,6 +45,8 @@ def write_predictions(settings, n_live: int, *, at: datetime | None = None, shad
             "transaction_id": [f"t{tag}{i}" for i in range(n)],
         }
     )
+    if traffic is not None:
+        frame["traffic"] = traffic
     writer = InferenceLogWriter(settings, writer_id=f"sensor-test-{tag}")
     assert writer.append(frame)
     writer.close()
@@ -182,6 +193,18 @@ def test_sensor_returns_the_window_at_once_when_enough(settings):
     write_predictions(settings, 150, shadow=30, tag="e")
     window = _sensor().execute(context={})
     assert window["count"] == 150 and set(window) == {"count", "start", "end"}
+
+
+def test_sensor_leaves_synthetic_traffic_out_of_its_count(settings):
+    """A load test's requests (marked synthetic) on the champion's route do not make a window."""
+    write_predictions(settings, 60, tag="unmarked")  # an older file: no mark, live
+    write_predictions(settings, 30, tag="live", traffic="live")
+    write_predictions(settings, 500, tag="bench", traffic="synthetic")
+    with pytest.raises(TaskDeferred) as deferred:
+        _sensor().execute(context={})
+    assert deferred.value.trigger.min_new_predictions == 100
+    poked = _sensor(deferrable=False).poke(context={})
+    assert not poked.is_done and poked.xcom_value["count"] == 90
 
 
 def test_sensor_with_a_fixed_window_counts_only_inside_it(settings):

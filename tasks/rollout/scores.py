@@ -1,0 +1,142 @@
+"""Does the challenger score live traffic as a sound model would? The two score checks of a step.
+
+Why not simply the PSI of the challenger's score histogram against the champion's (what the judge
+did until issue 13): a champion that has gone wrong is then the yardstick, and a retrained model
+that is *better* fails for differing from it. In a demo run a retrained v2 (mean score 0.018,
+about the fraud rate) was rolled back at shadow against a v1 that scored everything near 0
+(PSI 1.1): exactly the situation a retrain is for.
+
+What a bug that shifts a model's scores breaks, whatever the champion does, is calibration:
+every model this platform registers is Platt-calibrated on its validation split
+(``tasks.training.families.base``), so its mean score estimates the fraud rate of what it scores.
+The rollout measures that rate on the newest curated, labelled transactions (``BaseRate``, with
+its 95 % Wilson interval, in the rollout record) and holds the scores to it:
+
+- **score_calibration**: the challenger's mean live score (exact, from the score histogram's
+  ``_sum`` and ``_count``) must lie within ``max_calibration_ratio`` of the fraud rate's interval.
+  The band is wide on purpose: the labelled sample and the live traffic need not share their
+  hour-of-day and segment mix (the simulated world's fraud rate moves 3.7x between night and
+  day), so only a gross shift fails it, which is what a scoring bug produces (a constant 0.6
+  against a 2 % rate is 13x out).
+- **score_shift_psi**: the PSI against the champion's histogram, judged only while the champion
+  is *known to be calibrated* on this traffic: its own mean within the narrower
+  ``calibrated_ratio`` of the interval. Then the champion is a trustworthy reference and a
+  challenger that scores the same traffic very differently is suspect. A champion outside that
+  band is no reference; the check is recorded as not judged, with the champion's numbers.
+  Without a measured fraud rate (no labelled curated data) the champion is used as it is, as
+  before.
+
+The challenger's own hold-out scores would be the other sound yardstick, but they are not
+recorded at registration, and rebuilding them takes the training set and the training package,
+which the rollout does not import (``tests/code/test_layout.py``); the fraud rate is one small read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from tasks.rollout.scrape import Buckets, count, psi
+from tasks.rollout.stats import Check, wilson
+
+if TYPE_CHECKING:
+    from config import RolloutJudge
+
+
+@dataclass(frozen=True)
+class BaseRate:
+    """The observed fraud rate of the newest labelled transactions, with its 95 % interval."""
+
+    rows: int
+    positives: int
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, positives: int, rows: int) -> BaseRate:
+        low, high = wilson(positives, rows)
+        return cls(rows=rows, positives=positives, low=round(low, 6), high=round(high, 6))
+
+    @property
+    def rate(self) -> float:
+        return self.positives / self.rows if self.rows else 0.0
+
+    def band(self, ratio: float) -> tuple[float, float]:
+        """Mean scores within ``ratio`` of the interval."""
+        return self.low / ratio, min(1.0, self.high * ratio)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"rate": round(self.rate, 6)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> BaseRate | None:
+        if not data:
+            return None
+        return cls(int(data["rows"]), int(data["positives"]), float(data["low"]), float(data["high"]))
+
+    def describe(self) -> str:
+        return f"fraud rate {self.rate:.4f} [{self.low:.4f}, {self.high:.4f}] of {self.rows} labelled rows"
+
+
+def shift(champion: Buckets, challenger: Buckets) -> float | None:
+    value = psi(champion, challenger)
+    return None if value is None else round(value, 6)
+
+
+def _within(value: float, band: tuple[float, float]) -> bool:
+    return band[0] <= value <= band[1]
+
+
+def calibration_check(mean: float | None, n: int, base_rate: BaseRate | None, judge: RolloutJudge) -> Check:
+    """The challenger's mean score against the observed fraud rate."""
+    name = "score_calibration"
+    if mean is None or base_rate is None or base_rate.rows == 0:
+        why = (
+            "no challenger scores" if mean is None else "no labelled curated data, the fraud rate is unknown"
+        )
+        return Check(name, True, mean, None, f"not judged: {why}", judged=False)
+    lo, hi = base_rate.band(judge.max_calibration_ratio)
+    ok = _within(mean, (lo, hi))
+    return Check(
+        name,
+        ok,
+        round(mean, 6),
+        round(hi if mean > hi else lo, 6),
+        f"challenger mean score {mean:.4f} over {n} scores, allowed [{lo:.4f}, {hi:.4f}] "
+        f"({judge.max_calibration_ratio:g}x the {base_rate.describe()})",
+        samples={"n": n, "labelled_rows": base_rate.rows, "positives": base_rate.positives},
+    )
+
+
+def shift_check(
+    champion: Buckets,
+    champion_mean: float | None,
+    challenger: Buckets,
+    base_rate: BaseRate | None,
+    judge: RolloutJudge,
+) -> Check:
+    """The challenger's score histogram against a champion known to be calibrated."""
+    name, value = "score_shift_psi", shift(champion, challenger)
+    sizes = {"n": count(challenger), "champion_n": count(champion)}
+    if value is None:
+        return Check(name, True, None, judge.max_score_psi, "not judged: no scores on one side", False, sizes)
+    if base_rate is not None and base_rate.rows:
+        band = base_rate.band(judge.calibrated_ratio)
+        if champion_mean is None or not _within(champion_mean, band):
+            detail = (
+                f"not judged: the champion's mean score {champion_mean or 0:.4f} lies outside "
+                f"[{band[0]:.4f}, {band[1]:.4f}] ({judge.calibrated_ratio:g}x the "
+                f"{base_rate.describe()}), so its histogram is no reference (PSI {value:.3f})"
+            )
+            return Check(name, True, value, judge.max_score_psi, detail, False, sizes)
+        known = f"champion calibrated (mean {champion_mean:.4f}, {base_rate.describe()})"
+    else:
+        known = "fraud rate unknown: against the champion as it is"
+    return Check(
+        name,
+        value <= judge.max_score_psi,
+        value,
+        judge.max_score_psi,
+        f"PSI of the challenger's score histogram against the champion's; {known}",
+        samples=sizes,
+    )
