@@ -6,6 +6,12 @@ environment-variable overrides of the form ``AIRLOOP__SECTION__KEY=value`` (nest
 paths in ``file://`` URIs and plain paths resolve against ``AIRLOOP_HOME`` (default: the project
 root), so a checkout works wherever it lives.
 
+Secrets are ``${VAR}`` in the YAML, expanded from the environment. ``load_config()``, which every
+component calls at start, refuses the production profile while any variable it uses is unset,
+empty or still an example value, naming each (``config.interpolation``); ``read_config`` checks
+only when asked (``check_secrets=True``), so tests and tools can read a profile with a partial
+environment.
+
 Reading the config must stay cheap: DAG files call ``load_config()`` at parse time.
 """
 
@@ -31,6 +37,7 @@ from config.data import (
     Simulate,
     Storage,
 )
+from config.interpolation import InsecureConfig, expand, secret_problems
 from config.monitoring import DriftMethod, Monitor, MonitorDecision, MonitorDrift, MonitorPerformance
 from config.rollout import Rollout, RolloutJudge, RolloutShadow, RolloutStep
 from config.serving import InferenceLog, Serving
@@ -67,6 +74,7 @@ __all__ = [
     "Gate",
     "InferenceLog",
     "Ingest",
+    "InsecureConfig",
     "MLPFamily",
     "MLPGrid",
     "MLflow",
@@ -94,18 +102,11 @@ __all__ = [
     "load_config",
     "profile_name",
     "read_config",
+    "secret_variables",
 ]
 
-
-def _expand_env(node: Any, environ: dict[str, str]) -> Any:
-    """Expand ``${VAR}`` in string values, so secrets stay in the environment."""
-    if isinstance(node, dict):
-        return {k: _expand_env(v, environ) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_expand_env(v, environ) for v in node]
-    if isinstance(node, str) and "${" in node:
-        return re.sub(r"\$\{(\w+)\}", lambda m: environ.get(m.group(1), ""), node)
-    return node
+CHECKED_PROFILES = frozenset({"production"})
+"""Profiles ``load_config()`` refuses to load on missing or example secrets."""
 
 
 def _set_nested(tree: dict[str, Any], keys: list[str], value: Any) -> None:
@@ -148,32 +149,55 @@ def profile_name() -> str:
     return os.environ.get("AIRLOOP_PROFILE", "local")
 
 
-def read_config(profile: str | None = None, environ: dict[str, str] | None = None) -> Settings:
-    """Build the settings for a profile; uncached, for tests and tools that change the env."""
-    environ = dict(os.environ if environ is None else environ)
-    profile = profile or environ.get("AIRLOOP_PROFILE", "local")
+def _profile_path(profile: str) -> Path:
     path = CONFIG_DIR / f"{profile}.yaml"
     if not path.exists():
         raise FileNotFoundError(f"no config profile {profile!r}: {path} does not exist")
-    raw = _expand_env(yaml.safe_load(path.read_text()) or {}, environ)
+    return path
+
+
+@functools.cache
+def secret_variables(profile: str) -> tuple[str, ...]:
+    """The ``${VAR}`` names a profile's YAML uses (its secrets and deployment values)."""
+    return tuple(sorted(set(re.findall(r"\$\{(\w+)\}", _profile_path(profile).read_text()))))
+
+
+def read_config(
+    profile: str | None = None, environ: dict[str, str] | None = None, *, check_secrets: bool = False
+) -> Settings:
+    """Build the settings for a profile; uncached, for tests and tools that change the env.
+
+    ``check_secrets``: raise ``InsecureConfig`` naming every ``${VAR}`` the profile uses that is
+    unset, empty or an example value (what ``load_config`` does for the production profile)."""
+    environ = dict(os.environ if environ is None else environ)
+    profile = profile or environ.get("AIRLOOP_PROFILE", "local")
+    source = yaml.safe_load(_profile_path(profile).read_text()) or {}
+    overrides = _env_overrides(environ)
+    if check_secrets and (problems := secret_problems(source, environ, overrides)):
+        raise InsecureConfig(profile, problems)
+    raw = expand(source, environ)
     raw["profile"] = profile
     home = Path(environ.get("AIRLOOP_HOME", PROJECT_ROOT)).resolve()
     raw["home"] = str(home)
-    return Settings.model_validate(_merge(raw, _env_overrides(environ)), context={"home": home})
+    return Settings.model_validate(_merge(raw, overrides), context={"home": home})
 
 
 @functools.cache
 def _cached(profile: str, env_key: tuple[tuple[str, str], ...]) -> Settings:
-    return read_config(profile, dict(env_key))
+    return read_config(profile, dict(env_key), check_secrets=profile in CHECKED_PROFILES)
 
 
 def load_config(profile: str | None = None) -> Settings:
-    """The settings for the current environment, cached per (profile, overrides)."""
+    """The settings for the current environment, cached per (profile, the environment it reads).
+
+    The production profile is checked: ``InsecureConfig`` names each missing or example secret."""
+    profile = profile or profile_name()
+    used = set(secret_variables(profile))
     relevant = tuple(
         sorted(
             (k, v)
             for k, v in os.environ.items()
-            if k.startswith(ENV_PREFIX) or k in ("AIRLOOP_HOME", "AIRLOOP_PROFILE")
+            if k.startswith(ENV_PREFIX) or k in used or k in ("AIRLOOP_HOME", "AIRLOOP_PROFILE")
         )
     )
-    return _cached(profile or profile_name(), relevant)
+    return _cached(profile, relevant)

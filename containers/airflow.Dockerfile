@@ -54,7 +54,8 @@ ENV PYTHONPATH=/opt/airloop \
     AIRFLOW__CORE__DAGS_FOLDER=/opt/airloop/dags \
     AIRFLOW__CORE__PLUGINS_FOLDER=/opt/airloop/plugins \
     AIRFLOW__CORE__LOAD_EXAMPLES=False \
-    GX_ANALYTICS_ENABLED=False
+    GX_ANALYTICS_ENABLED=False \
+    MLFLOW_DISABLE_TELEMETRY=true
 
 WORKDIR /opt/airflow
 USER airflow

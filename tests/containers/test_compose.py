@@ -1,6 +1,7 @@
 """Static checks of docker-compose.yaml, the production profile on one host (no Docker here).
 
-The file is interpolated the way Compose does it (``${VAR:-default}``, ``$$``) and validated
+The file is interpolated the way Compose does it (``${VAR:-default}``, ``${VAR:?error}``, ``$$``;
+by default with the variables of ``.env.example``) and validated
 against the Compose Specification JSON schema, vendored as ``compose-spec.json`` from
 compose-spec/compose-spec (``schema/compose-spec.json``, commit 00655e2222608fa6eaecdf12ac5195889ca2244a).
 Then the wiring is checked: images pinned or built from files that exist, dependencies, ports,
@@ -23,7 +24,7 @@ import pytest
 import yaml
 from packaging.utils import canonicalize_name
 
-from config import read_config
+from config import read_config, secret_variables
 from tasks.serving import process as serve
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,8 +122,13 @@ def _compose(env_items: tuple[tuple[str, str], ...]) -> dict[str, Any]:
 
 
 def compose(env: dict[str, str] | None = None) -> dict[str, Any]:
-    """The file as Compose sees it with ``env`` (default: an empty environment, no .env)."""
-    return _compose(tuple(sorted((env or {}).items())))
+    """The file as Compose sees it with ``env`` (default: the variables of ``.env.example``)."""
+    return _compose(tuple(sorted((env_example() if env is None else env).items())))
+
+
+def secret_names() -> set[str]:
+    """The secrets: the variables whose ``.env.example`` value is an example (``change-me``)."""
+    return {name for name, value in env_example().items() if "change-me" in value}
 
 
 def services() -> dict[str, dict[str, Any]]:
@@ -187,18 +193,27 @@ def hosts_in(text: str) -> set[str]:
     return hosts
 
 
+POSTGRES_ROLES_SCRIPT = ROOT / "deploy" / "postgres" / "10-airloop-roles.sh"
+MINIO_INIT_SCRIPT = ROOT / "deploy" / "minio" / "init.sh"
+
+
+def database_roles() -> dict[str, tuple[str, str]]:
+    """``{database: (owning role, its password variable)}`` from the postgres init script."""
+    owners = {}
+    for role, variable, databases in re.findall(
+        r'^airloop_role (\w+) "\$(\w+)" ([\w ]+)$', POSTGRES_ROLES_SCRIPT.read_text(), re.M
+    ):
+        for database in databases.split():
+            owners[database] = (role, variable)
+    return owners
+
+
 def create_databases() -> set[str]:
-    """Databases the postgres service creates: POSTGRES_DB and the init SQL's CREATE DATABASE."""
-    doc = compose()
-    names = {environment("postgres").get("POSTGRES_DB") or environment("postgres")["POSTGRES_USER"]}
-    for ref in doc["services"]["postgres"].get("configs", []):
-        source = ref if isinstance(ref, str) else ref["source"]
-        names |= set(re.findall(r"CREATE DATABASE (\w+)", doc["configs"][source].get("content", ""), re.I))
-    return names
+    return set(database_roles())
 
 
 def minio_buckets() -> set[str]:
-    return set(re.findall(r"mc mb (?:--[\w-]+ )*\w+/([a-z0-9.-]+)", command_text("minio-init")))
+    return set(re.findall(r"mc mb (?:--[\w-]+ )*\w+/([a-z0-9.-]+)", MINIO_INIT_SCRIPT.read_text()))
 
 
 def lock_pins() -> dict[str, str]:
@@ -245,23 +260,38 @@ def test_compose_file_has_no_duplicate_keys():
     assert yaml.load(COMPOSE_FILE.read_text(), Loader=_UniqueKeyLoader) == raw_compose()
 
 
-@pytest.mark.parametrize("env_source", ["defaults", ".env.example"])
+@pytest.mark.parametrize("env_source", ["secrets only", ".env.example"])
 def test_compose_file_matches_the_compose_specification(env_source):
     """Valid YAML, every variable resolvable, and valid against the Compose Specification."""
-    env = env_example() if env_source == ".env.example" else {}
+    env = env_example()
+    if env_source == "secrets only":
+        env = {name: value for name, value in env.items() if name in secret_names()}
     doc = compose(env)
     validator = jsonschema.Draft7Validator(json.loads(SCHEMA_FILE.read_text()))
     errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
     assert not errors, "\n".join(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors)
 
 
-def test_every_variable_has_a_default_and_is_documented_in_env_example():
-    used = variables_used(COMPOSE_FILE.read_text())
+def test_every_secret_is_required_and_documented_and_every_other_variable_has_a_default():
+    text = COMPOSE_FILE.read_text()
+    used = variables_used(text) | set(secret_variables("production"))
     documented = set(env_example())
     assert used == documented, (
         f"missing from .env.example: {sorted(used - documented)}; unused there: {sorted(documented - used)}"
     )
-    compose({})  # raises MissingVariable if any variable lacks a default
+    secrets = secret_names()
+    assert secrets >= {name for name in secret_variables("production") if name != "MLFLOW_PUBLIC_URL"}
+    for m in VAR.finditer(text):
+        if m["escaped"] or m["braced"] is None:
+            continue
+        name, op = re.match(r"(\w+)(:?[-?+])?", m["braced"]).groups()
+        if name in secrets:
+            assert op == ":?", f"secret {name} must be required (${{{name}:?...}}), not {m.group(0)}"
+        else:
+            assert op == ":-", f"{name} is not a secret: give it a default (${{{name}:-...}})"
+    with pytest.raises(MissingVariable):
+        compose({})  # no secret, no start
+    compose({name: "x" for name in secrets})  # every non-secret has a default
 
 
 def test_the_production_services_are_defined():
@@ -338,7 +368,10 @@ def test_one_shot_services_are_awaited():
 
 @pytest.mark.parametrize("env_source", ["defaults", ".env.example"])
 def test_host_ports_are_unique(env_source):
-    ports = published_ports(compose(env_example() if env_source == ".env.example" else {}))
+    env = env_example()
+    if env_source == "defaults":
+        env = {name: value for name, value in env.items() if name in secret_names()}
+    ports = published_ports(compose(env))
     seen: dict[tuple[int, str], str] = {}
     for name, _host_ip, published, _target, protocol in ports:
         key = (published, protocol)
@@ -429,7 +462,8 @@ def test_airflow_services_load_the_production_config(service):
     assert (execution.hostname, execution.port) == (cfg.airflow.host, cfg.airflow.port)
     assert execution.path == "/execution/"
 
-    assert cfg.airflow.password and cfg.airflow.password == env["AIRFLOW_ADMIN_PASSWORD"]
+    assert cfg.airflow.password is None, "no admin password in config (tools pass AIRLOOP__AIRFLOW__PASSWORD)"
+    assert ("AIRFLOW_ADMIN_PASSWORD" in env) == (service == "airflow-init"), "only airflow-init holds it"
     users = dict(u.split(":", 1) for u in env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"].split(","))
     assert users.get(cfg.airflow.username) == "admin"
 
@@ -480,19 +514,28 @@ def test_airflow_connection_and_s3_credentials_match_minio():
 # --------------------------------------------------------------------------------------------
 
 
-def test_every_database_url_targets_a_created_database_with_the_right_role():
+def test_every_database_url_targets_a_created_database_with_its_own_role():
     pg = environment("postgres")
+    airflow = environment("airflow-scheduler")
+    feast = read_config("production", airflow).feast.registry
     urls = {
-        "airflow": environment("airflow-scheduler")["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"],
+        "airflow": airflow["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"],
         "mlflow": environment("mlflow")["MLFLOW_BACKEND_STORE_URI"],
+        "mlflow_auth": environment("mlflow")["MLFLOW_AUTH_DATABASE_URI"],
+        "feast": feast,
     }
-    databases = create_databases()
-    assert databases >= {"airflow", "mlflow", "feast"}, "Airflow, MLflow and the Feast registry need one each"
-    for owner, url in urls.items():
+    owners = database_roles()
+    assert set(owners) == set(urls), "one database each: Airflow, MLflow (tracking, users), Feast registry"
+    assert len({role for role, _ in owners.values()}) == 3, "a role per component, not one for all"
+    superuser_password = pg["POSTGRES_PASSWORD"]
+    for database, url in urls.items():
         parts = urlsplit(url)
-        assert parts.hostname == "postgres" and (parts.port or 5432) == 5432, owner
-        assert parts.path.lstrip("/") in databases, f"{owner}: database {parts.path} is never created"
-        assert (parts.username, parts.password) == (pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"]), owner
+        role, variable = owners[database]
+        assert parts.hostname == "postgres" and (parts.port or 5432) == 5432, database
+        assert parts.path.lstrip("/") == database
+        assert (parts.username, parts.password) == (role, pg[variable]), f"{database}: not its own role"
+        assert parts.password != superuser_password
+    assert "POSTGRES_USER" not in pg, "the superuser is the image's `postgres`; the script makes the roles"
 
 
 def test_mlflow_uses_postgres_and_s3_artifacts():
@@ -502,7 +545,10 @@ def test_mlflow_uses_postgres_and_s3_artifacts():
     assert artifacts.scheme == "s3" and artifacts.netloc in minio_buckets()
     assert urlsplit(env["MLFLOW_S3_ENDPOINT_URL"]).hostname == "minio"
     assert "--no-serve-artifacts" not in command_text("mlflow")
-    assert argv(services()["mlflow"]["command"])[:2] == ["mlflow", "server"]
+    # deploy/mlflow/server.py writes the basic-auth ini and becomes `mlflow server --app-name basic-auth`
+    assert argv(services()["mlflow"]["command"])[:2] == ["python", "/opt/airloop/deploy/mlflow/server.py"]
+    server = (ROOT / "deploy" / "mlflow" / "server.py").read_text()
+    assert '["mlflow", "server", "--app-name", "basic-auth", *argv]' in server
 
 
 def test_mlflow_is_reachable_as_configured_by_its_clients():
@@ -533,7 +579,10 @@ def test_ray_head_serves_from_the_serve_image():
     spec = services()["ray-head"]
     assert spec["build"]["dockerfile"] == "containers/serve.Dockerfile"
     targets = {p[3] for p in published_ports(compose()) if p[0] == "ray-head"}
-    assert {8265, 8000} <= targets, "dashboard (Serve REST API) and Serve HTTP must be published"
+    assert targets == {8000}, "Serve HTTP only: the dashboard (Jobs, Serve REST API) stays on the network"
+    env = environment("ray-head")
+    assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN"] == env_example()["RAY_AUTH_TOKEN"]
+    assert "RAY_AUTH_TOKEN" in " ".join(argv(spec["healthcheck"]["test"])), "the healthcheck sends the token"
     text = command_text("ray-head")
     assert "ray start --head" in text and "--dashboard-host=0.0.0.0" in text
     assert "serve start --http-host 0.0.0.0 --http-port 8000" in text
