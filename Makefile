@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup demo test test-fast lint format up down status bench lock clean
+.PHONY: setup demo test test-fast lint format up down status bench bench-loop lock clean
 
 setup: $(VENV)/.installed  ## create .venv with every pinned dependency and the airloop command (idempotent)
 
@@ -38,13 +38,13 @@ lint: setup  ## ruff and the type checker (mypy: strict on tasks/ and config/)
 format: setup
 	@$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
-up: setup  ## start Airflow (api-server, scheduler, dag-processor, triggerer) and MLflow (airloop up)
+up: setup  ## start PostgreSQL, Airflow (api-server, scheduler, dag-processor, triggerer) and MLflow (airloop up)
 	@$(BIN)/airloop up
 
 down:  ## stop the local stack (airloop down)
 	@$(BIN)/airloop down
 
-status:  ## each service of the local stack: running or stopped, health (airloop status)
+status:  ## each service of the local stack: running or stopped, health, memory (airloop status)
 	@$(BIN)/airloop status
 
 bench: setup  ## benchmarks: ratios against baselines measured in the same run
@@ -54,6 +54,9 @@ bench: setup  ## benchmarks: ratios against baselines measured in the same run
 	@$(PY) -m benchmarks.train_dag
 	@$(PY) -m benchmarks.serving
 	@$(PY) -m benchmarks.drift
+
+bench-loop: setup  ## the closed loop's timeline and the stack's memory against the goals (a stack of its own, ~15 min)
+	@$(PY) -m benchmarks.closed_loop
 
 lock:  ## re-resolve requirements.lock from requirements.txt
 	@$(BIN)/uv pip compile -q requirements.txt -o requirements.lock --python $(PY)

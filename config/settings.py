@@ -31,7 +31,10 @@ class AirflowStack(Section):
     host: str = "127.0.0.1"
     port: int = 8080
     username: str = "admin"
-    password: str = "airloop"
+    password: str | None = None
+    """The admin's password, for the tools that log in (``airloop`` CLI, demo, simulator). No
+    default: the local profile sets its own; production leaves it null (the api-server's users
+    file is written from ``AIRFLOW_ADMIN_PASSWORD``) and a tool passes AIRLOOP__AIRFLOW__PASSWORD."""
     parallelism: int | None = Field(None, ge=1)
     """LocalExecutor worker processes (tasks at once); ``None``: one per core, at least 2 and at
     most 4 (each idle worker holds ~0.2 GB)."""
@@ -116,7 +119,7 @@ class Settings(Section):
     def _absolute_mlflow_stores(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         home = _home_from(info)
         value = dict(value)
-        backend = value.get("backend_store_uri") or ""
+        backend = value.get("backend_store_uri") or MLflow.model_fields["backend_store_uri"].default
         if backend.startswith("sqlite:///") and not backend.startswith("sqlite:////"):
             value["backend_store_uri"] = "sqlite:///" + str(_resolve_path(backend[len("sqlite:///") :], home))
         value["artifacts_destination"] = _resolve_uri(value.get("artifacts_destination"), home)

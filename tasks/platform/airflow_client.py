@@ -1,8 +1,14 @@
 """A small typed client for Airflow 3's REST API, for tools, tests and upstream systems.
 
 Authenticates with a JWT from ``POST /auth/token`` (SimpleAuthManager or any auth manager that
-issues tokens), retries once on an expired token, and raises ``AirflowAPIError`` with the
-method, URL, status and body on any error status. No Airflow import: it only speaks HTTP.
+issues tokens), logs in again once on an expired token, and retries every call the way an
+upstream system would (``tasks.common.retry``: connection errors, timeouts, 429 and 5xx, with
+backoff and jitter for at most ``retry_s`` seconds, one log line per retry). Raises
+``AirflowAPIError`` with the method, URL, status and body on any error status that is not
+retried or outlasts the retries. No Airflow import: it only speaks HTTP.
+
+A retried POST may reach Airflow twice when only its answer was lost: posting an asset event
+twice runs its consumers twice, which ingest absorbs (a batch's rows are curated once).
 """
 
 from __future__ import annotations
@@ -14,11 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
+from tasks.common.retry import call_with_retries, transient_http
+
 if TYPE_CHECKING:
     from config import Settings
 
 HEALTH_PATH = "/api/v2/monitor/health"
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
+RETRY_S = 60.0
+"""How long a call keeps retrying transient failures (a restarting api-server takes ~20 s)."""
 
 
 Json = dict[str, Any]
@@ -52,40 +62,50 @@ class AirflowAPIError(RuntimeError):
 class AirflowClient:
     """A small typed client for Airflow 3's REST API (``/api/v2``) with SimpleAuthManager JWTs."""
 
-    def __init__(self, base_url: str, username: str, password: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self, base_url: str, username: str, password: str, timeout: float = 30.0, retry_s: float = RETRY_S
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.username = username
         self.password = password
         self.timeout = timeout
+        self.retry_s = retry_s
+        """Seconds each call keeps retrying transient failures (0: one try)."""
         self.session = requests.Session()
         self._token: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, base_url: str | None = None) -> AirflowClient:
         airflow = settings.airflow
+        if airflow.password is None:  # production: no default password (config/production.yaml)
+            raise ValueError("airflow.password is not set: pass it as AIRLOOP__AIRFLOW__PASSWORD")
         return cls(base_url or airflow.url, airflow.username, airflow.password)
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def login(self) -> str:
-        """A fresh access token; raises ``AirflowAPIError`` (401) on wrong credentials."""
+    def _retrying(self, what: str, fn: Callable[[], Any]) -> Any:
+        return call_with_retries(fn, what=what, retry_on=transient_http, deadline_s=self.retry_s)
+
+    def _login_once(self) -> str:
         url = f"{self.base_url}/auth/token"
         resp = self.session.post(
             url, json={"username": self.username, "password": self.password}, timeout=self.timeout
         )
         if resp.status_code not in (200, 201):
             raise AirflowAPIError("POST", url, resp.status_code, resp.text)
-        self._token = resp.json()["access_token"]
-        return self._token
+        token: str = resp.json()["access_token"]
+        self._token = token
+        return token
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Authenticated call to ``/api/v2`` + ``path`` (or an absolute path); JSON back.
+    def login(self) -> str:
+        """A fresh access token; raises ``AirflowAPIError`` (401) on wrong credentials."""
+        token: str = self._retrying("POST /auth/token", self._login_once)
+        return token
 
-        Logs in on first use and once more on a 401 (tokens expire).
-        """
-        url = self.base_url + (path if path.startswith("/api/") else "/api/v2" + path)
+    def _request_once(self, method: str, url: str, **kwargs: Any) -> Any:
+        """One call (and one more after a fresh login when the token expired)."""
         for attempt in (1, 2):
-            token = self._token or self.login()
+            token = self._token or self._login_once()
             resp = self.session.request(
                 method,
                 url,
@@ -101,6 +121,15 @@ class AirflowClient:
             raise AirflowAPIError(method, url, resp.status_code, resp.text)
         return resp.json() if resp.content else None
 
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Authenticated call to ``/api/v2`` + ``path`` (or an absolute path); JSON back.
+
+        Logs in on first use and once more on a 401 (tokens expire); transient failures are
+        retried for ``retry_s`` seconds.
+        """
+        url = self.base_url + (path if path.startswith("/api/") else "/api/v2" + path)
+        return self._retrying(f"{method} {url}", lambda: self._request_once(method, url, **kwargs))
+
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params or None)
 
@@ -111,9 +140,12 @@ class AirflowClient:
         return self.request("PATCH", path, json=json)
 
     def health(self) -> dict[str, Any]:
-        resp = self.session.get(self.base_url + HEALTH_PATH, timeout=self.timeout)
-        resp.raise_for_status()
-        return _object(resp.json())
+        def once() -> Any:
+            resp = self.session.get(self.base_url + HEALTH_PATH, timeout=self.timeout)
+            resp.raise_for_status()
+            return resp.json()
+
+        return _object(self._retrying(f"GET {self.base_url}{HEALTH_PATH}", once))
 
     # -- DAGs and runs -----------------------------------------------------------------------
 

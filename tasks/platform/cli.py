@@ -114,7 +114,7 @@ def _add_stack_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _demo(args: argparse.Namespace) -> int:
-    print("==> loading the loop (pandas, Feast, the stage modules) ...", flush=True)
+    print("==> loading the loop (pandas, Feast, MLflow, the stage modules) ...", flush=True)
     from tasks.platform import demo  # noqa: PLC0415 - keeps airloop --help fast
 
     options = demo.DemoOptions(
@@ -123,7 +123,10 @@ def _demo(args: argparse.Namespace) -> int:
         bad=None if args.bad == "none" else args.bad,
         timeout=args.timeout,
         until=args.until,
-        traffic_seconds=args.traffic_seconds,
+        scenario=args.scenario,
+        rate=args.rate,
+        label_delay=args.label_delay,
+        steady_windows=args.steady_windows,
     )
     return demo.run(_settings(), options)
 
@@ -131,12 +134,14 @@ def _demo(args: argparse.Namespace) -> int:
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = sub.add_parser(
         "demo",
-        help="run the whole loop locally on simulated data (what `make demo` runs)",
-        description="Start the local stack with serving, land simulated batches (one bad on purpose) "
-        "and post their asset events, wait for ingest and features, train, wait for the deploy, "
-        "send live traffic with delayed labels, then print a summary and where to look.",
+        help="run the whole closed loop locally on simulated data (what `make demo` runs)",
+        description="Start the local stack with serving, land simulated batches (one bad on purpose), "
+        "wait for ingest and features, train and roll out the first model, play live traffic with "
+        "delayed labels, then start a drift: the monitor decides to retrain, the challenger goes "
+        "through the gate, shadow and canary steps to promote, and serves the traffic. Shows each "
+        "stage live; prints the timeline, both versions' metrics, the drift numbers and where to look.",
     )
-    demo.add_argument("--batches", type=int, default=3, help="good batches to land (default 3)")
+    demo.add_argument("--batches", type=int, default=3, help="stable batches to land (default 3)")
     demo.add_argument("--rows", type=int, default=None, help="rows per batch (default: simulate.batch_rows)")
     demo.add_argument(
         "--bad",
@@ -145,16 +150,29 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="the bad batch landed too (default nulls)",
     )
     demo.add_argument(
-        "--timeout", type=float, default=600.0, help="seconds to wait for each stage (default 600)"
+        "--scenario",
+        choices=["covariate", "concept", "none"],
+        default="covariate",
+        help="the drift that begins: inputs shift (covariate), fraud changes (concept), or none",
+    )
+    demo.add_argument(
+        "--timeout", type=float, default=900.0, help="seconds to wait for each stage (default 900)"
     )
     demo.add_argument(
         "--until",
-        choices=["features", "serve"],
-        default="serve",
-        help="stop after the features runs, or train, deploy and serve too (default serve)",
+        choices=["features", "serve", "loop"],
+        default="loop",
+        help="stop after features, once the first champion serves, or play the whole loop (default)",
+    )
+    demo.add_argument("--rate", type=float, default=20.0, help="live requests per second (default 20)")
+    demo.add_argument(
+        "--label-delay", type=float, default=10.0, help="seconds until each label is posted (default 10)"
     )
     demo.add_argument(
-        "--traffic-seconds", type=float, default=30.0, help="live traffic at the end, in seconds (default 30)"
+        "--steady-windows",
+        type=_non_negative,
+        default=1,
+        help="monitor windows of steady traffic before the drift begins (default 1)",
     )
     demo.set_defaults(handler=_demo)
 

@@ -5,7 +5,8 @@ their labels posted after a delay, as a payment system and its chargeback feed w
     airloop traffic --scenario covariate_drift --requests 5000 --label-delay 120
 
 Locally this is what the deploy DAG's shadow and canary steps are judged on, and what fills the
-inference log the monitor DAG reads. Requests are open-loop (the i-th is sent at ``i / rate``
+inference log the monitor DAG reads: it is sent as live traffic (no ``X-Airloop-Traffic:
+synthetic`` mark), because it plays the real world. Requests are open-loop (the i-th is sent at ``i / rate``
 seconds whether or not earlier ones have answered, so a slow server shows as latency, not as a
 lower offered rate). Labels still pending when the run ends are posted then. Prints a progress
 line every few seconds and a summary at the end; exits 1 if any request failed.
@@ -13,6 +14,7 @@ line every few seconds and a summary at the end; exits 1 if any request failed.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import Counter, deque
@@ -26,9 +28,25 @@ from tasks.common.clock import now_iso
 from tasks.platform.simulate import generate_batch
 from tasks.serving.client import ServingClient
 
-CHUNK_ROWS = 1000
+CHUNK_ROWS = 200
 FIRST_INDEX = 100_000
 """Batches of the simulator are numbered; traffic uses its own range, apart from landed batches."""
+RECENT = 200
+"""How many of the latest answers ``TrafficStats.recent`` keeps (which versions serve now)."""
+
+
+@dataclass
+class Mix:
+    """What the traffic looks like: a scenario that can change while it plays (the demo's drift
+    begins mid-run); the next transaction sent follows the change."""
+
+    scenario: str = "stable"
+    drift_strength: float = 1.0
+
+    def switch(self, scenario: str, drift_strength: float | None = None) -> None:
+        self.scenario = scenario
+        if drift_strength is not None:
+            self.drift_strength = drift_strength
 
 
 @dataclass
@@ -44,6 +62,13 @@ class TrafficStats:
     latencies_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    recent: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT))
+    """The model version of each of the latest answers, oldest first."""
+
+    def serving_only(self, version: str, last: int) -> bool:
+        """Whether the last ``last`` answers all came from ``version``."""
+        latest = list(self.recent)[-last:]
+        return len(latest) == last and all(v == version for v in latest)
 
     def quantile(self, q: float) -> float | None:
         if not self.latencies_ms:
@@ -62,14 +87,16 @@ class TrafficStats:
         )
 
 
-def transactions(
-    settings: Settings, scenario: str, drift_strength: float, first_index: int
-) -> Iterator[dict[str, Any]]:
-    """Endless simulated transactions (with their label), stamped with the time they are sent."""
+def transactions(settings: Settings, mix: Mix, first_index: int) -> Iterator[dict[str, Any]]:
+    """Endless simulated transactions (with their label) as ``mix`` says, chunk by chunk; a
+    change of the mix starts a new chunk at once."""
     index = first_index
     while True:
-        frame = generate_batch(settings, scenario, index, rows=CHUNK_ROWS, drift_strength=drift_strength)
+        scenario, strength = mix.scenario, mix.drift_strength
+        frame = generate_batch(settings, scenario, index, rows=CHUNK_ROWS, drift_strength=strength)
         for record in frame.to_dict("records"):
+            if (mix.scenario, mix.drift_strength) != (scenario, strength):
+                break
             yield {str(k): v for k, v in record.items()}
         index += 1
 
@@ -116,6 +143,7 @@ class _Player:
             return
         with self.lock:
             stats.ok += 1
+            stats.recent.append(str(answer["model_version"]))
             stats.versions[answer["model_version"]] += 1
             stats.routes[answer["route"]] += 1
             stats.latencies_ms.append(float(answer["latency_ms"]))
@@ -164,7 +192,7 @@ def play(
     rate: float,
     seconds: float | None = None,
     requests: int | None = None,
-    scenario: str = "stable",
+    scenario: str | Mix = "stable",
     drift_strength: float = 1.0,
     label_delay: float = 30.0,
     workers: int = 16,
@@ -173,17 +201,24 @@ def play(
     progress_every: float = 5.0,
     stop: threading.Event | None = None,
     first_index: int = FIRST_INDEX,
+    stats: TrafficStats | None = None,
 ) -> TrafficStats:
     """Send ``requests`` (or for ``seconds``) transactions at ``rate`` per second; post each
-    one's label ``label_delay`` seconds after it was scored."""
+    one's label ``label_delay`` seconds after it was scored. ``scenario`` may be a ``Mix`` that
+    another thread switches; ``stats`` (else a new one) is filled as answers come.
+
+    Requests look like live traffic (no synthetic mark): what they score is monitored."""
     if rate <= 0:
         raise ValueError("rate must be > 0")
     if seconds is None and requests is None:
         raise ValueError("give seconds or requests (or both)")
-    client = client or ServingClient(settings.serving.url, token=settings.serving.admin_token)
+    client = client or ServingClient.from_settings(settings)
     player = _Player(settings, client, label_delay)
+    if stats is not None:
+        player.stats = stats
     pace = _Pace(rate, seconds, requests, stop or threading.Event(), progress_every)
-    rows = transactions(settings, scenario, drift_strength, first_index)
+    mix = scenario if isinstance(scenario, Mix) else Mix(scenario, drift_strength)
+    rows = transactions(settings, mix, first_index)
     with ThreadPoolExecutor(workers, thread_name_prefix="traffic") as pool:
         player.send(pool, rows, pace, progress)
     player.post_labels(everything=True)
@@ -192,3 +227,55 @@ def play(
         for error in player.stats.errors:
             progress(f"[traffic] failure: {error}")
     return player.stats
+
+
+class Background:
+    """Traffic in a thread until stopped, its mix switchable meanwhile: what the demo plays under
+    the whole story (``start``, ``mix.switch(...)``, ``stop`` returns the stats)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        rate: float,
+        label_delay: float,
+        mix: Mix | None = None,
+        first_index: int = FIRST_INDEX,
+        client: ServingClient | None = None,
+    ) -> None:
+        self.settings, self.rate, self.label_delay = settings, rate, label_delay
+        self.mix = mix or Mix()
+        self.first_index = first_index
+        self.client = client
+        self.stats = TrafficStats()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            play(
+                self.settings,
+                rate=self.rate,
+                seconds=math.inf,
+                scenario=self.mix,
+                label_delay=self.label_delay,
+                client=self.client,
+                progress=None,
+                stop=self._stop,
+                first_index=self.first_index,
+                stats=self.stats,
+            )
+        except BaseException as exc:  # noqa: BLE001 - kept for the caller, which reports it
+            self.error = exc
+
+    def start(self) -> Background:
+        self.stats.started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 60.0) -> TrafficStats:
+        """Stop sending, post the labels still pending, and return what was sent and answered."""
+        self._stop.set()
+        self._thread.join(timeout)
+        return self.stats

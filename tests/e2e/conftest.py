@@ -1,14 +1,21 @@
 """End-to-end fixtures: one real Airflow stack per test session, started with ``tasks.platform.stack``.
 
-The stack lives in a private tmp ``AIRLOOP_HOME`` (its own data dir, SQLite metadata DB and
-logs), listens on a free port, and runs the ingest cron every minute so a scheduled run comes
-within about a minute. It is always stopped at the end; when a test fails, the tails of the
-service logs are attached to that test's report.
+The stack lives in a private tmp ``AIRLOOP_HOME`` (its own data dir, PostgreSQL metadata
+database and logs), listens on free ports, and runs the ingest cron every minute so a scheduled
+run comes within about a minute. It runs at the closed-loop test's scale (``CLOSED_LOOP``: small
+windows, short holds, one small model family), which the other tests do not notice. It is
+always stopped at the end (serving included, when a test started it); when a test fails, the
+tails of the service logs are attached to that test's report.
+
+The home is not under pytest's base temp: as root (CI) PostgreSQL runs as ``postgres``, which
+must reach its folders, and every pytest session on the machine resets that base to 0700.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -42,6 +49,41 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("e2e_last") is not None)
 
 
+CLOSED_LOOP = {
+    # the monitor: a window of 200 live predictions, visible 8 s after they were answered
+    "AIRLOOP__MONITOR__MIN_NEW_PREDICTIONS": "200",
+    "AIRLOOP__MONITOR__POKE_INTERVAL_SECONDS": "3",
+    "AIRLOOP__MONITOR__LOG_LAG_SECONDS": "8",
+    "AIRLOOP__MONITOR__DRIFT__MIN_ROWS": "150",
+    "AIRLOOP__MONITOR__DECISION__CONFIRM_WINDOWS": "1",
+    "AIRLOOP__SERVING__INFERENCE_LOG__FLUSH_SECONDS": "4",
+    # training: one small XGBoost, a gate sized to small batches
+    "AIRLOOP__TRAIN__FAMILIES": "[xgboost]",
+    "AIRLOOP__TRAIN__XGBOOST__MAX_ROUNDS": "60",
+    "AIRLOOP__TRAIN__XGBOOST__GRID__MAX_DEPTH": "[4]",
+    "AIRLOOP__GATE__MIN_HOLDOUT_POSITIVES": "5",
+    "AIRLOOP__GATE__FAIRNESS__MIN_POSITIVES": "1000",
+    # a hold-out of a few hundred rows and a dozen fraud rows: looser absolute floors, and no
+    # segment small enough to be judged (tests/train holds the segment gate to account)
+    "AIRLOOP__GATE__MIN_PR_AUC": "0.1",
+    "AIRLOOP__GATE__MAX_LOG_LOSS": "0.2",
+    **{
+        f"AIRLOOP__GATE__SEGMENTS__COLUMNS__{col}__{key}": value
+        for col in ("REGION", "CHANNEL", "MERCHANT_CATEGORY")
+        for key, value in (("MIN_ROWS", "1000000"), ("MAX_UNJUDGED_SHARE", "1.0"))
+    },
+    # the rollout: every step held a few seconds on the test's traffic
+    "AIRLOOP__ROLLOUT__SHADOW__HOLD_SECONDS": "3",
+    "AIRLOOP__ROLLOUT__SHADOW__MIN_REQUESTS": "30",
+    "AIRLOOP__ROLLOUT__CANARY": (
+        "[{weight: 0.1, hold_seconds: 3, min_requests: 5}, {weight: 0.5, hold_seconds: 3, "
+        "min_requests: 20}, {weight: 1.0, hold_seconds: 3, min_requests: 30}]"
+    ),
+    "AIRLOOP__ROLLOUT__POLL_SECONDS": "1",
+}
+"""Overrides that make the closed loop fit in CI (``tests/e2e/test_closed_loop.py``)."""
+
+
 def _airloop_vars(home: Path) -> dict[str, str]:
     """The AIRLOOP_* environment of the stack (replacing any the test process has)."""
     return {
@@ -49,15 +91,17 @@ def _airloop_vars(home: Path) -> dict[str, str]:
         "AIRLOOP_PROFILE": "local",
         "AIRLOOP__AIRFLOW__PORT": str(free_port()),
         "AIRLOOP__MLFLOW__PORT": str(free_port()),
+        "AIRLOOP__SERVING__PORT": str(free_port()),
         # Quoted: override values are parsed as YAML, where a bare `*` starts an alias.
         "AIRLOOP__INGEST__CRON": "* * * * *",
+        **CLOSED_LOOP,
     }
 
 
 def service_log_tails(settings: Settings, lines: int = 25) -> str:
     parts = [
         f"--- {stack.service_log(settings, s)} ---\n{stack.tail(stack.service_log(settings, s), lines)}"
-        for s in stack.SERVICES
+        for s in stack.LOOP
     ]
     return "\n".join(parts)
 
@@ -65,7 +109,7 @@ def service_log_tails(settings: Settings, lines: int = 25) -> str:
 @pytest.fixture(scope="session")
 def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack]:
     """A running Airflow stack on the project's dags/, stopped at the end of the session."""
-    home = tmp_path_factory.mktemp("airloop-e2e")
+    home = Path(tempfile.mkdtemp(prefix="airloop-e2e-"))
     airloop = _airloop_vars(home)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRLOOP")} | airloop
     with pytest.MonkeyPatch.context() as mp:
@@ -79,12 +123,13 @@ def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack
         try:
             stack.start(settings, timeout=STARTUP_TIMEOUT_S, quiet=True)
         except BaseException:
-            stack.stop(settings, quiet=True)
+            stack.stop(settings, quiet=True, services=stack.LOOP)
             raise
     try:
         yield E2EStack(settings, AirflowClient.from_settings(settings), env)
     finally:
-        stack.stop(settings, quiet=True)
+        stack.stop(settings, quiet=True, services=stack.LOOP)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.hookimpl(hookwrapper=True)

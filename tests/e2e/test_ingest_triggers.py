@@ -59,7 +59,9 @@ def test_asset_event_triggers_ingest(airflow_stack, capsys):
     landing = client.asset(settings.assets.landing)
     assert any(d["dag_id"] == DAG_ID for d in landing["scheduled_dags"])
 
-    batch = simulate.generate_batch(settings, scenario="stable", index=0, rows=ROWS)
+    batch = simulate.generate_batch(
+        settings, scenario="stable", index=700, rows=ROWS
+    )  # not a batch the closed-loop story lands (same ids: nothing new)
     _wait_for_quiet_window(client)
     batch_uri = simulate.write_batch(batch, settings.storage.landing_uri, "e2e-asset-event")
     posted_at = datetime.now(UTC)

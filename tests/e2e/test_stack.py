@@ -88,7 +88,9 @@ def test_cli_status_and_env(airflow_stack):
     assert status.returncode == 0, status.stderr
     for service in stack.SERVICES:
         assert service.name in status.stdout
-    assert status.stdout.count("running pid") == len(stack.SERVICES)
+    # every service of the stack runs (and serving, when a test of this session started it)
+    running = [line.split()[0] for line in status.stdout.splitlines() if "running pid" in line]
+    assert set(running) - {stack.SERVE.name} == {s.name for s in stack.SERVICES}, status.stdout
     assert status.stdout.splitlines()[-1].startswith("running: every service is up")
     assert "scheduler healthy" in status.stdout
 
@@ -127,7 +129,9 @@ def test_airflow_env_pins_auth_and_secrets(tmp_path, monkeypatch):
     assert home == tmp_path / ".airflow"
     assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(PROJECT_ROOT / "dags")
     assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
-    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == f"sqlite:///{home}/airflow.db"
+    conn = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    assert conn.startswith("postgresql+psycopg://airloop:") and conn.endswith(f"?host={home}/postgres/run")
+    assert "MLFLOW_BACKEND_STORE_URI" not in env  # MLflow's own service gets it, nobody else
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:8765/execution/"
     assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin"
     assert env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] == "False"
@@ -172,17 +176,47 @@ def test_start_refuses_a_taken_port(tmp_path, monkeypatch):
     assert not any(s["running"] for s in stack.status(settings)["services"].values())
 
 
-@pytest.mark.e2e_last
-def test_stop_stops_every_service(airflow_stack):
-    settings, _, _ = airflow_stack
-    pids = {name: s["pid"] for name, s in stack.status(settings)["services"].items()}
-    stopped = stack.stop(settings, quiet=True)
-    assert set(stopped) == set(pids)
+def test_status_shows_each_services_memory(airflow_stack):
+    settings, _, env = airflow_stack
     st = stack.status(settings)
+    for name, service in st["services"].items():
+        assert service["rss"] > 10 * 2**20 and service["processes"] >= 1, (name, service)
+    assert st["memory"]["rss"] == sum(s["rss"] for s in st["services"].values())
+    assert 0 < st["memory"]["pss"] <= st["memory"]["rss"]
+    cli = [str(Path(sys.executable).parent / "airloop"), "status"]
+    done = subprocess.run(
+        cli, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=True
+    )
+    out = done.stdout
+    assert "MiB in" in out and "memory:" in out and "proportional" in out
+
+
+@pytest.mark.e2e_last
+def test_stop_stops_every_service(airflow_stack, capsys):
+    """``airloop down``: every process of the stack gone (trees and sessions), every port free,
+    the database's socket gone, and nothing needed SIGKILL."""
+    from tasks.platform.stack import database
+    from tasks.platform.stack.processes import members
+
+    settings, _, _ = airflow_stack
+    running = {s.name: pid for s in stack.LOOP if (pid := stack.service_pid(settings, s)) is not None}
+    everything = set().union(*(members(pid) for pid in running.values()))
+    t0 = time.monotonic()
+    stopped = stack.stop(settings, services=stack.LOOP)
+    took = time.monotonic() - t0
+    out = capsys.readouterr().out
+    assert set(stopped) == set(running)
+    assert "killed" not in out and "still running" not in out, out
+    st = stack.status(settings, services=stack.LOOP)
     assert not any(s["running"] for s in st["services"].values()), st
     assert st["health"] is None
-    for pid in pids.values():
-        assert not Path(f"/proc/{pid}").exists() or not alive(pid)
+    assert not [pid for pid in everything if alive(pid)], "processes of the stack outlived `down`"
+    for port in (settings.airflow.port, settings.mlflow.port, settings.serving.port):
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still taken"
+    assert not (database.layout(settings).sockets / ".s.PGSQL.5432").exists()
     with pytest.raises(requests.ConnectionError):
         requests.get(stack.api_url(settings) + HEALTH_PATH, timeout=5)
     assert stack.stop(settings, quiet=True) == []  # stopping twice is fine
+    with capsys.disabled():
+        print(f"\n[e2e] airloop down: {len(stopped)} services, {len(everything)} processes, {took:.1f}s")

@@ -17,7 +17,17 @@ from tasks.common.net import free_port
 from tasks.platform import cli, simulate
 
 OWN_OPTIONS = {
-    "demo": ["--batches", "--rows", "--bad", "--timeout", "--until", "--traffic-seconds"],
+    "demo": [
+        "--batches",
+        "--rows",
+        "--bad",
+        "--scenario",
+        "--timeout",
+        "--until",
+        "--rate",
+        "--label-delay",
+        "--steady-windows",
+    ],
     "up": ["--serve", "--timeout"],
     "down": ["--timeout"],
     "status": [],
@@ -198,7 +208,7 @@ def test_validate_passes_a_good_file_and_touches_nothing(
         ("nulls", "expect_column_values_to_not_be_null [amount]"),
         ("wrong_types", "expect_column_values_to_be_in_type_list [amount]"),
         ("wrong_schema", "expect_table_columns_to_match_set"),
-        ("empty", "readable_file"),
+        ("empty", "empty_file"),
     ],
 )
 def test_validate_fails_a_bad_file_naming_the_check_and_touches_nothing(
@@ -281,11 +291,20 @@ def test_status_names_a_partly_running_stack() -> None:
         "home": "/h",
         "health": None,
         "services": {
-            "api-server": {"running": True, "pid": 11, "port": 8080, "health": "healthy"},
+            "api-server": {
+                "running": True,
+                "pid": 11,
+                "port": 8080,
+                "health": "healthy",
+                "rss": 300 * 2**20,
+                "processes": 2,
+            },
             "scheduler": {"running": False, "pid": None, "port": None, "health": None},
         },
+        "memory": {"rss": 300 * 2**20, "pss": 200 * 2**20, "processes": 2},
     }
     lines = status_lines(st)
-    assert "running pid 11" in lines[1] and "stopped" in lines[2]
-    assert lines[-2] == "Airflow health: api-server not answering"
+    assert "running pid 11" in lines[1] and "300 MiB in 2 proc" in lines[1] and "stopped" in lines[2]
+    assert "Airflow health: api-server not answering" in lines
+    assert any(line.startswith("memory: 300 MiB resident in 2 processes (200 MiB") for line in lines)
     assert lines[-1].startswith("partly running: start the rest with `airloop up`")

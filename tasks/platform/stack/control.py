@@ -8,7 +8,6 @@ waves, dependents first; ``status`` reports each service's process and health.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import time
 from collections.abc import Iterable
@@ -16,21 +15,32 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from config import Settings
+from tasks.platform.stack.database import DatabaseError, describe, ensure_databases, use_wal
 from tasks.platform.stack.environment import airflow_env, airflow_home, api_url, log_dir, run_dir
 from tasks.platform.stack.health import fetch_health, ready
 from tasks.platform.stack.processes import (
     alive,
-    group_alive,
     launch,
     port_open,
-    reap,
     service_pid,
-    signal_group,
     tail,
-    terminate,
 )
-from tasks.platform.stack.services import SERVE, SERVICES, Service, airflow_command, pid_file, service_log
+from tasks.platform.stack.services import (
+    LOOP,
+    POSTGRES,
+    SERVE,
+    SERVICES,
+    Service,
+    airflow_command,
+    enabled,
+    service_log,
+)
+from tasks.platform.stack.stopping import clean_leftovers, stop
+
+DATABASE_TIMEOUT_S = 120.0
 
 
 class StackError(RuntimeError):
@@ -45,7 +55,7 @@ def _say(msg: str, quiet: bool, end: str = "\n") -> None:
 def _migrate(settings: Settings, env: dict[str, str], quiet: bool, timeout: float) -> None:
     """``airflow db migrate`` with its chatter sent to a log file; one progress line shown."""
     log = log_dir(settings) / "db-migrate.log"
-    _say(f"  migrating the metadata DB ({airflow_home(settings) / 'airflow.db'}) ... ", quiet, end="")
+    _say(f"  migrating the metadata DB ({describe(settings)}) ... ", quiet, end="")
     t0 = time.monotonic()
     with log.open("wb") as fh:
         try:
@@ -120,7 +130,8 @@ class _StartUp:
             since = self.since if service in self.missing else None
             if ready(self.settings, service, health, since):
                 self.ready.add(service.name)
-                _say(f"  ready   {service.name:<14} after {time.monotonic() - self.t0:.1f}s", self.quiet)
+                if service in self.missing:
+                    _say(f"  ready   {service.name:<14} after {time.monotonic() - self.t0:.1f}s", self.quiet)
 
     def timed_out(self, timeout: float, health: dict[str, Any] | None) -> StackError:
         waiting = [s for s in self.services if s.name not in self.ready]
@@ -147,6 +158,63 @@ class _StartUp:
             time.sleep(0.5)
 
 
+def _enabled(settings: Settings, services: Iterable[Service] | None) -> list[Service]:
+    """The services asked for, and the stack's services they start after (MLflow alone needs the
+    database it keeps its runs in), dependencies first."""
+    asked = list(SERVICES if services is None else services)
+    names = {s.name for s in asked}
+    needed = [s for s in LOOP if s.name not in names and any(s.name in a.after for a in asked)]
+    return enabled(settings, [*needed, *asked])
+
+
+def _database_first(
+    settings: Settings,
+    services: list[Service],
+    *,
+    missing: list[Service],
+    env: dict[str, str],
+    began: dict[str, int],
+    quiet: bool,
+) -> None:
+    """Start the database (when it is part of the stack and not running), wait until it answers,
+    and create the databases Airflow and MLflow need."""
+    first = [s for s in missing if s.name == POSTGRES.name]
+    if first:
+        startup = _StartUp(settings, first, missing=first, env=env, running={}, quiet=quiet)
+        try:
+            startup.run(DATABASE_TIMEOUT_S)
+        finally:
+            began.update(startup.pids)
+    if any(s.name == POSTGRES.name for s in services):
+        for name in ensure_databases(settings):
+            _say(f"  created database {name}", quiet)
+
+
+def _start_all(
+    settings: Settings,
+    services: list[Service],
+    *,
+    running: dict[str, int],
+    missing: list[Service],
+    timeout: float,
+    quiet: bool,
+    began: dict[str, int],
+    dags_folder: str | Path | None,
+) -> dict[str, int]:
+    env = airflow_env(settings, dags_folder=dags_folder)
+    _database_first(settings, services, missing=missing, env=env, began=began, quiet=quiet)
+    if any(s.airflow for s in missing):
+        _migrate(settings, env, quiet, timeout=timeout)
+        use_wal(settings)
+    rest = [s for s in missing if s.name not in began]
+    startup = _StartUp(settings, services, missing=rest, env=env, running={**running, **began}, quiet=quiet)
+    try:
+        startup.run(timeout)
+    finally:
+        began.update(startup.pids)
+    return startup.pids
+
+
 def start(
     settings: Settings,
     *,
@@ -157,31 +225,42 @@ def start(
 ) -> dict[str, int]:
     """Start the stack (what is not running yet) and wait until every service is healthy.
 
-    Returns ``{service name: pid}``. Idempotent: a running service is left alone.
+    Returns ``{service name: pid}``. Idempotent: a running service is left alone, one that died
+    (a killed scheduler) is started again.
     """
-    services = list(SERVICES if services is None else services)
+    wanted = _enabled(settings, services)
     for folder in (airflow_home(settings), run_dir(settings), log_dir(settings)):
         folder.mkdir(parents=True, exist_ok=True)
-    env = airflow_env(settings, dags_folder=dags_folder)
     _say(f"airloop stack ({settings.profile} profile), home {airflow_home(settings)}", quiet)
-    running = {s.name: pid for s in services if (pid := service_pid(settings, s)) is not None}
-    missing = [s for s in services if s.name not in running]
+    running = {s.name: pid for s in wanted if (pid := service_pid(settings, s)) is not None}
+    missing = [s for s in wanted if s.name not in running]
     if not missing:
         _say(f"  already running: {', '.join(f'{n} (pid {p})' for n, p in running.items())}", quiet)
-        _banner(settings, quiet, serving=SERVE in services)
+        _banner(settings, quiet, serving=SERVE in wanted)
         return running
+    clean_leftovers(settings, missing, quiet)
     _refuse_taken_ports(settings, missing)
-    if any(s.airflow for s in missing):
-        _migrate(settings, env, quiet, timeout=timeout)
-    startup = _StartUp(settings, services, missing=missing, env=env, running=running, quiet=quiet)
+    began: dict[str, int] = {}
     try:
-        startup.run(timeout)
+        pids = _start_all(
+            settings,
+            wanted,
+            running=running,
+            missing=missing,
+            timeout=timeout,
+            quiet=quiet,
+            began=began,
+            dags_folder=dags_folder,
+        )
+    except (DatabaseError, psycopg.Error) as exc:
+        stop(settings, quiet=True, services=[s for s in missing if s.name in began])
+        raise StackError(f"the metadata database: {exc}") from exc
     except BaseException:
         # Leave nothing half-started behind (a failed or interrupted start stops what it began).
-        stop(settings, quiet=True, services=[s for s in missing if s.name in startup.pids])
+        stop(settings, quiet=True, services=[s for s in missing if s.name in began])
         raise
-    _banner(settings, quiet, serving=SERVE in services)
-    return startup.pids
+    _banner(settings, quiet, serving=SERVE in wanted)
+    return pids
 
 
 def _banner(settings: Settings, quiet: bool, serving: bool = False) -> None:
@@ -200,108 +279,3 @@ def _banner(settings: Settings, quiet: bool, serving: bool = False) -> None:
         "stop with    airloop down   (or make down)",
         quiet,
     )
-
-
-def _stop_wave(
-    wave: list[str], targets: dict[str, int], by_name: dict[str, Service], timeout: float, quiet: bool
-) -> None:
-    """SIGTERM every service of the wave, wait for each group to exit, SIGKILL after ``timeout``."""
-    t0 = time.monotonic()
-    for name in wave:
-        terminate(by_name[name], targets[name])
-    deadline = t0 + timeout
-    left = list(wave)
-    while left:
-        for name in list(left):
-            pid = targets[name]
-            if not (alive(pid) or group_alive(pid)):
-                left.remove(name)
-                reap(pid)
-                _say(f"  stopped {name:<14} pid {pid:<7} after {time.monotonic() - t0:.1f}s", quiet)
-        if left and time.monotonic() > deadline:
-            for name in left:
-                _say(f"  {name} (pid {targets[name]}) ignored SIGTERM for {timeout:.0f}s: killed", quiet)
-                signal_group(targets[name], signal.SIGKILL)
-                reap(targets[name])
-            return
-        if left:
-            time.sleep(0.2)
-
-
-def stop(
-    settings: Settings,
-    *,
-    timeout: float = 30.0,
-    quiet: bool = False,
-    services: Iterable[Service] | None = None,
-) -> list[str]:
-    """Terminate each service's process group, wait, then kill what is left after ``timeout``.
-
-    Services others depend on (the api-server) go last, so tasks interrupted by the scheduler's
-    shutdown can still report their state through the execution API. Returns the names of the
-    services that were running.
-    """
-    services = list(SERVICES if services is None else services)
-    targets = {s.name: pid for s in services if (pid := service_pid(settings, s)) is not None}
-    if not targets:
-        _say("airloop stack: nothing running", quiet)
-        return []
-    needed = {dep for s in services for dep in s.after}
-    by_name = {s.name: s for s in services}
-    for wave in ([n for n in targets if n not in needed], [n for n in targets if n in needed]):
-        if wave:
-            _stop_wave(wave, targets, by_name, timeout, quiet)
-    for service in services:
-        if service.name in targets:
-            pid_file(settings, service).unlink(missing_ok=True)
-    return list(targets)
-
-
-def status(settings: Settings, *, services: Iterable[Service] | None = None) -> dict[str, Any]:
-    """Per service: running, pid, port, health; plus Airflow's health JSON and the URL."""
-    services = list(SERVICES if services is None else services)
-    health = fetch_health(settings)
-    out: dict[str, Any] = {
-        "url": api_url(settings),
-        "mlflow_url": settings.mlflow.url,
-        "home": str(airflow_home(settings)),
-        "services": {},
-        "health": health,
-    }
-    for service in services:
-        pid = service_pid(settings, service)
-        entry: dict[str, Any] = {
-            "running": pid is not None,
-            "pid": pid,
-            "port": service.port(settings),
-            "log": str(service_log(settings, service)),
-        }
-        if service.health_key:
-            entry["health"] = ((health or {}).get(service.health_key) or {}).get("status")
-        elif service.ready_paths and pid is not None:
-            entry["health"] = "healthy" if ready(settings, service, health, None) else "unhealthy"
-        out["services"][service.name] = entry
-    return out
-
-
-def status_lines(st: dict[str, Any]) -> list[str]:
-    """``status`` in words: one line per service, Airflow's own health, then one verdict line
-    (running, partly running or stopped) that says what to do next."""
-    lines = [f"airloop stack at {st['url']}, MLflow at {st['mlflow_url']} (home {st['home']})"]
-    for name, s in st["services"].items():
-        state = f"running pid {s['pid']}" if s["running"] else "stopped"
-        port = f"port {s['port']}" if s["port"] else ""
-        lines.append(f"  {name:<14} {state:<20} {port:<10} health: {s.get('health') or '-'}")
-    health = st["health"] or {}
-    parts = [f"{key} {entry.get('status')}" for key, entry in health.items() if isinstance(entry, dict)]
-    lines.append(
-        f"Airflow health: {', '.join(parts)}" if parts else "Airflow health: api-server not answering"
-    )
-    running = [s["running"] for s in st["services"].values()]
-    if all(running):
-        lines.append(f"running: every service is up (Airflow UI {st['url']}; stop with `airloop down`)")
-    elif any(running):
-        lines.append("partly running: start the rest with `airloop up`, or stop it with `airloop down`")
-    else:
-        lines.append("stopped: no service is running (start it with `airloop up`)")
-    return lines

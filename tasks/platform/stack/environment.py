@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from config import PROJECT_ROOT, Settings, airloop_home
+from tasks.platform.stack.database import airflow_conn
 
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 SECRET_NAMES = ("jwt_secret", "api_secret_key", "fernet_key")
@@ -94,7 +95,7 @@ def _core_vars(settings: Settings, home: Path, dags: Path, secrets: dict[str, st
         f"{a}SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
         f"{a}SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(_write_passwords(settings)),
         f"{a}EXECUTION_API_SERVER_URL": f"{api_url(settings)}/execution/",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        **airflow_conn(settings),
     }
 
 
@@ -104,7 +105,7 @@ def _server_vars(settings: Settings, home: Path, secrets: dict[str, str]) -> dic
     return {
         f"{a}API__HOST": settings.airflow.host,
         f"{a}API__PORT": str(settings.airflow.port),
-        f"{a}API__WORKERS": "1",
+        f"{a}API__WORKERS": str(settings.airflow.api_workers),
         f"{a}API__SECRET_KEY": secrets["api_secret_key"],
         f"{a}API_AUTH__JWT_SECRET": secrets["jwt_secret"],
         # New DAG files are listed every refresh_interval, known ones re-parsed every
@@ -131,6 +132,7 @@ def airflow_vars(settings: Settings, *, dags_folder: str | Path | None = None) -
         **_core_vars(settings, home, dags, secrets),
         **_server_vars(settings, home, secrets),
         "MLFLOW_TRACKING_URI": settings.mlflow.url,
+        "MLFLOW_DISABLE_TELEMETRY": "true",  # nothing leaves the machine; its thread races os.environ
         "AIRLOOP_PROFILE": settings.profile,
         "AIRLOOP_HOME": str(airloop_home()),
         "PYTHONPATH": os.pathsep.join(dict.fromkeys(pythonpath)),

@@ -50,6 +50,8 @@ def ready(
     (a job killed seconds ago still reads healthy until its heartbeat ages past the threshold)."""
     if not _answers(settings, service):
         return False
+    if service.probe is not None and not service.probe(settings):
+        return False
     if service.health_key:
         entry = (health or {}).get(service.health_key) or {}
         if entry.get("status") != "healthy":

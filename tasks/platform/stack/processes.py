@@ -11,11 +11,14 @@ import os
 import signal
 import socket
 import subprocess
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
 from config import Settings
+from tasks.platform.stack.database import dropped_to
 from tasks.platform.stack.environment import airflow_home
+from tasks.platform.stack.memory import processes, tree
 from tasks.platform.stack.services import Service, client_host, pid_file, service_log
 
 _children: dict[int, subprocess.Popen[bytes]] = {}
@@ -36,6 +39,7 @@ def alive(pid: int, match: str | None = None) -> bool:
     if proc.exists():
         try:
             if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                reap(pid)  # it exited after the poll above: collect it (a zombie still holds its pid)
                 return False
             if match and match not in (proc / "cmdline").read_bytes().decode(errors="replace"):
                 return False
@@ -44,17 +48,43 @@ def alive(pid: int, match: str | None = None) -> bool:
     return True
 
 
-def service_pid(settings: Settings, service: Service) -> int | None:
-    """The pid of the running service, or None (a stale pid file is removed)."""
-    path = pid_file(settings, service)
+def recorded_pid(settings: Settings, service: Service) -> int | None:
+    """The pid in the service's pid file (alive or not), or None."""
     try:
-        pid = int(path.read_text().strip())
+        return int(pid_file(settings, service).read_text().strip())
     except (OSError, ValueError):
         return None
-    if alive(pid, service.match):
-        return pid
-    path.unlink(missing_ok=True)
-    return None
+
+
+def service_pid(settings: Settings, service: Service) -> int | None:
+    """The pid of the running service, or None. A stale pid file stays until the service starts
+    again or is stopped: it is how ``leftovers`` finds what a dead service left behind."""
+    pid = recorded_pid(settings, service)
+    return pid if pid is not None and alive(pid, service.match) else None
+
+
+def leftovers(settings: Settings, service: Service) -> dict[int, str]:
+    """Processes a dead service left in its session (a killed scheduler's LocalExecutor workers,
+    a crashed serving process's HAProxy): pid -> name. Linux does not hand out a pid again while
+    a session of that id has members, so these are ours; when a live process holds the pid
+    again, the session is someone else's and nothing is returned."""
+    pid = recorded_pid(settings, service)
+    if pid is None or alive(pid, service.match):
+        return {}
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return still_running(set(), pid)
+    except PermissionError:
+        return {}
+    return {} if not _zombie(pid) else still_running(set(), pid)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def port_open(host: str, port: int) -> bool:
@@ -90,6 +120,7 @@ def launch(settings: Settings, service: Service, env: dict[str, str]) -> int:
             stdin=subprocess.DEVNULL,
             cwd=str(airflow_home(settings)),
             start_new_session=True,
+            **dropped_to(service.user(settings)),
         )
     _children[proc.pid] = proc
     pid_file(settings, service).write_text(f"{proc.pid}\n")
@@ -97,12 +128,13 @@ def launch(settings: Settings, service: Service, env: dict[str, str]) -> int:
 
 
 def terminate(service: Service, pid: int) -> None:
-    """SIGTERM to the service's process group, or to its leader alone (``term_group=False``)."""
+    """The service's stop signal (SIGTERM, PostgreSQL's SIGINT) to its process group, or to its
+    leader alone (``term_group=False``)."""
     if service.term_group:
-        signal_group(pid, signal.SIGTERM)
+        signal_group(pid, service.stop_signal)
     else:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, service.stop_signal)
 
 
 def reap(pid: int) -> None:
@@ -123,19 +155,19 @@ def signal_group(pid: int, sig: signal.Signals) -> None:
             os.kill(pid, sig)
 
 
-def group_alive(pgid: int) -> bool:
-    """Whether any non-zombie process is left in the group (task processes, uvicorn workers)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+def members(pid: int) -> set[int]:
+    """The service's processes now: its tree and its session (taken before it is asked to stop,
+    so children that outlive it are still known)."""
+    return set(tree(pid))
+
+
+def still_running(known: set[int], session: int) -> dict[int, str]:
+    """Which of ``known`` still run, and anything else left in ``session``: pid -> name."""
+    procs = processes()
+    return {p: procs[p].name for p in procs if p in known or procs[p].session == session}
+
+
+def kill_all(pids: Iterable[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)

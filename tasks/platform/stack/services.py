@@ -3,6 +3,7 @@ ready, what it waits for. Adding a server to the stack is one more ``Service`` e
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,7 +11,9 @@ from pathlib import Path
 
 from config import Settings
 from tasks.platform.airflow_client import HEALTH_PATH
+from tasks.platform.stack.database import answers, mlflow_backend, postgres_enabled, run_as
 from tasks.platform.stack.environment import log_dir, run_dir
+from tasks.platform.stack.postgres import server_command
 
 EXECUTION_HEALTH_PATH = "/execution/health"
 
@@ -30,6 +33,14 @@ def _airflow_host(settings: Settings) -> str:
 
 def _no_env(settings: Settings) -> dict[str, str]:
     return {}
+
+
+def _always(settings: Settings) -> bool:
+    return True
+
+
+def _no_user(settings: Settings) -> str | None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,14 @@ class Service:
     term_group: bool = True
     """SIGTERM goes to the whole process group; ``False``: to the leader only, which stops its own
     children (Ray's processes must outlive the serving process's shutdown, which talks to them)."""
+    stop_signal: signal.Signals = signal.SIGTERM
+    """What asks it to stop (PostgreSQL: SIGINT, its fast shutdown; SIGTERM would wait for clients)."""
+    probe: Callable[[Settings], bool] | None = None
+    """Readiness besides HTTP paths (PostgreSQL: our login answers a query)."""
+    enabled: Callable[[Settings], bool] = _always
+    """Part of the stack under these settings (PostgreSQL: only with ``metadata_db.kind: postgres``)."""
+    user: Callable[[Settings], str | None] = _no_user
+    """The system user it runs as (None: ours)."""
 
 
 def airflow_command(*args: str) -> list[str]:
@@ -67,20 +86,20 @@ def airflow_command(*args: str) -> list[str]:
 
 
 def mlflow_command(settings: Settings) -> list[str]:
-    """``mlflow server`` on the configured stores; a local SQLite file and artifact folder are
-    created first (the server does not create the database's directory)."""
+    """``mlflow server`` (through ``mlflow_exec``: no waiting parent) on the configured stores; a
+    local SQLite file and artifact folder are created first (the server does not create the
+    database's directory). The backend store URI goes in the environment (``MLFLOW_BACKEND_STORE_URI``)."""
     m = settings.mlflow
-    if m.backend_store_uri.startswith("sqlite:///"):
-        Path(m.backend_store_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    backend = mlflow_backend(settings)
+    if backend.startswith("sqlite:///"):
+        Path(backend.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     if m.artifacts_destination.startswith("file://"):
         Path(m.artifacts_destination.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
-    script = Path(sys.executable).parent / "mlflow"
-    base = [str(script)] if script.exists() else [sys.executable, "-m", "mlflow"]
     return [
-        *base,
-        "server",
-        "--backend-store-uri",
-        m.backend_store_uri,
+        sys.executable,
+        "-m",
+        "tasks.platform.stack.mlflow_exec",  # `mlflow server`, which becomes its uvicorn (exec)
+        # the backend store (with its password) comes from the environment, not the command line
         "--artifacts-destination",
         m.artifacts_destination,
         "--serve-artifacts",
@@ -102,19 +121,45 @@ MLFLOW = Service(
     host=lambda s: s.mlflow.host,
     # The server's job runner (GenAI evaluation jobs) starts half a dozen worker processes that
     # airloop never uses; without it the server starts in half the time on two cores.
-    env=lambda s: {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+    env=lambda s: {
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "MLFLOW_BACKEND_STORE_URI": mlflow_backend(s),
+    },
+    after=("postgres",),
     airflow=False,
     port_setting="AIRLOOP__MLFLOW__PORT",
 )
 
+POSTGRES = Service(
+    "postgres",
+    server_command,
+    probe=answers,
+    match="postgres",
+    host=lambda s: "",
+    airflow=False,
+    port_setting="",
+    term_group=False,
+    stop_signal=signal.SIGINT,
+    enabled=postgres_enabled,
+    user=run_as,
+)
+"""The metadata database (``metadata_db.kind: postgres``): unix socket only, so no port."""
+
 SERVICES: list[Service] = [
+    POSTGRES,
     Service(
         "api-server",
         lambda s: airflow_command("api-server", "--host", s.airflow.host, "--port", str(s.airflow.port)),
         port=lambda s: s.airflow.port,
         ready_paths=(HEALTH_PATH, EXECUTION_HEALTH_PATH),
+        after=("postgres",),
     ),
-    Service("dag-processor", lambda s: airflow_command("dag-processor"), health_key="dag_processor"),
+    Service(
+        "dag-processor",
+        lambda s: airflow_command("dag-processor"),
+        health_key="dag_processor",
+        after=("postgres",),
+    ),
     # The scheduler waits for the api-server: a task queued before the execution API answers
     # fails after the task supervisor's retries (the first scheduled run of a fresh stack did).
     # --skip-serve-logs: task logs are local files the api-server reads directly, and the log
@@ -123,17 +168,17 @@ SERVICES: list[Service] = [
         "scheduler",
         lambda s: airflow_command("scheduler", "--skip-serve-logs"),
         health_key="scheduler",
-        after=("api-server",),
+        after=("postgres", "api-server"),
     ),
     Service(
         "triggerer",
         lambda s: airflow_command("triggerer", "--skip-serve-logs"),
         health_key="triggerer",
-        after=("api-server",),
+        after=("postgres", "api-server"),
     ),
     MLFLOW,
 ]
-"""Airflow and MLflow: what ``airloop up`` starts."""
+"""The database, Airflow and MLflow: what ``airloop up`` starts."""
 
 SERVE = Service(
     "serve",
@@ -150,6 +195,11 @@ SERVE = Service(
 )
 LOOP: list[Service] = [*SERVICES, SERVE]
 """The whole loop: ``airloop up --serve`` (the demo starts it too)."""
+
+
+def enabled(settings: Settings, services: list[Service]) -> list[Service]:
+    """The services that are part of the stack under these settings."""
+    return [s for s in services if s.enabled(settings)]
 
 
 def pid_file(settings: Settings, service: Service) -> Path:
