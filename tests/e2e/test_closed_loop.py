@@ -66,8 +66,13 @@ def _stage(timeline: dict, key: str) -> dict:
     return found[-1]
 
 
-def test_drift_retrain_canary_promote(airflow_stack, capsys):
-    settings, client, _ = airflow_stack
+def test_drift_retrain_canary_promote(airflow_stack, capsys, monkeypatch):
+    settings, client, env = airflow_stack
+    # the story starts the serving application itself: the stack passes the caller's AIRLOOP_*
+    # environment on, so it must be this stack's (its home, its ports), as in the shell `make demo` runs in
+    for name, value in env.items():
+        if name.startswith("AIRLOOP"):
+            monkeypatch.setenv(name, value)
     story = Story(settings, client, OPTIONS)
     try:
         saved = play(story)

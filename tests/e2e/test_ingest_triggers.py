@@ -88,7 +88,9 @@ def test_asset_event_triggers_ingest(airflow_stack, capsys):
         "publish": "success",
         "report": "success",
     }
-    assert [t["state"] for t in tis if t["task_id"] == "ingest_batch"] == ["success"]
+    # one mapped ingest per landed file: this test's, and any another test of the session left
+    batches = [t["state"] for t in tis if t["task_id"] == "ingest_batch"]
+    assert batches and set(batches) == {"success"}, batches
 
     curated = client.asset_events(
         settings.assets.curated, source_dag_id=DAG_ID, source_run_id=run["dag_run_id"]

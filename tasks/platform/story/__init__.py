@@ -54,7 +54,9 @@ def _start(story: Story) -> None:
     story.timeline.begin("stack", "start the local stack")
     stack.start(settings, services=stack.SERVICES, quiet=True)
     if story.options.until != "features":
-        story.start_serving(lambda: stack.start(settings, services=stack.LOOP, quiet=True))
+        # Ray shares two cores with ingest and features meanwhile: the stage's timeout, not 4 min
+        wait = max(story.options.timeout, 240.0)
+        story.start_serving(lambda: stack.start(settings, services=stack.LOOP, quiet=True, timeout=wait))
         # MLflow's client takes seconds to import: ask who the champion is while ingest runs
         asking = ThreadPoolExecutor(1, thread_name_prefix="champion")
         story.seen["champion_at_start"] = asking.submit(models.champion_version, story)
