@@ -161,8 +161,9 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo.add_argument(
         "--until",
         choices=["features", "serve", "loop"],
-        default="loop",
-        help="stop after features, once the first champion serves, or play the whole loop (default)",
+        default="serve",
+        help="stop after features, once the first champion serves steady traffic (default), or play "
+        "the whole loop: drift, retrain, gate, shadow, canary, promote (not yet reliable: see README)",
     )
     demo.add_argument("--rate", type=float, default=20.0, help="live requests per second (default 20)")
     demo.add_argument(
