@@ -131,6 +131,7 @@ def airflow_vars(settings: Settings, *, dags_folder: str | Path | None = None) -
         **_core_vars(settings, home, dags, secrets),
         **_server_vars(settings, home, secrets),
         "MLFLOW_TRACKING_URI": settings.mlflow.url,
+        "MLFLOW_DISABLE_TELEMETRY": "true",  # nothing leaves the machine; its thread races os.environ
         "AIRLOOP_PROFILE": settings.profile,
         "AIRLOOP_HOME": str(airloop_home()),
         "PYTHONPATH": os.pathsep.join(dict.fromkeys(pythonpath)),
