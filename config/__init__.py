@@ -34,7 +34,7 @@ from config.data import (
 from config.monitoring import DriftMethod, Monitor, MonitorDecision, MonitorDrift, MonitorPerformance
 from config.rollout import Rollout, RolloutJudge, RolloutShadow, RolloutStep
 from config.serving import InferenceLog, Serving
-from config.settings import PROJECT_ROOT, AirflowStack, MetadataDB, Settings, airloop_home, cpu_count
+from config.settings import PROJECT_ROOT, AirflowStack, Settings, airloop_home, cpu_count
 from config.training import (
     Fairness,
     Family,
@@ -70,7 +70,6 @@ __all__ = [
     "MLPFamily",
     "MLPGrid",
     "MLflow",
-    "MetadataDB",
     "Monitor",
     "MonitorDecision",
     "MonitorDrift",

@@ -50,26 +50,6 @@ class AirflowStack(Section):
         return self.parallelism or max(2, min(4, cpu_count()))
 
 
-class MetadataDB(Section):
-    """The local stack's database: Airflow's metadata and, when ``mlflow_database`` is set, MLflow's
-    backend store (a separate database on the same server)."""
-
-    kind: Literal["postgres", "sqlite", "external"] = "postgres"
-    """``postgres``: a server the stack starts itself under ``<airflow.home>/postgres`` (unix
-    socket only, generated password); ``sqlite``: a file, by explicit choice (WAL, busy timeout);
-    ``external``: not the stack's business (production: the deployment's Postgres)."""
-    binaries: str | None = None
-    """A folder with ``initdb`` and ``postgres``; ``None``: the machine's (PATH, then
-    ``/usr/lib/postgresql/*/bin``), else the ``pgserver`` wheel's."""
-    user: str = "airloop"
-    airflow_database: str = "airflow"
-    mlflow_database: str | None = "mlflow"
-    """``None``: MLflow keeps ``mlflow.backend_store_uri``."""
-    shared_buffers: str = "32MB"
-    max_connections: int = Field(150, ge=20)
-    sqlite_busy_timeout_s: float = Field(30.0, gt=0)
-
-
 class Settings(Section):
     profile: Literal["local", "production"]
     home: str = ""
@@ -84,7 +64,6 @@ class Settings(Section):
     simulate: Simulate = Simulate()
     feast: FeatureStore
     airflow: AirflowStack
-    metadata_db: MetadataDB = MetadataDB()
     mlflow: MLflow
     train: Train
     training_pod: TrainingPod = TrainingPod()

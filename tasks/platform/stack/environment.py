@@ -104,7 +104,7 @@ def _server_vars(settings: Settings, home: Path, secrets: dict[str, str]) -> dic
     return {
         f"{a}API__HOST": settings.airflow.host,
         f"{a}API__PORT": str(settings.airflow.port),
-        f"{a}API__WORKERS": "1",
+        f"{a}API__WORKERS": str(settings.airflow.api_workers),
         f"{a}API__SECRET_KEY": secrets["api_secret_key"],
         f"{a}API_AUTH__JWT_SECRET": secrets["jwt_secret"],
         # New DAG files are listed every refresh_interval, known ones re-parsed every
