@@ -16,6 +16,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from tasks.common.clock import now_iso
+from tasks.serving.control_state import Desired
 from tasks.serving.convergence import ControlBusy, ReplicaSync
 from tasks.serving.router import CHALLENGER, CHAMPION
 from tasks.serving.slots import LoadOutcome
@@ -85,6 +86,12 @@ class ServingControl:
         except ControlBusy as exc:
             raise Conflict(str(exc)) from exc
 
+    async def _write(self, **changes: Any) -> Desired:
+        try:
+            return await self.sync.write(**changes)
+        except ControlBusy as exc:
+            raise Conflict(str(exc)) from exc
+
     async def set_traffic(self, challenger_weight: float | None, shadow: bool | None) -> dict[str, Any]:
         """Set the challenger's share of live traffic and/or shadow mode on every replica; the
         new status. ``Conflict`` when either would send rows to an empty challenger slot."""
@@ -106,9 +113,11 @@ class ServingControl:
         """Load a registered version or alias into ``slot`` here, checked against the feature
         service's features (once the store has answered); then every replica holds that version.
         A refused model changes nothing anywhere."""
-        outcome = await self.slots[slot].load(version=version, alias=alias, features=self.lookup.names)
-        if outcome.ok:
-            await self._change(slots={slot: outcome.slot.get("version")})
+        async with self.sync.exclusive():
+            outcome = await self.slots[slot].load(version=version, alias=alias, features=self.lookup.names)
+            desired = await self._write(slots={slot: outcome.slot.get("version")}) if outcome.ok else None
+        if desired is not None:
+            await self.sync.settle(desired)
         await self.slot_infos()
         return outcome
 

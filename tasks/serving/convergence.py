@@ -109,18 +109,29 @@ class ReplicaSync:
             self._lock = asyncio.Lock()
         return self._lock
 
+    def exclusive(self) -> asyncio.Lock:
+        """Held while this replica changes its slots or applies a revision: an admin call's
+        load and the revision that records it are one step, never split by the poll loop
+        (which would see the slot ahead of the stored state and put the old model back)."""
+        return self._guard()
+
     async def apply(self, desired: Desired) -> None:
         """Make this replica match ``desired`` (no-op for what already does)."""
         async with self._guard():
-            if desired.revision > self.revision:
-                self.router.challenger_weight = desired.challenger_weight
-                self.router.shadow = desired.shadow
-                self.metrics.record_traffic(desired.challenger_weight, desired.shadow)
-                self._desired, self.revision = desired, desired.revision
-            await self._converge_slots(desired)
-            if desired.flush > self.flushed:
-                await asyncio.to_thread(self.writer.flush)
-                self.flushed = desired.flush
+            await self._apply(desired)
+
+    async def _apply(self, desired: Desired) -> None:
+        if desired.revision < self.revision:
+            return  # read before a newer revision was applied here (the poll raced a change)
+        if desired.revision > self.revision:
+            self.router.challenger_weight = desired.challenger_weight
+            self.router.shadow = desired.shadow
+            self.metrics.record_traffic(desired.challenger_weight, desired.shadow)
+            self._desired, self.revision = desired, desired.revision
+        await self._converge_slots(desired)
+        if desired.flush > self.flushed:
+            await asyncio.to_thread(self.writer.flush)
+            self.flushed = desired.flush
 
     async def _converge_slots(self, desired: Desired) -> None:
         for name, version in desired.slots.items():
@@ -159,6 +170,14 @@ class ReplicaSync:
         """Write ``changes`` (``Desired`` fields; ``slots`` merged into the current ones; with
         ``flush_next`` a new flush) as the next revision, apply it here, then wait until every
         live replica applied it."""
+        async with self._guard():
+            proposed = await self.write(flush_next=flush_next, **changes)
+        await self.settle(proposed)
+        return proposed
+
+    async def write(self, *, flush_next: bool = False, **changes: Any) -> Desired:
+        """The next revision with ``changes``, stored (compare-and-set) and applied here; the
+        caller holds ``exclusive()``."""
         slot_changes: dict[str, str | None] = changes.pop("slots", {})
         for _ in range(CAS_TRIES):
             here = await self.current_slots()
@@ -171,10 +190,13 @@ class ReplicaSync:
                 break
         else:
             raise ControlBusy("the control state kept changing under this change; try again")
-        await self.apply(proposed)
-        await self.report()
-        await self.wait(proposed)
+        await self._apply(proposed)
         return proposed
+
+    async def settle(self, desired: Desired) -> None:
+        """Report ``desired`` applied here and wait for the other replicas."""
+        await self.report()
+        await self.wait(desired)
 
     async def wait(self, desired: Desired) -> list[str]:
         """Until every live replica reports ``desired`` (at most ``wait_s``); those still behind."""
