@@ -9,10 +9,19 @@ ignored value. Responses are documented here; the app writes them directly for s
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 
 if TYPE_CHECKING:
     from config import Column, Settings
@@ -39,7 +48,25 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _column_type(col: Column, *, required: bool) -> tuple[Any, Any]:
+def event_time_bounds(earliest: datetime, max_future_minutes: float) -> Callable[[datetime], datetime]:
+    """The data contract's time sanity for a request (ingest applies the same bounds): an event
+    stamped before ``ingest.earliest_event`` or more than ``ingest.max_future_minutes`` ahead is a
+    422 naming the field and the bound, never a time the log, the features or pandas cannot hold."""
+    ahead = timedelta(minutes=max_future_minutes)
+
+    def check(value: datetime) -> datetime:
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        if value < earliest:
+            raise ValueError(f"before ingest.earliest_event {earliest.isoformat()}")
+        latest = datetime.now(UTC) + ahead
+        if value > latest:
+            raise ValueError(f"more than ingest.max_future_minutes ({max_future_minutes:g}) ahead of now")
+        return value
+
+    return check
+
+
+def _column_type(col: Column, *, required: bool, times: Callable[[datetime], datetime]) -> tuple[Any, Any]:
     if col.type == "int":
         # within int64 whatever the config says: Feast and Arrow hold entity keys as 64-bit
         low = INT64_MIN if col.min is None else max(int(col.min), INT64_MIN)
@@ -48,7 +75,7 @@ def _column_type(col: Column, *, required: bool) -> tuple[Any, Any]:
     elif col.type == "float":
         kind = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=col.min, le=col.max)]
     elif col.type == "timestamp":
-        kind = datetime
+        kind = Annotated[datetime, AfterValidator(times)]
     elif col.allowed:
         kind = Literal[tuple(col.allowed)]
     else:
@@ -60,13 +87,14 @@ def _column_type(col: Column, *, required: bool) -> tuple[Any, Any]:
 
 def _models(settings: Settings) -> tuple[type[BaseModel], type[BaseModel], type[BaseModel]]:
     schema = settings.schema_
+    times = event_time_bounds(settings.ingest.earliest_event, settings.ingest.max_future_minutes)
     fields: dict[str, Any] = {}
     for col in schema.columns:
         if col.name == schema.label:
             continue
         # The transaction id (to join labels later) and the event time (default: now) are optional.
         required = col.name not in (schema.key, schema.timestamp)
-        fields[col.name] = _column_type(col, required=required)
+        fields[col.name] = _column_type(col, required=required, times=times)
     transaction = create_model(
         "Transaction",
         __config__=ConfigDict(extra="forbid", frozen=True),

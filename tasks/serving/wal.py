@@ -190,13 +190,23 @@ class WriteAheadLog:
                 time.sleep(self.sync_wait_s)
             with self._cond:
                 group, self._pending = self._pending, []
-            if group:
-                self._settle(group, self._commit(group))
-            self._maybe_rotate(force=closing)
+            self._write_group(group, closing)
             if closing:
                 with self._cond:
                     if not self._pending:
                         return
+
+    def _write_group(self, group: list[_Entry], closing: bool) -> None:
+        """Commit a group and rotate; whatever goes wrong fails this group's records, never the
+        thread (a dead writer would leave every later request waiting for its answer)."""
+        try:
+            if group:
+                self._settle(group, self._commit(group))
+            self._maybe_rotate(force=closing)
+        except Exception as exc:  # reported to the waiters and the status
+            self.stats.error = f"{type(exc).__name__}: {exc}"
+            log.exception("inference WAL: %d records not written", len(group))
+            self._settle(group, WalUnavailable(f"the inference log failed: {self.stats.error}"))
 
     def _open(self) -> int:
         if self._fd is None:
@@ -214,7 +224,7 @@ class WriteAheadLog:
             try:
                 blobs.append(encode(entry.kind, entry.payload))
                 rows += entry.rows
-            except (TypeError, ValueError) as exc:  # a record JSON cannot carry fails alone
+            except Exception as exc:  # noqa: BLE001 - a record that cannot be encoded fails alone
                 entry.error = WalUnavailable(f"prediction not loggable: {exc}")
         data = b"".join(blobs)
         if not data:

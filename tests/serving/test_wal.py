@@ -186,3 +186,31 @@ def test_a_read_only_disk_fails_the_write_says_so_and_recovers(settings, tmp_pat
     finally:
         disk.remount(read_only=False)
         disk.release()
+
+
+def test_a_record_that_cannot_be_encoded_fails_alone_and_the_writer_lives_on(settings):
+    """A datetime outside what the log encodes (year 624: an OverflowError, not a ValueError)
+    once killed the writer thread, and every later prediction waited for an answer forever."""
+    from datetime import UTC, datetime
+
+    log = DurableInferenceLog(settings, writer_id="poison")
+
+    async def main() -> list[object]:
+        bad = {**_row(0), "timestamp": [datetime(624, 10, 13, tzinfo=UTC)]}
+        return await asyncio.wait_for(
+            asyncio.gather(log.predictions(bad, 1), log.predictions(_row(1), 1), return_exceptions=True),
+            timeout=10,
+        )
+
+    first, second = asyncio.run(main())
+    assert isinstance(first, WalUnavailable) and "not loggable" in str(first), first
+    assert second is None
+
+    async def later() -> None:
+        await asyncio.wait_for(log.predictions(_row(2), 1), timeout=10)
+
+    asyncio.run(later())
+    assert log.wal._thread.is_alive()
+    log.flush()
+    assert sorted(_logged(settings)["request_id"]) == ["r1", "r2"]
+    log.close()
