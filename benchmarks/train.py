@@ -54,7 +54,7 @@ def build_training_set(home: str, rows: int) -> tuple[object, str]:
     from tasks.ingest.batches import ingest_batch
     from tasks.platform import simulate
 
-    settings = read_config("local", {"AIRLOOP_HOME": home})
+    settings = read_config("local", {"AIRLOOP_HOME": home, "AIRLOOP__TRAIN__WARMUP_HOURS": "0"})
     batches = max(1, rows // ROWS_PER_BATCH)
     for i in range(batches):
         frame = simulate.generate_batch(settings, "stable", index=i, rows=ROWS_PER_BATCH)

@@ -43,6 +43,7 @@ FAST = {
     "AIRLOOP__TRAIN__XGBOOST__MAX_ROUNDS": "150",
     "AIRLOOP__TRAIN__MLP__MAX_EPOCHS": "8",
     "AIRLOOP__TRAIN__DEVICE": "cpu",
+    "AIRLOOP__TRAIN__WARMUP_HOURS": "0",  # hours of history, not the 7 days a settled 7-day window needs
 }
 
 

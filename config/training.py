@@ -109,6 +109,10 @@ class Train(Section):
     """``auto``: CUDA when ``torch.cuda.is_available()``."""
     training_sets_dir: str = "training_sets"
     """Training sets are written under ``storage.data_uri/<this>/``."""
+    warmup_hours: float | None = Field(None, ge=0)
+    """Events this soon after the curated history begins are features' context, not training
+    rows: their trailing windows reach before the history, so a 7-day count there ramps up from
+    zero, a ramp serving never sees. ``None``: the longest feature window; 0: keep every row."""
     latency_rows: int = 2000
     xgboost: XGBoostFamily = XGBoostFamily()
     mlp: MLPFamily = MLPFamily()

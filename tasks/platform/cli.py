@@ -231,6 +231,7 @@ def _traffic(args: argparse.Namespace) -> int:
         label_delay=args.label_delay,
         workers=args.workers,
         progress=lambda line: print(line, flush=True),
+        clock=traffic.Clock() if args.wall_clock else None,
     )
     return 1 if stats.failed else 0
 
@@ -252,6 +253,12 @@ def _add_traffic(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--label-delay", type=float, default=30.0, help="seconds until a label is posted (default 30)"
     )
     p.add_argument("--workers", type=int, default=16, help="concurrent client threads (default 16)")
+    p.add_argument(
+        "--wall-clock",
+        action="store_true",
+        help="stamp transactions with the wall clock (default: the simulated clock, just after the "
+        "landed history, which is what the online features describe)",
+    )
     p.set_defaults(handler=_traffic)
 
 

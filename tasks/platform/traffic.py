@@ -4,6 +4,13 @@ their labels posted after a delay, as a payment system and its chargeback feed w
     airloop traffic --rate 50 --seconds 600                    # stable traffic for 10 minutes
     airloop traffic --scenario covariate_drift --requests 5000 --label-delay 120
 
+Transactions happen on the simulated world's clock (``Clock``): anchored at the end of the
+history upstream landed, it runs at wall speed from there. So a request comes just after the
+events the online store holds, as every training event came just after the events before it, and
+request-time features (seconds since the customer's last transaction) mean the same in both.
+The inference log still records when each prediction was made in wall time; monitor windows
+are cut on that.
+
 Locally this is what the deploy DAG's shadow and canary steps are judged on, and what fills the
 inference log the monitor DAG reads: it is sent as live traffic (no ``X-Airloop-Traffic:
 synthetic`` mark), because it plays the real world. Requests are open-loop (the i-th is sent at ``i / rate``
@@ -21,11 +28,11 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from config import Settings
-from tasks.common.clock import now_iso
-from tasks.platform.simulate import generate_batch
+from tasks.platform.simulate import generate_batch, history_end
 from tasks.serving.client import ServingClient
 
 CHUNK_ROWS = 200
@@ -33,6 +40,29 @@ FIRST_INDEX = 100_000
 """Batches of the simulator are numbered; traffic uses its own range, apart from landed batches."""
 RECENT = 200
 """How many of the latest answers ``TrafficStats.recent`` keeps (which versions serve now)."""
+
+
+@dataclass
+class Clock:
+    """When live transactions happen: ``origin`` plus the wall time since it was anchored (the
+    simulated world's present), or the wall clock itself while not anchored."""
+
+    origin: datetime | None = None
+    anchored: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def after_history(cls, settings: Settings) -> Clock:
+        """A clock anchored where the landed simulated history ends."""
+        return cls(history_end(settings).to_pydatetime())
+
+    def anchor(self, origin: datetime) -> None:
+        """Move the present to ``origin`` (new history landed), running on from there."""
+        self.origin, self.anchored = origin, time.monotonic()
+
+    def now(self) -> datetime:
+        if self.origin is None:
+            return datetime.now(UTC)
+        return self.origin + timedelta(seconds=time.monotonic() - self.anchored)
 
 
 @dataclass
@@ -87,13 +117,19 @@ class TrafficStats:
         )
 
 
-def transactions(settings: Settings, mix: Mix, first_index: int) -> Iterator[dict[str, Any]]:
-    """Endless simulated transactions (with their label) as ``mix`` says, chunk by chunk; a
-    change of the mix starts a new chunk at once."""
+def transactions(
+    settings: Settings, mix: Mix, first_index: int, clock: Clock | None = None
+) -> Iterator[dict[str, Any]]:
+    """Endless simulated transactions (with their label) as ``mix`` says, chunk by chunk, each
+    chunk drawn for the clock's present (the index only keeps ids apart); a change of the mix
+    starts a new chunk at once. The player stamps each one with its own send time."""
+    clock = clock or Clock()
     index = first_index
     while True:
         scenario, strength = mix.scenario, mix.drift_strength
-        frame = generate_batch(settings, scenario, index, rows=CHUNK_ROWS, drift_strength=strength)
+        frame = generate_batch(
+            settings, scenario, index, rows=CHUNK_ROWS, drift_strength=strength, at=clock.now()
+        )
         for record in frame.to_dict("records"):
             if (mix.scenario, mix.drift_strength) != (scenario, strength):
                 break
@@ -120,8 +156,9 @@ class _Pace:
 class _Player:
     """The state of one run shared by the sending loop and the client threads."""
 
-    def __init__(self, settings: Settings, client: ServingClient, label_delay: float) -> None:
+    def __init__(self, settings: Settings, client: ServingClient, label_delay: float, clock: Clock) -> None:
         self.settings = settings
+        self.clock = clock
         self.client = client
         self.label_delay = label_delay
         self.stats = TrafficStats()
@@ -131,7 +168,7 @@ class _Player:
     def score(self, row: dict[str, Any]) -> None:
         schema = self.settings.schema_
         label = int(row.pop(schema.label))
-        row[schema.timestamp] = now_iso()
+        row[schema.timestamp] = self.clock.now().isoformat()
         stats = self.stats
         try:
             answer = self.client.score(row)
@@ -202,10 +239,12 @@ def play(
     stop: threading.Event | None = None,
     first_index: int = FIRST_INDEX,
     stats: TrafficStats | None = None,
+    clock: Clock | None = None,
 ) -> TrafficStats:
     """Send ``requests`` (or for ``seconds``) transactions at ``rate`` per second; post each
     one's label ``label_delay`` seconds after it was scored. ``scenario`` may be a ``Mix`` that
-    another thread switches; ``stats`` (else a new one) is filled as answers come.
+    another thread switches; ``stats`` (else a new one) is filled as answers come. ``clock``
+    (default: anchored after the landed history) stamps each transaction's time.
 
     Requests look like live traffic (no synthetic mark): what they score is monitored."""
     if rate <= 0:
@@ -213,12 +252,13 @@ def play(
     if seconds is None and requests is None:
         raise ValueError("give seconds or requests (or both)")
     client = client or ServingClient.from_settings(settings)
-    player = _Player(settings, client, label_delay)
+    clock = clock or Clock.after_history(settings)
+    player = _Player(settings, client, label_delay, clock)
     if stats is not None:
         player.stats = stats
     pace = _Pace(rate, seconds, requests, stop or threading.Event(), progress_every)
     mix = scenario if isinstance(scenario, Mix) else Mix(scenario, drift_strength)
-    rows = transactions(settings, mix, first_index)
+    rows = transactions(settings, mix, first_index, clock)
     with ThreadPoolExecutor(workers, thread_name_prefix="traffic") as pool:
         player.send(pool, rows, pace, progress)
     player.post_labels(everything=True)
@@ -231,7 +271,8 @@ def play(
 
 class Background:
     """Traffic in a thread until stopped, its mix switchable meanwhile: what the demo plays under
-    the whole story (``start``, ``mix.switch(...)``, ``stop`` returns the stats)."""
+    the whole story (``start``, ``mix.switch(...)``, ``clock.anchor(...)`` when new history
+    landed, ``stop`` returns the stats)."""
 
     def __init__(
         self,
@@ -242,9 +283,11 @@ class Background:
         mix: Mix | None = None,
         first_index: int = FIRST_INDEX,
         client: ServingClient | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.settings, self.rate, self.label_delay = settings, rate, label_delay
         self.mix = mix or Mix()
+        self.clock = clock or Clock.after_history(settings)
         self.first_index = first_index
         self.client = client
         self.stats = TrafficStats()
@@ -265,6 +308,7 @@ class Background:
                 stop=self._stop,
                 first_index=self.first_index,
                 stats=self.stats,
+                clock=self.clock,
             )
         except BaseException as exc:  # noqa: BLE001 - kept for the caller, which reports it
             self.error = exc

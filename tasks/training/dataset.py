@@ -7,6 +7,11 @@ beside it (``<hash>.json``): the SHA-256 of the file's bytes, the curated partit
 came from, row and fraud counts, the feature service and its features. The file name is the
 content hash, so building the same data twice writes nothing new.
 
+The first ``train.warmup_hours`` of the curated history (the longest feature window by default)
+give no training rows: their features are computed from a history that began inside their
+windows, so long-window counts ramp up from zero there while the online store always serves
+settled ones. Those events are still the features' context.
+
 ``read`` is what the training entrypoint calls on the URI it is given: it re-hashes the bytes
 and refuses a file that no longer matches its recorded version.
 
@@ -32,6 +37,7 @@ from config import load_config
 from tasks.common import storage
 from tasks.common.clock import now_iso, utc_timestamp
 from tasks.common.outcomes import Skip
+from tasks.features.tables import MAX_WINDOW
 from tasks.ingest.curated import read_curated
 
 if TYPE_CHECKING:
@@ -96,6 +102,7 @@ def labelled_events(settings: Settings, start: str | None = None, end: str | Non
         raise TrainingDataError(f"the curated dataset at {settings.storage.curated_uri} is empty")
     events = events[events[schema.label].notna()].copy()
     events[schema.timestamp] = pd.to_datetime(events[schema.timestamp], utc=True)
+    events = after_warmup(settings, events)
     if start:
         events = events[events[schema.timestamp] >= utc_timestamp(start)]
     if end:
@@ -107,6 +114,29 @@ def labelled_events(settings: Settings, start: str | None = None, end: str | Non
     events[PARTITION_COLUMN] = events[PARTITION_COLUMN].astype(str)
     events[schema.label] = events[schema.label].astype("int64")
     return events.sort_values([schema.timestamp, schema.key], kind="stable").reset_index(drop=True)
+
+
+def warmup(settings: Settings) -> pd.Timedelta:
+    """How long after the history begins events are context only (``train.warmup_hours``)."""
+    hours = settings.train.warmup_hours
+    return pd.Timedelta(MAX_WINDOW) if hours is None else pd.Timedelta(hours=hours)
+
+
+def after_warmup(settings: Settings, events: pd.DataFrame) -> pd.DataFrame:
+    """The events whose every feature window lies inside the history (``warmup`` after its first
+    event); ``TrainingDataError`` when the history is not longer than the warm-up."""
+    ts = events[settings.schema_.timestamp]
+    if ts.empty:
+        return events
+    first, span = ts.min(), warmup(settings)
+    kept = events[ts >= first + span]
+    if kept.empty:
+        raise TrainingDataError(
+            f"the curated history ({first} to {ts.max()}) is not longer than the features' warm-up "
+            f"({span}, train.warmup_hours): land more history; until then every row's windows "
+            f"reach before the data began"
+        )
+    return kept
 
 
 def to_parquet_bytes(frame: pd.DataFrame) -> bytes:

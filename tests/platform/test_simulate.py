@@ -34,7 +34,9 @@ from tasks.platform.simulate.bad_batches import DEFECTS
 
 @pytest.fixture(scope="module")
 def cfg() -> Settings:
-    return read_config("local", environ={})
+    # Hourly batches: the tests pick hours of the day by batch index (the profile's are 4 days)
+    hourly = {"AIRLOOP__SIMULATE__BATCH_MINUTES": "60", "AIRLOOP__SIMULATE__BATCH_ROWS": "5000"}
+    return read_config("local", environ=hourly)
 
 
 @pytest.fixture

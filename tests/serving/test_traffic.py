@@ -12,15 +12,22 @@ pytestmark = pytest.mark.slow
 
 
 def test_traffic_is_scored_logged_and_labelled(serving_app, client):
-    from tasks.platform import traffic
+    from tasks.platform import simulate, traffic
     from tasks.serving import inference_log
 
     settings = serving_app.settings
     lines: list[str] = []
     since = pd.Timestamp.now(tz="UTC")
+    origin = simulate.history_end(settings).to_pydatetime()  # a whole minute: the first chunk's
     t0 = time.monotonic()
     stats = traffic.play(
-        settings, rate=40, requests=120, label_delay=0.5, progress=lines.append, progress_every=1.0
+        settings,
+        rate=40,
+        requests=120,
+        label_delay=0.5,
+        progress=lines.append,
+        progress_every=1.0,
+        clock=traffic.Clock(origin),
     )
     took = time.monotonic() - t0
     assert stats.sent == stats.ok == 120 and stats.failed == 0, stats.errors
@@ -42,11 +49,11 @@ def test_traffic_is_scored_logged_and_labelled(serving_app, client):
         time.sleep(0.5)
     assert len(mine) == 120
     assert mine["label"].notna().all(), "every posted label joined its prediction"
-    from tasks.platform import simulate
-
-    truth = simulate.generate_batch(settings, "stable", traffic.FIRST_INDEX, rows=traffic.CHUNK_ROWS).head(
-        120
+    assert (mine["event_timestamp"] >= origin).all(), "stamped on the simulated clock"
+    chunk = simulate.generate_batch(
+        settings, "stable", traffic.FIRST_INDEX, rows=traffic.CHUNK_ROWS, at=origin
     )
+    truth = chunk.head(120)
     expected = truth.set_index("transaction_id")["is_fraud"].astype(float)
     assert mine.set_index("transaction_id")["label"].sort_index().equals(expected.sort_index())
 

@@ -50,6 +50,7 @@ FAST = {
     "AIRLOOP__TRAIN__MLP__BATCH_SIZE": "256",
     "AIRLOOP__TRAIN__LATENCY_ROWS": "500",
     "AIRLOOP__TRAIN__DEVICE": "cpu",
+    "AIRLOOP__TRAIN__WARMUP_HOURS": "0",  # hours of history, not the 7 days a settled 7-day window needs
 }
 
 

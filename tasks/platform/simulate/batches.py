@@ -53,7 +53,9 @@ def knobs_for(scenario: str, strength: float) -> Knobs:
     raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
 
 
-def _window_start(cfg: Settings, index: int, start: Any) -> pd.Timestamp:
+def _window_start(cfg: Settings, index: int, start: Any, at: Any = None) -> pd.Timestamp:
+    if at is not None:
+        return utc_timestamp(at)
     ts = utc_timestamp(start if start is not None else cfg.simulate.start)
     return ts + pd.Timedelta(minutes=cfg.simulate.batch_minutes * index)
 
@@ -129,14 +131,16 @@ def build_batch(
     index: int,
     rows: int | None,
     start: Any,
+    at: Any = None,
 ) -> pd.DataFrame:
-    """One batch of ``rows`` transactions drawn from random ``stream``, sorted by time."""
+    """One batch of ``rows`` transactions drawn from random ``stream``, sorted by time; its window
+    begins at ``at`` when given (else ``start`` + ``index`` windows)."""
     _check_schema(cfg.schema_)
     rows = cfg.simulate.batch_rows if rows is None else int(rows)
     if rows < 0:
         raise ValueError("rows must be >= 0")
     rng = np.random.default_rng([cfg.simulate.seed, *stream, index, rows])
-    window_start = _window_start(cfg, index, start)
+    window_start = _window_start(cfg, index, start, at)
     minutes = max(1, cfg.simulate.batch_minutes)
     gen = TransactionGenerator(world_for(cfg), rng, knobs, window_start, minutes)
     cols, fraud = _draw(gen, rows, rows * cfg.simulate.fraud_rate, knobs)
@@ -151,10 +155,13 @@ def generate_batch(
     start: Any = None,
     *,
     drift_strength: float = 1.0,
+    at: Any = None,
 ) -> pd.DataFrame:
     """Batch ``index`` of a scenario: deterministic per (seed, scenario, index, rows, strength).
 
-    ``drift_strength`` in [0, 1] scales the drift scenarios (0 behaves like ``stable``).
+    ``drift_strength`` in [0, 1] scales the drift scenarios (0 behaves like ``stable``). ``at``
+    places the window itself (live traffic: its clock) instead of ``index`` windows after ``start``:
+    the index then only keeps ids and draws apart.
     """
     strength = float(np.clip(drift_strength, 0.0, 1.0))
     knobs = knobs_for(scenario, strength)
@@ -163,7 +170,9 @@ def generate_batch(
         code += f"p{round(strength * 100):03d}"  # different data, so different ids
     stream = (1, SCENARIOS.index(scenario), round(strength * 1000))
     prefix = f"{code}{cfg.simulate.seed}"
-    return build_batch(cfg, knobs, stream=stream, id_prefix=prefix, index=index, rows=rows, start=start)
+    return build_batch(
+        cfg, knobs, stream=stream, id_prefix=prefix, index=index, rows=rows, start=start, at=at
+    )
 
 
 def to_bytes(df: pd.DataFrame, fmt: str = "parquet") -> bytes:

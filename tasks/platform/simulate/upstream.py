@@ -17,9 +17,26 @@ import requests
 
 from config import Settings
 from tasks.common import storage
+from tasks.common.clock import utc_timestamp
 from tasks.platform.airflow_client import AirflowAPIError, AirflowClient
 from tasks.platform.simulate.bad_batches import BadBatch, make_bad_batch
 from tasks.platform.simulate.batches import batch_name, generate_batch, to_bytes
+
+
+def landed_batches(settings: Settings) -> int:
+    """Batches upstream has delivered so far (curated, or still in the landing zone): the index
+    the simulated history continues from."""
+    done = storage.list_files(storage.join(settings.storage.curated_uri, "_sources"), ["*.json"])
+    pending = storage.list_files(settings.storage.landing_uri, ["*.parquet", "*.csv"])
+    return len(done) + len(pending)
+
+
+def history_end(settings: Settings, batches: int | None = None) -> pd.Timestamp:
+    """Where the simulated history ends after ``batches`` windows (default: those landed): the
+    simulated world's present, when live transactions happen."""
+    n = landed_batches(settings) if batches is None else batches
+    sim = settings.simulate
+    return utc_timestamp(sim.start) + pd.Timedelta(minutes=sim.batch_minutes * n)
 
 
 def write_batch(df: pd.DataFrame, landing_uri: str, name: str, fmt: str = "parquet") -> str:

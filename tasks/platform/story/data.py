@@ -15,9 +15,7 @@ from tasks.platform.story.timeline import FAILED, OK
 
 def next_index(story: Story) -> int:
     """Continue the simulated history where the last demo stopped (so reruns add new rows)."""
-    done = storage.list_files(storage.join(story.settings.storage.curated_uri, "_sources"), ["*.json"])
-    pending = storage.list_files(story.settings.storage.landing_uri, ["*.parquet", "*.csv"])
-    return len(done) + len(pending)
+    return simulate.landed_batches(story.settings)
 
 
 def quarantined(story: Story) -> set[str]:

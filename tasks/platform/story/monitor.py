@@ -8,11 +8,12 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from tasks.platform.simulate import history_end
 from tasks.platform.story.context import Story
 from tasks.platform.story.data import land_and_curate
 from tasks.platform.story.reads import StoryError, finished, poll, touched_since, xcom
 from tasks.platform.story.timeline import FAILED, OK
-from tasks.platform.traffic import FIRST_INDEX, Background, Mix
+from tasks.platform.traffic import FIRST_INDEX, Background, Clock, Mix
 
 Decision = dict[str, Any]
 """What the monitor DAG's ``decide`` task returned (``tasks.monitoring.decision.Decision``)."""
@@ -22,8 +23,8 @@ INDEX_SPAN = 200
 
 
 def first_traffic_index() -> int:
-    """A fresh range of the simulator's indices for this demo's traffic (ids stay unique, and the
-    simulated times stay within what pandas can hold)."""
+    """A fresh range of the simulator's indices for this demo's traffic: ids stay unique (the
+    traffic's clock, not the index, places its transactions in time)."""
     return FIRST_INDEX + (int(time.time()) // 60 % 9000) * INDEX_SPAN
 
 
@@ -36,6 +37,7 @@ def start_traffic(story: Story) -> Background:
             label_delay=o.label_delay,
             mix=Mix("stable"),
             first_index=first_traffic_index(),
+            clock=Clock.after_history(story.settings),
         )
         story.traffic = player.start()
     return story.traffic
@@ -126,6 +128,8 @@ def drift_begins(story: Story) -> None:
     story.traffic.mix.switch(scenario)
     story.timeline.end("drift", OK, f"live traffic is {scenario} from now on")
     land_and_curate(story, scenario, story.options.drift_batches, None, label="drifted")
+    # the simulated present moves past the history just landed (and now in the online store)
+    story.traffic.clock.anchor(history_end(story.settings).to_pydatetime())
 
 
 def retrain_decided(story: Story) -> str:
