@@ -40,6 +40,10 @@ class AirflowStack(Section):
     most 4 (each idle worker holds ~0.2 GB)."""
     api_workers: int = Field(1, ge=1)
     """The api-server's uvicorn workers."""
+    task_heartbeat_timeout_seconds: int = Field(300, ge=30)
+    """A running task whose process stopped heartbeating this long ago is failed and retried by the
+    scheduler (``[scheduler] task_instance_heartbeat_timeout``): how long a task orphaned by a
+    killed scheduler or worker holds its run before the retry takes over."""
 
     @property
     def url(self) -> str:

@@ -6,6 +6,8 @@ run is in flight (``airloop up`` starts it again). Either way every row lands on
 from __future__ import annotations
 
 import http.server
+import os
+import signal
 import threading
 import time
 from datetime import UTC, datetime
@@ -104,3 +106,39 @@ def test_a_batch_posted_again_after_a_lost_answer_is_ingested_once(airflow_stack
     ids = set(batch[settings.schema_.key])
     curated = _curated_ids(settings, ids)
     assert len(curated) == len(ids) == 400 and curated.is_unique  # every row once
+
+
+def test_scheduler_killed_mid_run_recovers_with_no_duplicates(airflow_stack, capsys):
+    settings, client, _ = airflow_stack
+    client.wait_for_dag("ingest", timeout=180)
+    batch = simulate.generate_batch(settings, "stable", index=802, rows=400)
+    uri = simulate.write_batch(batch, settings.storage.landing_uri, "e2e-scheduler-kill")
+    since = datetime.now(UTC)
+    simulate.notify_airflow(uri, settings, rows=400)
+
+    deadline = time.monotonic() + 180
+    while not any(
+        t["state"] == "running"
+        for r in touched_since(client.dag_runs("ingest"), since)
+        for t in client.task_instances("ingest", r["dag_run_id"])
+    ):
+        assert time.monotonic() < deadline, "no ingest task started"
+        time.sleep(0.5)
+    pid = stack.service_pid(settings, SCHEDULER)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    while stack.service_pid(settings, SCHEDULER) is not None:
+        time.sleep(0.1)
+
+    stack.start(settings, quiet=True)  # what `airloop up` does: start what died
+    back = time.monotonic() - killed
+    # the orphaned task is failed after airflow.task_heartbeat_timeout_seconds (60 s locally), then retried
+    runs = _wait_ingested(client, uri, since, timeout=300)
+    recovered = time.monotonic() - killed
+    ids = set(batch[settings.schema_.key])
+    curated = _curated_ids(settings, ids)
+    assert len(curated) == 400 and curated.is_unique
+    assert [r["state"] for r in runs if r["run_type"] == "asset_triggered"][-1:] == ["success"], runs
+    with capsys.disabled():
+        print(f"\n[e2e] scheduler kill -9 mid-run: back in {back:.1f}s, run done {recovered:.1f}s after")

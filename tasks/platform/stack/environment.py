@@ -101,7 +101,7 @@ def _core_vars(settings: Settings, home: Path, dags: Path, secrets: dict[str, st
 
 def _server_vars(settings: Settings, home: Path, secrets: dict[str, str]) -> dict[str, str]:
     """The api-server's bind and secrets, and the dag-processor's and scheduler's pace."""
-    a = "AIRFLOW__"
+    a, airflow = "AIRFLOW__", settings.airflow
     return {
         f"{a}API__HOST": settings.airflow.host,
         f"{a}API__PORT": str(settings.airflow.port),
@@ -116,6 +116,7 @@ def _server_vars(settings: Settings, home: Path, secrets: dict[str, str]) -> dic
         f"{a}DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH": str(home / "dag_bundles"),
         f"{a}DAG_PROCESSOR__PRINT_STATS_INTERVAL": "0",
         f"{a}SCHEDULER__CATCHUP_BY_DEFAULT": "False",
+        f"{a}SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(airflow.task_heartbeat_timeout_seconds),
     }
 
 
