@@ -195,3 +195,16 @@ def test_memory_counts_a_whole_process_tree():
         os.killpg(parent.pid, signal.SIGKILL)
         parent.wait()
     assert memory.usage(parent.pid).processes == 0
+
+
+def test_mlflow_starts_the_database_only_when_it_keeps_its_runs_there(tmp_path, monkeypatch):
+    from tasks.platform.stack.control import _enabled
+
+    monkeypatch.setenv("AIRLOOP_HOME", str(tmp_path))
+    on_postgres = read_config("local", {"AIRLOOP_HOME": str(tmp_path)})
+    on_a_file = read_config(
+        "local", {"AIRLOOP_HOME": str(tmp_path), "AIRLOOP__METADATA_DB__MLFLOW_DATABASE": "null"}
+    )
+    assert [s.name for s in _enabled(on_postgres, [stack.MLFLOW])] == ["postgres", "mlflow"]
+    # a server nobody would stop: `stop` of MLflow alone left it running after the serving tests
+    assert [s.name for s in _enabled(on_a_file, [stack.MLFLOW])] == ["mlflow"]

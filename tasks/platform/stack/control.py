@@ -18,7 +18,13 @@ from typing import Any
 import psycopg
 
 from config import Settings
-from tasks.platform.stack.database import DatabaseError, describe, ensure_databases, use_wal
+from tasks.platform.stack.database import (
+    DatabaseError,
+    describe,
+    ensure_databases,
+    mlflow_on_stack_database,
+    use_wal,
+)
 from tasks.platform.stack.environment import airflow_env, airflow_home, api_url, log_dir, run_dir
 from tasks.platform.stack.health import fetch_health, ready
 from tasks.platform.stack.processes import (
@@ -163,8 +169,16 @@ def _enabled(settings: Settings, services: Iterable[Service] | None) -> list[Ser
     database it keeps its runs in), dependencies first."""
     asked = list(SERVICES if services is None else services)
     names = {s.name for s in asked}
-    needed = [s for s in LOOP if s.name not in names and any(s.name in a.after for a in asked)]
+    needed = [s for s in LOOP if s.name not in names and any(s.name in _after(settings, a) for a in asked)]
     return enabled(settings, [*needed, *asked])
+
+
+def _after(settings: Settings, service: Service) -> tuple[str, ...]:
+    """What ``service`` needs started first here: MLflow with its store on a file does not need
+    the database (starting it anyway left a server no ``stop`` of MLflow alone would stop)."""
+    if service.name == "mlflow" and not mlflow_on_stack_database(settings):
+        return tuple(a for a in service.after if a != "postgres")
+    return service.after
 
 
 def _database_first(

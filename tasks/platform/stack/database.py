@@ -177,10 +177,16 @@ def airflow_conn(settings: Settings) -> dict[str, str]:
     return {}
 
 
+def mlflow_on_stack_database(settings: Settings) -> bool:
+    """Whether MLflow keeps its runs in a database on the stack's PostgreSQL."""
+    db = settings.metadata_db
+    return db.kind == "postgres" and bool(db.mlflow_database)
+
+
 def mlflow_backend(settings: Settings) -> str:
     """MLflow's backend store: a database on the stack's server, or ``mlflow.backend_store_uri``."""
     db = settings.metadata_db
-    if db.kind == "postgres" and db.mlflow_database:
+    if mlflow_on_stack_database(settings) and db.mlflow_database:
         return sqlalchemy_url(settings, db.mlflow_database)
     return settings.mlflow.backend_store_uri
 
