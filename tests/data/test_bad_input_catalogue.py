@@ -28,6 +28,9 @@ LIMITS = {
     "AIRLOOP__INGEST__MAX_FILE_BYTES": "1000000",
     "AIRLOOP__INGEST__MAX_DECODED_BYTES": "3000000",
     "AIRLOOP__INGEST__MAX_ROWS": "5000",
+    # hourly batches: the catalogue numbers its files past 100, and 4-day batches that far along
+    # the simulated history would be in the future (the time-sanity fault is a file of its own)
+    "AIRLOOP__SIMULATE__BATCH_MINUTES": "60",
 }
 
 

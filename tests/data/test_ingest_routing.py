@@ -84,6 +84,7 @@ def test_freshness_bound_quarantines_a_stale_batch_and_passes_a_fresh_one(airloo
     from config import read_config
 
     monkeypatch.setenv("AIRLOOP__INGEST__MAX_AGE_HOURS", "48")
+    monkeypatch.setenv("AIRLOOP__SIMULATE__BATCH_MINUTES", "60")  # a batch of the last hours, none ahead
     settings = read_config("local")
     fresh_start = pd.Timestamp.now(tz="UTC").floor("h") - pd.Timedelta("2h")
     fresh = simulate.generate_batch(settings, "stable", index=0, rows=200, start=fresh_start)

@@ -27,6 +27,10 @@ from tasks.common.net import free_port
 from tasks.platform import stack
 from tasks.platform.airflow_client import AirflowClient
 
+PAST = "2026-06-01T00:00:00+00:00"
+"""Where the tests' own batches are placed in time (``generate_batch(..., at=PAST)``): their
+indices keep their ids apart from the story's, but that far along the simulated history they
+would be in the future, which ingest refuses."""
 STARTUP_TIMEOUT_S = 300.0
 """A cold start on 2 cores takes about a minute (no bytecode cache: every import compiles)."""
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tasks.platform import simulate
+from tests.e2e.conftest import PAST
 
 pytestmark = pytest.mark.e2e
 
@@ -59,9 +60,9 @@ def test_asset_event_triggers_ingest(airflow_stack, capsys):
     landing = client.asset(settings.assets.landing)
     assert any(d["dag_id"] == DAG_ID for d in landing["scheduled_dags"])
 
-    batch = simulate.generate_batch(
-        settings, scenario="stable", index=700, rows=ROWS
-    )  # not a batch the closed-loop story lands (same ids: nothing new)
+    # not a batch the closed-loop story lands (same ids: nothing new), and in the past: batch 700
+    # of the simulated history would be years ahead, and ingest refuses events from the future
+    batch = simulate.generate_batch(settings, scenario="stable", index=700, rows=ROWS, at=PAST)
     _wait_for_quiet_window(client)
     batch_uri = simulate.write_batch(batch, settings.storage.landing_uri, "e2e-asset-event")
     posted_at = datetime.now(UTC)

@@ -20,6 +20,7 @@ from tasks.common import storage
 from tasks.common.net import free_port
 from tasks.platform import simulate, stack
 from tasks.platform.story.reads import finished, touched_since
+from tests.e2e.conftest import PAST
 
 pytestmark = pytest.mark.e2e
 
@@ -90,7 +91,7 @@ def test_a_batch_posted_again_after_a_lost_answer_is_ingested_once(airflow_stack
     client.wait_for_dag("ingest", timeout=180)
     proxy = LosingProxy(settings.airflow.url)
     try:
-        batch = simulate.generate_batch(settings, "stable", index=801, rows=400)
+        batch = simulate.generate_batch(settings, "stable", index=801, rows=400, at=PAST)
         uri = simulate.write_batch(batch, settings.storage.landing_uri, "e2e-lost-answer")
         since = datetime.now(UTC)
         event = simulate.notify_airflow(uri, settings, rows=400, base_url=proxy.url)
@@ -111,7 +112,7 @@ def test_a_batch_posted_again_after_a_lost_answer_is_ingested_once(airflow_stack
 def test_scheduler_killed_mid_run_recovers_with_no_duplicates(airflow_stack, capsys):
     settings, client, _ = airflow_stack
     client.wait_for_dag("ingest", timeout=180)
-    batch = simulate.generate_batch(settings, "stable", index=802, rows=400)
+    batch = simulate.generate_batch(settings, "stable", index=802, rows=400, at=PAST)
     uri = simulate.write_batch(batch, settings.storage.landing_uri, "e2e-scheduler-kill")
     since = datetime.now(UTC)
     simulate.notify_airflow(uri, settings, rows=400)
