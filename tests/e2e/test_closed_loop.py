@@ -34,8 +34,8 @@ pytestmark = [
 ]
 
 OPTIONS = StoryOptions(
-    batches=2,
-    rows=2500,
+    batches=3,  # 12 simulated days: 5 of them past the features' 7-day warm-up are training rows
+    rows=3000,
     bad="nulls",
     scenario="covariate",
     drift_batches=1,
