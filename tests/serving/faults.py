@@ -137,7 +137,7 @@ class SteadyLoad:
             resp = self._session().post(f"{self.url}/score", json=body, timeout=30)
             outcome = str(resp.status_code)
             request_id = resp.json().get("request_id") if resp.status_code == 200 else None
-            detail = "" if resp.status_code == 200 else resp.text[:200]
+            detail = "" if resp.status_code == 200 else resp.text[:1000]
         except (requests.RequestException, ValueError) as exc:
             outcome, request_id, detail = type(exc).__name__, None, str(exc)[:200]
         with self._lock:
