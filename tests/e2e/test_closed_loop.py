@@ -27,9 +27,10 @@ pytestmark = [
     pytest.mark.e2e,
     pytest.mark.slow,
     pytest.mark.skip(
-        reason="the closed loop does not complete yet (issue 13 open): in CI-scale runs the retrained "
-        "challenger passes the gate, smoke and shadow and fails canary 10%; at demo scale shadow's "
-        "calibration check rejects it"
+        reason="the closed loop does not complete yet (issue 13 open): at CI scale the monitor now "
+        "retrains on the covariate drift, and the gate rejects the retrained challenger on its fixed "
+        "no-regression tolerance (ROC AUC 0.9619 vs champion 0.9787 on a hold-out whose AUC standard "
+        "error is about 0.02): the comparison needs to be a paired test"
     ),
 ]
 
