@@ -21,11 +21,11 @@ from __future__ import annotations
 import time
 import uuid
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from tasks.serving.control import Conflict, ServingControl
-from tasks.serving.guards import Credentials
+from tasks.serving.guards import Credentials, Denied
 from tasks.serving.pipeline import ScoringPipeline, SmokeFailed
 from tasks.serving.responses import json_response, parse
 from tasks.serving.schemas import Contract, LoadModel, Slot, TrafficUpdate, Unavailable
@@ -45,7 +45,7 @@ class AdminAPI:
         self.credentials = credentials
 
     def router(self) -> APIRouter:
-        r = APIRouter(prefix="/admin", tags=["admin"])
+        r = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(self.require)])
         r.add_api_route(
             "/status",
             self.status,
@@ -81,24 +81,21 @@ class AdminAPI:
         )
         return r
 
-    def authorize(self, request: Request) -> Response | None:
-        """None when the request may use the control API, else the 401 or 403 to send."""
-        return self.credentials.admin(request)
+    def require(self, request: Request) -> None:
+        """Every ``/admin`` route's first step: ``Denied`` (401 or 403) without the token."""
+        if (refusal := self.credentials.admin(request)) is not None:
+            raise Denied(refusal)
 
     async def status(self, request: Request) -> Response:
-        return self.authorize(request) or json_response(await self.control.status())
+        return json_response(await self.control.status())
 
     async def traffic(self, request: Request, update: TrafficUpdate) -> Response:
-        if denied := self.authorize(request):
-            return denied
         try:
             return json_response(await self.control.set_traffic(update.challenger_weight, update.shadow))
         except Conflict as exc:
             return json_response({"error": str(exc)}, 409)
 
     async def load(self, request: Request, slot: Slot, ref: LoadModel) -> Response:
-        if denied := self.authorize(request):
-            return denied
         try:
             outcome = await self.control.load(slot, version=ref.version, alias=ref.alias)
         except Conflict as exc:
@@ -117,16 +114,12 @@ class AdminAPI:
         return json_response(body, LOAD_REFUSED_STATUS.get(error["kind"], 502))
 
     async def unload(self, request: Request, slot: Slot) -> Response:
-        if denied := self.authorize(request):
-            return denied
         try:
             return json_response(await self.control.unload(slot))
         except Conflict as exc:
             return json_response({"error": str(exc)}, 409)
 
     async def smoke(self, request: Request, slot: Slot) -> Response:
-        if denied := self.authorize(request):
-            return denied
         arrived = time.perf_counter()
         parsed = parse(self.contract.batch, await request.body())
         if isinstance(parsed, Response):
@@ -146,8 +139,6 @@ class AdminAPI:
         return json_response(body)
 
     async def flush(self, request: Request) -> Response:
-        if denied := self.authorize(request):
-            return denied
         try:
             return json_response(await self.control.flush())
         except Conflict as exc:

@@ -38,7 +38,9 @@ from tasks.serving.guards import (
     TRAFFIC_HEADER,
     BodyLimit,
     Credentials,
+    Denied,
     client_address,
+    denied_response,
     traffic,
 )
 from tasks.serving.pipeline import ScoringPipeline
@@ -247,6 +249,7 @@ def create_app(
         version="1",
     )
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Denied, denied_response)
     app.add_exception_handler(StarletteHTTPException, unparsable_body)
     app.include_router(ScoringAPI(settings, contract, pipeline, control, credentials).router())
     app.include_router(admin_router(control, pipeline, contract, credentials))

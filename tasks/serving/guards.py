@@ -102,6 +102,21 @@ async def _reply(send: Send, status: int, body: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": response.body})
 
 
+class Denied(Exception):
+    """A route dependency's refusal: the 401 or 403 of ``Credentials``, sent before the body is
+    parsed (an unauthenticated caller learns nothing of what a valid body looks like)."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+async def denied_response(request: Request, exc: Exception) -> Response:
+    """The app's handler for ``Denied``."""
+    assert isinstance(exc, Denied)
+    return exc.response
+
+
 class Credentials:
     """Bearer-token checks; each returns None when the request may go on, else the response."""
 

@@ -31,6 +31,11 @@ def test_every_route_needs_the_token_401_without_403_wrong(admin):
             resp = admin.http.request(method, path, json=body, headers={"Authorization": header})
             assert resp.status_code == status, (path, header, resp.text)
             assert resp.json()["fields"] == ["header.Authorization"]
+    # credentials come before the body: without them a malformed body is a 401 too, never a 422
+    # that would tell an unauthenticated caller what a valid one looks like (found by hand)
+    for method, path in (("PUT", "/admin/traffic"), ("POST", "/admin/slots/challenger/load")):
+        resp = admin.http.request(method, path, json={"nope": 1}, headers={"Authorization": ""})
+        assert resp.status_code == 401, (path, resp.text)
     assert admin.http.get("/admin/status").status_code == 200
     assert admin.http.get("/health").status_code in (200, 503)  # open, as is /metrics
     assert admin.http.get("/metrics", headers={"Authorization": ""}).status_code == 200
