@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from tasks.common.clock import now_iso
@@ -81,16 +83,13 @@ class ServingControl:
         }
 
     async def _change(self, **changes: Any) -> None:
-        try:
+        with _as_conflict():
             await self.sync.change(**changes)
-        except ControlBusy as exc:
-            raise Conflict(str(exc)) from exc
 
     async def _write(self, **changes: Any) -> Desired:
-        try:
+        """The next revision, written and applied here (the caller holds ``sync.exclusive()``)."""
+        with _as_conflict():
             return await self.sync.write(**changes)
-        except ControlBusy as exc:
-            raise Conflict(str(exc)) from exc
 
     async def set_traffic(self, challenger_weight: float | None, shadow: bool | None) -> dict[str, Any]:
         """Set the challenger's share of live traffic and/or shadow mode on every replica; the
@@ -171,3 +170,12 @@ class ServingControl:
             log.warning("metrics: other replicas unknown: %s", exc)
             others = []
         return self.metrics.render_merged(others)
+
+
+@contextmanager
+def _as_conflict() -> Iterator[None]:
+    """A desired state that kept changing under a change is a 409 (``Conflict``)."""
+    try:
+        yield
+    except ControlBusy as exc:
+        raise Conflict(str(exc)) from exc

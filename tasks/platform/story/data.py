@@ -13,11 +13,6 @@ from tasks.platform.story.reads import Run, StoryError, finished, poll, touched_
 from tasks.platform.story.timeline import FAILED, OK
 
 
-def next_index(story: Story) -> int:
-    """Continue the simulated history where the last demo stopped (so reruns add new rows)."""
-    return simulate.landed_batches(story.settings)
-
-
 def quarantined(story: Story) -> set[str]:
     fs, path = storage.filesystem(story.settings.storage.quarantine_uri)
     if not fs.exists(path):
@@ -29,7 +24,7 @@ def land(story: Story, scenario: str, batches: int, bad: str | None) -> list[str
     """Write batches into the landing zone and post an asset event for each (retried as an
     upstream system would); the URIs landed."""
     settings, rows = story.settings, story.options.rows or story.settings.simulate.batch_rows
-    first = next_index(story)
+    first = simulate.landed_batches(settings)  # reruns continue the history with new rows
     uris = []
     for index in range(first, first + batches):
         df = simulate.generate_batch(settings, scenario, index=index, rows=rows)
