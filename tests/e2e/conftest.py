@@ -49,8 +49,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that stop the shared stack run last, whatever order or selection was asked for."""
-    items.sort(key=lambda item: item.get_closest_marker("e2e_last") is not None)
+    """The tests on the shared stack run after all others, so its processes (and its every-minute
+    ingest cron) do not load the machine under the rest of the suite; the ones that stop it, last."""
+    items.sort(
+        key=lambda item: (
+            item.get_closest_marker("e2e_last") is not None,
+            "airflow_stack" in item.fixturenames,
+        )
+    )
 
 
 CLOSED_LOOP = {

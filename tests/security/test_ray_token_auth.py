@@ -20,7 +20,7 @@ import pytest
 import requests
 import yaml
 
-from tasks.common.net import free_port
+from tasks.common.net import free_ports
 from tests.services import wait_until
 
 pytestmark = pytest.mark.slow
@@ -45,15 +45,15 @@ def _signal(pids: list[int], sig: int) -> None:
             os.kill(pid, sig)
 
 
-@pytest.fixture(scope="module")
-def ray_head():
-    temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # Ray's socket paths must stay short
+def _start_head(temp: Path) -> tuple[subprocess.Popen, str]:
+    """``ray start --head`` on ports outside the ephemeral range, its output in ``temp``."""
     names = ["port", "dashboard-port", "node-manager-port", "object-manager-port", "ray-client-server-port"]
     names += ["dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port"]
-    ports = {name: free_port() for name in [*names, "metrics-export-port"]}
-    low = free_port()
+    names += ["metrics-export-port"]
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
+    workers = free_ports(21, contiguous=True)
     args = [f"--{name}={port}" for name, port in ports.items()]
-    args += [f"--min-worker-port={low}", f"--max-worker-port={low + 20}", "--num-cpus=1"]
+    args += [f"--min-worker-port={workers[0]}", f"--max-worker-port={workers[-1]}", "--num-cpus=1"]
     args += [
         "--dashboard-host=127.0.0.1",
         "--include-dashboard=true",
@@ -62,31 +62,66 @@ def ray_head():
     ]
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN, "HOME": str(temp)}
     ray = str(Path(sys.executable).with_name("ray"))
-    proc = subprocess.Popen(
-        [ray, "start", "--head", "--block", *args],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{ports['dashboard-port']}"
-    started = time.monotonic()
-    children: set[int] = set()
+    with (temp / "ray-start.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [ray, "start", "--head", "--block", *args],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    return proc, f"http://127.0.0.1:{ports['dashboard-port']}"
 
-    def up() -> bool:
+
+def _stop_head(proc: subprocess.Popen, children: set[int]) -> None:
+    """Kill exactly the processes this test started (``ray stop`` would stop every Ray here)."""
+    children.update(_descendants(proc.pid))
+    _signal([proc.pid, *children], signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        _signal([proc.pid, *children], signal.SIGKILL)
+        proc.wait()
+    wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), 30, "Ray to stop")
+
+
+def _logs(temp: Path) -> str:
+    """What ``ray start`` and the dashboard said, for a head that did not come up."""
+    files = [temp / "ray-start.log", *sorted(temp.glob("session_*/logs/dashboard.*"))]
+    return "\n".join(f"--- {f} ---\n{f.read_text(errors='replace')[-3000:]}" for f in files if f.is_file())
+
+
+def _wait_for_head(proc: subprocess.Popen, url: str, children: set[int], temp: Path) -> bool:
+    """Whether the head came up (False: ``ray start`` exited); a timeout shows Ray's own logs."""
+
+    def settled() -> bool:
         children.update(_descendants(proc.pid))
-        assert proc.poll() is None, "ray start exited"
+        if proc.poll() is not None:
+            return True
         return requests.get(f"{url}/api/version", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5).ok
 
     try:
-        wait_until(up, 180, "the Ray head's dashboard")
+        wait_until(settled, 180, "the Ray head's dashboard")
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}\n{_logs(temp)}") from None
+    return proc.poll() is None
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """A token-protected Ray head; one whose ``ray start`` exits is retried on other ports."""
+    temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # Ray's socket paths must stay short
+    started = time.monotonic()
+    children: set[int] = set()
+    proc, url = _start_head(temp)
+    try:
+        for _ in range(2):
+            if _wait_for_head(proc, url, children, temp):
+                break
+            _stop_head(proc, children)
+            proc, url = _start_head(temp)
+        else:
+            assert _wait_for_head(proc, url, children, temp), f"ray start --head exited\n{_logs(temp)}"
         yield url, time.monotonic() - started
     finally:
-        children.update(_descendants(proc.pid))
-        _signal([proc.pid, *children], signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            _signal([proc.pid, *children], signal.SIGKILL)
-            proc.wait()
-        wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), 30, "Ray to stop")
+        _stop_head(proc, children)
         shutil.rmtree(temp, ignore_errors=True)
 
 
