@@ -208,3 +208,11 @@ def test_mlflow_starts_the_database_only_when_it_keeps_its_runs_there(tmp_path, 
     assert [s.name for s in _enabled(on_postgres, [stack.MLFLOW])] == ["postgres", "mlflow"]
     # a server nobody would stop: `stop` of MLflow alone left it running after the serving tests
     assert [s.name for s in _enabled(on_a_file, [stack.MLFLOW])] == ["mlflow"]
+
+
+def test_the_services_get_the_home_their_settings_resolved(home_settings, monkeypatch, tmp_path):
+    """``airloop up`` after a crash, from a shell whose AIRLOOP_HOME differs (or is unset): the
+    restarted scheduler's tasks must read and write the stack's data dir, not the caller's."""
+    settings = home_settings
+    monkeypatch.setenv("AIRLOOP_HOME", str(tmp_path / "elsewhere"))
+    assert stack.airflow_vars(settings)["AIRLOOP_HOME"] == settings.home != str(tmp_path / "elsewhere")

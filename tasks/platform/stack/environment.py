@@ -135,7 +135,9 @@ def airflow_vars(settings: Settings, *, dags_folder: str | Path | None = None) -
         "MLFLOW_TRACKING_URI": settings.mlflow.url,
         "MLFLOW_DISABLE_TELEMETRY": "true",  # nothing leaves the machine; its thread races os.environ
         "AIRLOOP_PROFILE": settings.profile,
-        "AIRLOOP_HOME": str(airloop_home()),
+        # the home these settings resolved, not the caller's: a restart from another shell (or a
+        # test's own environment) must not point the services at another data dir
+        "AIRLOOP_HOME": settings.home or str(airloop_home()),
         "PYTHONPATH": os.pathsep.join(dict.fromkeys(pythonpath)),
     }
     for name, value in os.environ.items():
