@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -116,19 +117,27 @@ def service_log_tails(settings: Settings, lines: int = 25) -> str:
     return "\n".join(parts)
 
 
+@contextmanager
+def airloop_environment(env: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with exactly the ``AIRLOOP*`` variables of ``env``: what a shell that runs
+    ``airloop up`` for this stack has (``tasks.platform.stack`` builds its processes' environment
+    from ``os.environ``); the test session's own environment is restored afterwards."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in [k for k in os.environ if k.startswith("AIRLOOP")]:
+            mp.delenv(name)
+        for name, value in env.items():
+            if name.startswith("AIRLOOP"):
+                mp.setenv(name, value)
+        yield
+
+
 @pytest.fixture(scope="session")
 def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack]:
     """A running Airflow stack on the project's dags/, stopped at the end of the session."""
     home = Path(tempfile.mkdtemp(prefix="airloop-e2e-"))
     airloop = _airloop_vars(home)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRLOOP")} | airloop
-    with pytest.MonkeyPatch.context() as mp:
-        # tasks.platform.stack builds the Airflow processes' environment from os.environ; keep the test
-        # session's own environment untouched once the stack is up.
-        for name in [k for k in os.environ if k.startswith("AIRLOOP")]:
-            mp.delenv(name)
-        for name, value in airloop.items():
-            mp.setenv(name, value)
+    with airloop_environment(airloop):
         settings = read_config("local")  # relative paths resolve against AIRLOOP_HOME
         try:
             stack.start(settings, timeout=STARTUP_TIMEOUT_S, quiet=True)

@@ -1,14 +1,14 @@
-"""An upstream system's fault, on the real stack: an answer lost on the way back (the client
-posts the batch's asset event again), and every row still lands once.
-
-(The scheduler killed with ``kill -9`` while an ingest run is in flight is not here yet: in our
-runs the restarted scheduler failed the orphaned run and the asset-triggered run's ingest task
-failed without a retry, leaving the batch in landing: issue 14 stays open on it.)
+"""Faults around an upstream system's batches, on the real stack: an answer lost on the way back
+(the client posts the batch's asset event again), and the scheduler killed with ``kill -9`` while
+an ingest run is in flight, the upstream system posting another batch while it is down (``airloop
+up`` starts it again). Either way every row lands once.
 """
 
 from __future__ import annotations
 
 import http.server
+import os
+import signal
 import threading
 import time
 from datetime import UTC, datetime
@@ -19,9 +19,9 @@ import requests
 
 from tasks.common import storage
 from tasks.common.net import free_port
-from tasks.platform import simulate
+from tasks.platform import simulate, stack
 from tasks.platform.story.reads import finished, touched_since
-from tests.e2e.conftest import PAST
+from tests.e2e.conftest import PAST, airloop_environment
 
 pytestmark = pytest.mark.e2e
 
@@ -75,13 +75,13 @@ def _curated_ids(settings, ids: set[str]) -> pd.Series:
     return found[found.isin(ids)]
 
 
-def _wait_ingested(client, uri: str, since: datetime, timeout: float = 300.0) -> list[dict]:
+def _wait_ingested(client, uris: list[str], since: datetime, timeout: float = 300.0) -> list[dict]:
     deadline = time.monotonic() + timeout
     while True:
         runs = touched_since(client.dag_runs("ingest"), since)
-        if runs and not storage.exists(uri) and all(finished(r) for r in runs):
+        if runs and not any(storage.exists(u) for u in uris) and all(finished(r) for r in runs):
             return runs
-        assert time.monotonic() < deadline, f"{uri} not ingested in {timeout:.0f}s: {runs}"
+        assert time.monotonic() < deadline, f"{uris} not ingested in {timeout:.0f}s: {runs}"
         time.sleep(1)
 
 
@@ -102,7 +102,58 @@ def test_a_batch_posted_again_after_a_lost_answer_is_ingested_once(airflow_stack
     posted = [e for e in client.asset_events(settings.assets.landing) if e["extra"].get("batch_uri") == uri]
     assert len(posted) == 2  # Airflow got the event twice: the lost answer's and the retry's
 
-    _wait_ingested(client, uri, since)
+    _wait_ingested(client, [uri], since)
     ids = set(batch[settings.schema_.key])
     curated = _curated_ids(settings, ids)
     assert len(curated) == len(ids) == 400 and curated.is_unique  # every row once
+
+
+SCHEDULER = next(s for s in stack.SERVICES if s.name == "scheduler")
+
+
+def _wait_for_a_running_ingest_task(client, since: datetime) -> None:
+    deadline = time.monotonic() + 180
+    while not any(
+        t["state"] == "running"
+        for r in touched_since(client.dag_runs("ingest"), since)
+        for t in client.task_instances("ingest", r["dag_run_id"])
+    ):
+        assert time.monotonic() < deadline, "no ingest task started"
+        time.sleep(0.2)
+
+
+def test_the_scheduler_killed_mid_run_loses_no_batch_and_duplicates_no_row(airflow_stack, capsys):
+    settings, client, env = airflow_stack
+    client.wait_for_dag("ingest", timeout=180)
+    batches = [simulate.generate_batch(settings, "stable", index=i, rows=400, at=PAST) for i in (802, 803)]
+    landing = settings.storage.landing_uri
+    uris = [simulate.write_batch(b, landing, f"e2e-scheduler-kill-{i}") for i, b in enumerate(batches)]
+    since = datetime.now(UTC)
+    simulate.notify_airflow(uris[0], settings, rows=400)
+    _wait_for_a_running_ingest_task(client, since)
+
+    pid = stack.service_pid(settings, SCHEDULER)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    while stack.service_pid(settings, SCHEDULER) is not None:
+        time.sleep(0.1)
+    # the upstream system goes on: the api-server takes its event while no scheduler runs
+    simulate.notify_airflow(uris[1], settings, rows=400)
+    with airloop_environment(env):
+        stack.start(settings, quiet=True)  # what `airloop up` does: start what died
+    back = time.monotonic() - killed
+
+    runs = _wait_ingested(client, uris, since, timeout=400)
+    recovered = time.monotonic() - killed
+    ids = set().union(*(set(b[settings.schema_.key]) for b in batches))
+    curated = _curated_ids(settings, ids)
+    assert len(curated) == len(ids) == 800 and curated.is_unique  # nothing lost, nothing twice
+    failed = [(r["dag_run_id"], r["state"]) for r in runs if r["state"] != "success"]
+    with capsys.disabled():
+        print(
+            f"\n[e2e] scheduler kill -9 mid-run: 2 batches (800 rows) posted, 1 while it was down; "
+            f"{len(runs)} runs, failed {failed}; rows lost {len(ids) - len(curated)}, duplicated "
+            f"{len(curated) - curated.nunique()}; back in {back:.1f}s, all ingested {recovered:.1f}s after"
+        )
+    assert not failed

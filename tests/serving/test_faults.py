@@ -1,6 +1,7 @@
 """Faults injected into the running application under steady traffic, with real processes: the
 ingress replica killed (``kill -9``), a model slot's process killed (``deployments`` placement),
-the inference log's disk full, and, in ``test_online_store_fault``, Redis stopped and restarted.
+the inference log's disk filled and then made read-only, and, in ``test_online_store_fault``, Redis
+stopped and restarted.
 
 Each test counts what the client saw and what the inference log holds afterwards: requests sent,
 requests failed, predictions answered-and-lost (every 200 must be in the log: goal 0), rows
@@ -14,6 +15,7 @@ import time
 
 import pandas as pd
 import pytest
+import requests
 
 from tasks.serving import inference_log
 from tests.serving.conftest import PLACEMENTS, ServingWorld
@@ -127,3 +129,40 @@ def test_kill_9_of_a_model_slot_process_loses_no_answered_prediction(client, ser
     failed = [why for _, why in load.failures]
     assert all(why.startswith(("503", "500")) for why in failed), failed[:5]
     assert load.codes.get("200", 0) >= 200
+
+
+def _problems(url: str) -> list[str]:
+    answer = requests.get(f"{url}/health", timeout=10)
+    return answer.json().get("problems", []) if answer.status_code == 503 else []
+
+
+def test_a_full_then_read_only_inference_log_disk_answers_nothing_it_cannot_log(client, serving_app):
+    """The write-ahead log's own tmpfs filled under load, then remounted read-only (which the
+    kernel allows once no segment is open, as a failed write leaves it), then given back: every
+    request meanwhile is a 503 naming the log, never an answer that is not on disk."""
+    disk = serving_app.wal
+    if disk is None or not disk.mounted:
+        pytest.skip("the inference log's own tmpfs needs root (CI runs as root)")
+    since = pd.Timestamp.now(tz="UTC")
+    bodies = [serving_app.transaction(i % 300) for i in range(300)]
+    try:
+        with SteadyLoad(client.url, bodies, rate=RATE) as load:
+            load.wait_answers(100)
+            broken_at = time.monotonic()
+            disk.fill()
+            wait_until(lambda: any("No space" in p for p in _problems(client.url)), 30, "/health: disk full")
+            wait_until(lambda: disk.remount(read_only=True).returncode == 0, 30, "the disk read-only")
+            wait_until(lambda: any("Read-only" in p for p in _problems(client.url)), 30, "/health: read-only")
+            refused = len(load.failures)
+            assert disk.remount(read_only=False).returncode == 0
+            disk.free()
+            back = wait_until(lambda: client.health()["status"] == "ok", 60, "/health ok again")
+            load.wait_answers(100)
+    finally:
+        disk.remount(read_only=False)
+        disk.free()
+    books = account(serving_app, client, load, since)
+    figures = record("inference-log disk full, then read-only", load, broken_at, books, back)
+    assert figures["lost"] == 0 and figures["duplicated"] == 0
+    failed = [why for _, why in load.failures]
+    assert refused > 0 and all(why.startswith("503") and "inference log" in why for why in failed), failed[:5]
