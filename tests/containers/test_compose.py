@@ -600,3 +600,10 @@ def test_gpu_training_service_is_opt_in():
     assert spec["build"]["dockerfile"] == "containers/train.Dockerfile"
     devices = spec["deploy"]["resources"]["reservations"]["devices"]
     assert any(d.get("driver") == "nvidia" and "gpu" in d["capabilities"] for d in devices)
+
+
+def test_the_scheduler_is_given_the_configured_time_to_finish_its_tasks_on_stop():
+    """Docker's default (10 s, then SIGKILL) would cut a running materialization off."""
+    production = read_config("production", {"POSTGRES_PASSWORD": "x"})
+    grace = services()["airflow-scheduler"]["stop_grace_period"]
+    assert grace == f"{production.airflow.scheduler_stop_seconds:.0f}s"

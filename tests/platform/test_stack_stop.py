@@ -142,3 +142,29 @@ def test_what_a_killed_service_left_is_stopped_before_it_starts_again(settings, 
         time.sleep(0.05)
     assert stack.stop(settings, services=[orphaning], quiet=True) == []  # nothing runs ...
     assert not alive(new_child)  # ... but what it left is stopped all the same
+
+
+# A leader that finishes what it is doing (3 s) after SIGTERM, as the scheduler finishes its
+# running tasks (LocalExecutor) before it exits.
+FINISHING = """
+import signal, socket, sys, time  # airloop-test-finishing
+signal.signal(signal.SIGTERM, lambda *_: (time.sleep(3), sys.exit(0)))
+s = socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen()  # ready
+time.sleep(600)
+"""
+
+
+def test_a_service_given_a_longer_grace_finishes_its_work_instead_of_being_killed(settings, capsys):
+    port = free_port()
+    base = _service("finishing", FINISHING, str(port))
+    finishing = Service(**{**base.__dict__, "stop_grace": lambda s: 15.0})
+    pid = stack.start(settings, services=[finishing], quiet=True)["finishing"]
+    _wait_listening(port)
+    t0 = time.monotonic()
+    assert stack.stop(settings, services=[finishing], timeout=1.0) == ["finishing"]
+    out = capsys.readouterr().out
+    assert "stopped finishing" in out and "killed" not in out, out
+    assert 2.5 < time.monotonic() - t0 < 15
+    assert not alive(pid)
+    scheduler = next(s for s in stack.SERVICES if s.name == "scheduler")
+    assert scheduler.stop_grace(settings) == settings.airflow.scheduler_stop_seconds >= 60

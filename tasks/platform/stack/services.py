@@ -39,6 +39,10 @@ def _always(settings: Settings) -> bool:
     return True
 
 
+def _no_grace(settings: Settings) -> float:
+    return 0.0
+
+
 def _no_user(settings: Settings) -> str | None:
     return None
 
@@ -77,6 +81,8 @@ class Service:
     """Part of the stack under these settings (PostgreSQL: only with ``metadata_db.kind: postgres``)."""
     user: Callable[[Settings], str | None] = _no_user
     """The system user it runs as (None: ours)."""
+    stop_grace: Callable[[Settings], float] = _no_grace
+    """How long ``stop`` waits for it at least (the scheduler: its running tasks finish first)."""
 
 
 def airflow_command(*args: str) -> list[str]:
@@ -169,6 +175,7 @@ SERVICES: list[Service] = [
         lambda s: airflow_command("scheduler", "--skip-serve-logs"),
         health_key="scheduler",
         after=("postgres", "api-server"),
+        stop_grace=lambda s: s.airflow.scheduler_stop_seconds,
     ),
     Service(
         "triggerer",

@@ -65,33 +65,37 @@ def _gone(known: set[int], session: int, timeout: float = 10.0) -> None:
 
 
 def _stop_wave(
-    wave: list[str], targets: dict[str, int], by_name: dict[str, Service], timeout: float, quiet: bool
+    wave: list[str],
+    targets: dict[str, int],
+    by_name: dict[str, Service],
+    timeouts: dict[str, float],
+    quiet: bool,
 ) -> list[str]:
     """Ask every service of the wave to stop and wait until its whole tree and session are gone
-    (a child left listening counts); after ``timeout``, SIGKILL what is left and say what it was.
+    (a child left listening counts); after its timeout, SIGKILL what is left and say what it was.
     Returns the services that had to be killed."""
     known = {name: members(targets[name]) for name in wave}
     t0 = time.monotonic()
     for name in wave:
         terminate(by_name[name], targets[name])
-    left = list(wave)
+    left, killed = list(wave), []
     while left:
         for name in list(left):
             if not still_running(known[name], targets[name]):
                 left.remove(name)
                 reap(targets[name])
                 _say(f"  stopped {name:<14} pid {targets[name]:<7} after {time.monotonic() - t0:.1f}s", quiet)
-        if left and time.monotonic() > t0 + timeout:
-            for name in left:
+            elif time.monotonic() > t0 + timeouts[name]:
                 rest = still_running(known[name], targets[name])
-                _say(_left_over(name, rest, timeout), quiet)
+                _say(_left_over(name, rest, timeouts[name]), quiet)
                 kill_all(rest)
                 _gone(known[name], targets[name])
                 reap(targets[name])
-            return left
+                left.remove(name)
+                killed.append(name)
         if left:
             time.sleep(0.1)
-    return []
+    return killed
 
 
 def stop_waves(services: list[Service], names: Iterable[str]) -> list[list[str]]:
@@ -116,7 +120,8 @@ def stop(
     services: Iterable[Service] | None = None,
 ) -> list[str]:
     """Ask each service to stop, dependents first, and wait until its whole process group is gone;
-    SIGKILL only what is still there after ``timeout`` (and say so).
+    SIGKILL only what is still there after ``timeout`` (or the service's longer ``stop_grace``:
+    the scheduler's running tasks finish first), and say so.
 
     The api-server goes after the scheduler, so tasks interrupted by the scheduler's shutdown can
     still report their state through the execution API; the database goes last. Returns the names
@@ -131,12 +136,13 @@ def stop(
         _say("airloop stack: nothing running", quiet)
         return []
     by_name = {s.name: s for s in wanted}
+    timeouts = {name: max(timeout, by_name[name].stop_grace(settings)) for name in targets}
     killed = []
     for wave in stop_waves(wanted, targets):
-        killed += _stop_wave(wave, targets, by_name, timeout, quiet)
+        killed += _stop_wave(wave, targets, by_name, timeouts, quiet)
     for service in wanted:
         if service.name in targets:
             pid_file(settings, service).unlink(missing_ok=True)
     if killed:
-        _say(f"  killed after {timeout:.0f}s: {', '.join(killed)} (see their logs)", quiet)
+        _say(f"  killed after their stop timeout: {', '.join(killed)} (see their logs)", quiet)
     return list(targets)
