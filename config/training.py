@@ -202,6 +202,10 @@ class Gate(Section):
     max_latency_ms_per_row: float = 1.0
     roc_auc_tolerance: float = 0.01
     """How far below the champion's ROC AUC (same hold-out) a candidate may fall."""
+    champion_confidence: float | None = Field(0.95, ge=0.5, lt=1)
+    """The ROC AUC comparison with the champion fails only when the candidate is worse beyond
+    ``roc_auc_tolerance`` with this one-sided confidence (DeLong's paired test on the hold-out:
+    on a small hold-out the difference is mostly noise). ``None``: the fixed tolerance alone."""
     pr_auc_tolerance: float = 0.03
     select_by: Literal["roc_auc", "pr_auc"] = "pr_auc"
     """Among passing candidates, the best by this metric is registered."""

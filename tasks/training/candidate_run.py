@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -16,6 +17,7 @@ from tasks.training.families import Fitted
 from tasks.training.gate import Decision
 from tasks.training.job import Job
 from tasks.training.metrics import Metrics
+from tasks.training.paired import PairedAUC, paired_auc
 from tasks.training.result import SUMMARY_METRICS, CandidateSummary
 
 
@@ -58,7 +60,12 @@ def train_candidate(job: Job, candidate: Candidate, champion: ChampionScore, cli
         tracking.log_fit(client, child.info.run_id, fitted)
         metrics, p = evaluate(fitted.model.predict_proba, job.split.holdout, job.settings)
         decision = gate.decide(
-            candidate.name, metrics, champion.metrics, job.settings.gate, champion_note=champion.note
+            candidate.name,
+            metrics,
+            champion.metrics,
+            job.settings.gate,
+            champion_note=champion.note,
+            paired=_paired(job, p, champion),
         )
         tracking.log_gate(metrics, decision, fitted.seconds)
         verdict = "PASSED" if decision.passed else "FAILED"
@@ -70,3 +77,11 @@ def train_candidate(job: Job, candidate: Candidate, champion: ChampionScore, cli
         for check in decision.checks:
             say(f"    {check.line}")
         return Outcome(candidate, fitted, metrics, decision, p, child.info.run_id)
+
+
+def _paired(job: Job, p: Any, champion: ChampionScore) -> PairedAUC | None:
+    """The candidate against the champion on the same hold-out rows (DeLong), when both scored it."""
+    if champion.p is None:
+        return None
+    labels = job.split.holdout[job.settings.schema_.label].to_numpy()
+    return paired_auc(labels, p, champion.p)

@@ -2,7 +2,8 @@
 
 A candidate passes only when every check passes:
 - absolute thresholds: hold-out positives, ROC AUC, PR AUC, log loss, ECE, latency per row;
-- no regression beyond a tolerance against the champion on the same hold-out (ROC AUC, PR AUC);
+- no regression beyond a tolerance against the champion on the same hold-out (ROC AUC, PR AUC;
+  ROC AUC judged with DeLong's paired test when ``gate.champion_confidence`` is set: ``paired``);
 - the largest TPR difference between segments with enough fraud rows is under the bound;
 - quality per segment: every value of every ``gate.segments`` column clears its own floors and
   stays near the overall figure and the champion's figure for it (``segment_gate``).
@@ -13,6 +14,7 @@ as skipped, never as passed. No numpy here: decisions travel in the training res
 from __future__ import annotations
 
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
 from tasks.training.checks import Check, Op, passes
@@ -21,6 +23,7 @@ from tasks.training.segment_gate import segment_checks
 if TYPE_CHECKING:
     from config import Gate
     from tasks.training.metrics import Metrics
+    from tasks.training.paired import PairedAUC
 
 __all__ = ["Check", "Decision", "Op", "decide"]
 
@@ -70,7 +73,13 @@ def absolute_checks(metrics: Metrics, cfg: Gate) -> list[Check]:
     ]
 
 
-def champion_checks(metrics: Metrics, champion: Metrics | None, cfg: Gate, note: str = "") -> list[Check]:
+def champion_checks(
+    metrics: Metrics,
+    champion: Metrics | None,
+    cfg: Gate,
+    note: str = "",
+    paired: PairedAUC | None = None,
+) -> list[Check]:
     """No regression beyond the tolerance against the champion on the same hold-out."""
     checks = []
     for metric, tolerance in (("roc_auc", cfg.roc_auc_tolerance), ("pr_auc", cfg.pr_auc_tolerance)):
@@ -80,7 +89,12 @@ def champion_checks(metrics: Metrics, champion: Metrics | None, cfg: Gate, note:
             continue
         ours, theirs = getattr(metrics, metric), getattr(champion, metric)
         detail = f"{ours:.4f} vs champion {theirs:.4f}, same hold-out"
-        checks.append(passes(name, ours - theirs, ">=", -tolerance, detail))
+        allowed = tolerance
+        if metric == "roc_auc" and paired is not None and cfg.champion_confidence is not None:
+            z = NormalDist().inv_cdf(cfg.champion_confidence)
+            allowed = tolerance + z * paired.se
+            detail += f"; paired SE {paired.se:.4f}, {cfg.champion_confidence:.0%} one-sided (DeLong)"
+        checks.append(passes(name, ours - theirs, ">=", -allowed, detail))
     return checks
 
 
@@ -96,12 +110,18 @@ def fairness_check(metrics: Metrics, cfg: Gate) -> Check:
 
 
 def decide(
-    candidate: str, metrics: Metrics, champion: Metrics | None, cfg: Gate, *, champion_note: str = ""
+    candidate: str,
+    metrics: Metrics,
+    champion: Metrics | None,
+    cfg: Gate,
+    *,
+    champion_note: str = "",
+    paired: PairedAUC | None = None,
 ) -> Decision:
     """Every check of the gate for one candidate, with its value and threshold."""
     checks = [
         *absolute_checks(metrics, cfg),
-        *champion_checks(metrics, champion, cfg, champion_note),
+        *champion_checks(metrics, champion, cfg, champion_note, paired),
         fairness_check(metrics, cfg),
         *segment_checks(metrics, champion, cfg.segments),
     ]
