@@ -33,7 +33,9 @@ which the rollout does not import (``tests/code/test_layout.py``); the fraud rat
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
+from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
 from tasks.rollout.scrape import Buckets, count, psi
@@ -87,6 +89,17 @@ def _within(value: float, band: tuple[float, float]) -> bool:
     return band[0] <= value <= band[1]
 
 
+def _sampled(band: tuple[float, float], n: int, alpha: float) -> tuple[float, float]:
+    """``band`` widened by what the mean of ``n`` scores can stray: scores in [0, 1] with mean m
+    vary by at most m(1 - m), so a mean of few scores (five at a 2.6 % rate: a tenth of a fraud
+    row expected) can fail only a gross shift, such as a constant 0.6."""
+    z = NormalDist().inv_cdf(1 - alpha)
+    lo, hi = band
+    if n < 1:
+        return 0.0, 1.0
+    return max(0.0, lo - z * math.sqrt(lo * (1 - lo) / n)), min(1.0, hi + z * math.sqrt(hi * (1 - hi) / n))
+
+
 def calibration_check(mean: float | None, n: int, base_rate: BaseRate | None, judge: RolloutJudge) -> Check:
     """The challenger's mean score against the observed fraud rate."""
     name = "score_calibration"
@@ -95,7 +108,7 @@ def calibration_check(mean: float | None, n: int, base_rate: BaseRate | None, ju
             "no challenger scores" if mean is None else "no labelled curated data, the fraud rate is unknown"
         )
         return Check(name, True, mean, None, f"not judged: {why}", judged=False)
-    lo, hi = base_rate.band(judge.max_calibration_ratio)
+    lo, hi = _sampled(base_rate.band(judge.max_calibration_ratio), n, judge.alpha)
     ok = _within(mean, (lo, hi))
     return Check(
         name,
@@ -103,7 +116,8 @@ def calibration_check(mean: float | None, n: int, base_rate: BaseRate | None, ju
         round(mean, 6),
         round(hi if mean > hi else lo, 6),
         f"challenger mean score {mean:.4f} over {n} scores, allowed [{lo:.4f}, {hi:.4f}] "
-        f"({judge.max_calibration_ratio:g}x the {base_rate.describe()})",
+        f"({judge.max_calibration_ratio:g}x the {base_rate.describe()}, widened for {n} scores "
+        f"at alpha {judge.alpha:g})",
         samples={"n": n, "labelled_rows": base_rate.rows, "positives": base_rate.positives},
     )
 

@@ -114,3 +114,16 @@ def test_the_contract_comes_from_the_config(settings):
     with pytest.raises(ValidationError):
         contract.transaction.model_validate({**body, "channel": "x" + allowed[0]})
     assert set(contract.transaction.model_fields) == {c.name for c in settings.schema_.columns} - {"is_fraud"}
+
+
+def test_calibration_is_judged_with_the_sample_it_has(settings):
+    """The mean of five scores cannot show a miscalibration (the closed loop's canary 10 % once
+    rolled back a good retrain on 5 scores averaging 0.0016 against a 2.6 % fraud rate); a gross
+    shift fails on any sample, and a collapse to zero fails once there are enough scores."""
+    from tasks.rollout.scores import BaseRate, calibration_check
+
+    rate, judge = BaseRate.of(positives=314, rows=12000), settings.rollout.judge
+    assert calibration_check(0.0016, 5, rate, judge).passed
+    assert not calibration_check(0.6, 5, rate, judge).passed  # a constant 0.6: a scoring bug
+    assert not calibration_check(0.0016, 5000, rate, judge).passed
+    assert calibration_check(0.027, 5000, rate, judge).passed
