@@ -13,7 +13,10 @@ The rollout measures that rate on the newest curated, labelled transactions (``B
 its 95 % Wilson interval, in the rollout record) and holds the scores to it:
 
 - **score_calibration**: the challenger's mean live score (exact, from the score histogram's
-  ``_sum`` and ``_count``) must lie within ``max_calibration_ratio`` of the fraud rate's interval.
+  ``_sum`` and ``_count``) must lie within ``max_calibration_ratio`` of the fraud rate's interval,
+  beyond chance: the scores' sum is tested as a binomial count at the band's edge (one-sided, at
+  the judge's ``alpha``), so a canary step's first handful of scores, all near 0 because none of
+  those transactions was fraud, is no evidence of a collapse.
   The band is wide on purpose: the labelled sample and the live traffic need not share their
   hour-of-day and segment mix (the simulated world's fraud rate moves 3.7x between night and
   day), so only a gross shift fails it, which is what a scoring bug produces (a constant 0.6
@@ -35,11 +38,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
 from tasks.rollout.scrape import Buckets, count, psi
-from tasks.rollout.stats import Check, wilson
+from tasks.rollout.stats import Check, binomial_above, binomial_below, wilson
 
 if TYPE_CHECKING:
     from config import RolloutJudge
@@ -89,35 +91,41 @@ def _within(value: float, band: tuple[float, float]) -> bool:
     return band[0] <= value <= band[1]
 
 
-def _sampled(band: tuple[float, float], n: int, alpha: float) -> tuple[float, float]:
-    """``band`` widened by what the mean of ``n`` scores can stray: scores in [0, 1] with mean m
-    vary by at most m(1 - m), so a mean of few scores (five at a 2.6 % rate: a tenth of a fraud
-    row expected) can fail only a gross shift, such as a constant 0.6."""
-    z = NormalDist().inv_cdf(1 - alpha)
-    lo, hi = band
-    if n < 1:
-        return 0.0, 1.0
-    return max(0.0, lo - z * math.sqrt(lo * (1 - lo) / n)), min(1.0, hi + z * math.sqrt(hi * (1 - hi) / n))
+def _calibration_p(mean: float, n: int, band: tuple[float, float]) -> float:
+    """How likely scores summing to what these did are, from a model whose rate lies in ``band``.
+
+    A calibrated model's scores sum to about the number of frauds among what it scored, so the
+    sum is held to a binomial count at the band's nearer edge: five scores averaging 0.0016 sum to
+    0.008, and five transactions at a 0.8 % edge hold no fraud 96 times in 100 (no evidence);
+    900 scores averaging 0.001 sum to 0.9, and 900 transactions at a 0.6 % edge hold no fraud
+    4 times in 1,000 (a collapse).
+    """
+    total = round(mean * n, 6)
+    if mean < band[0]:
+        return binomial_below(math.floor(total), n, band[0])
+    if mean > band[1]:
+        return binomial_above(math.ceil(total), n, band[1])
+    return 1.0
 
 
 def calibration_check(mean: float | None, n: int, base_rate: BaseRate | None, judge: RolloutJudge) -> Check:
-    """The challenger's mean score against the observed fraud rate."""
+    """The challenger's mean score against the observed fraud rate, beyond chance for ``n`` scores."""
     name = "score_calibration"
     if mean is None or base_rate is None or base_rate.rows == 0:
         why = (
             "no challenger scores" if mean is None else "no labelled curated data, the fraud rate is unknown"
         )
         return Check(name, True, mean, None, f"not judged: {why}", judged=False)
-    lo, hi = _sampled(base_rate.band(judge.max_calibration_ratio), n, judge.alpha)
-    ok = _within(mean, (lo, hi))
+    lo, hi = base_rate.band(judge.max_calibration_ratio)
+    p_value = _calibration_p(mean, n, (lo, hi))
     return Check(
         name,
-        ok,
+        p_value >= judge.alpha,
         round(mean, 6),
         round(hi if mean > hi else lo, 6),
         f"challenger mean score {mean:.4f} over {n} scores, allowed [{lo:.4f}, {hi:.4f}] "
-        f"({judge.max_calibration_ratio:g}x the {base_rate.describe()}, widened for {n} scores "
-        f"at alpha {judge.alpha:g})",
+        f"({judge.max_calibration_ratio:g}x the {base_rate.describe()}); "
+        f"p = {p_value:.3g} that a model in that band scores so (alpha {judge.alpha:g})",
         samples={"n": n, "labelled_rows": base_rate.rows, "positives": base_rate.positives},
     )
 

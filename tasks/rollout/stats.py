@@ -6,6 +6,8 @@ calls) larger than the champion's beyond chance, and where does a rate plausibly
   ``k1`` or more events given the total. Exact for any sample size (no normal approximation, so
   a step with a handful of errors is judged as soundly as one with thousands); the hypergeometric
   tail is summed in log space until its terms no longer matter.
+- ``binomial_below`` / ``binomial_above``: exact binomial tails, for the sum of a calibrated
+  model's scores (about the number of frauds among what it scored) against a fraud rate.
 - ``wilson``: the Wilson score interval of a proportion (the observed fraud rate the scores are
   held to), sound near 0 where the plain normal interval is not.
 
@@ -39,6 +41,37 @@ def greater_p(k1: int, n1: int, k2: int, n2: int) -> float:
         if k > k1 and term < p * 1e-12:
             break
     return min(1.0, p)
+
+
+def _binomial_tail(ks: range, n: int, p: float) -> float:
+    """The summed binomial probabilities of ``ks``, in log space, stopping once terms vanish."""
+    if p <= 0.0 or p >= 1.0:
+        return float(any(k == (0 if p <= 0.0 else n) for k in ks))
+    log_p, log_q, total = math.log(p), math.log1p(-p), 0.0
+    for k in ks:
+        term = math.exp(_log_choose(n, k) + k * log_p + (n - k) * log_q)
+        total += term
+        if term < total * 1e-12:
+            break
+    return min(1.0, total)
+
+
+def binomial_below(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p) (summed from the far side of the mode: a few terms)."""
+    if k >= n or k < 0:
+        return float(k >= n)
+    if k > n * p:
+        return max(0.0, 1.0 - binomial_above(k + 1, n, p))
+    return _binomial_tail(range(k, -1, -1), n, p)
+
+
+def binomial_above(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p)."""
+    if k <= 0 or k > n:
+        return float(k <= 0)
+    if k < n * p:
+        return max(0.0, 1.0 - binomial_below(k - 1, n, p))
+    return _binomial_tail(range(k, n + 1), n, p)
 
 
 def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:

@@ -217,7 +217,7 @@ def test_without_a_measured_fraud_rate_the_shift_is_judged_against_the_champion_
     assert _failed(found) == ["score_shift_psi"] and not found["score_calibration"].judged
 
 
-def test_the_fisher_test_and_the_wilson_interval_match_scipy():
+def test_the_fisher_test_the_binomial_tails_and_the_wilson_interval_match_scipy():
     from scipy.stats import binomtest, fisher_exact
 
     from tasks.rollout import stats
@@ -231,6 +231,17 @@ def test_the_fisher_test_and_the_wilson_interval_match_scipy():
     ]:
         expected = fisher_exact([[k1, n1 - k1], [k2, n2 - k2]], alternative="greater")[1]
         assert stats.greater_p(k1, n1, k2, n2) == pytest.approx(expected, rel=1e-6, abs=1e-12)
+    from scipy.stats import binom
+
+    for k, n, p in [
+        (0, 900, 0.006),
+        (8, 5000, 0.0078),
+        (3, 5, 0.0873),
+        (135, 5000, 0.0078),
+        (10, 10**5, 1e-4),
+    ]:
+        assert stats.binomial_below(k, n, p) == pytest.approx(binom.cdf(k, n, p), rel=1e-6, abs=1e-12)
+        assert stats.binomial_above(k, n, p) == pytest.approx(binom.sf(k - 1, n, p), rel=1e-6, abs=1e-12)
     ci = binomtest(90, 4500).proportion_ci(method="wilson")
     assert stats.wilson(90, 4500) == pytest.approx((ci.low, ci.high), rel=1e-6)
     assert stats.compare(3, 10, 0, 10, min_sample=20).p_value is None

@@ -117,9 +117,9 @@ def test_the_contract_comes_from_the_config(settings):
 
 
 def test_calibration_is_judged_with_the_sample_it_has(settings):
-    """The mean of five scores cannot show a miscalibration (the closed loop's canary 10 % once
-    rolled back a good retrain on 5 scores averaging 0.0016 against a 2.6 % fraud rate); a gross
-    shift fails on any sample, and a collapse to zero fails once there are enough scores."""
+    """The mean of five scores near 0 is no evidence of a collapse (the closed loop's canary 10 %
+    once rolled back a good retrain on 5 scores averaging 0.0016 against a 2.6 % fraud rate); a
+    gross shift fails on any sample, and a collapse to zero once there are enough scores."""
     from tasks.rollout.scores import BaseRate, calibration_check
 
     rate, judge = BaseRate.of(positives=314, rows=12000), settings.rollout.judge
