@@ -51,11 +51,8 @@ class RolloutJudge(Section):
     min_sample: int = Field(20, ge=1)
     """Groups smaller than this are not tested: the slack alone decides."""
     max_score_psi: float = Field(0.2, gt=0)
-    """Score histogram shift (PSI) against the champion's, same step; judged only while the
-    champion is calibrated on the traffic (``calibrated_ratio``)."""
-    calibrated_ratio: float = Field(1.5, ge=1)
-    """The champion counts as calibrated when its mean live score lies within this factor of the
-    observed fraud rate's 95 % interval."""
+    """Score histogram shift (PSI) against the champion's, same step; judged only when no fraud
+    rate could be measured (otherwise calibration against it is the judge)."""
     max_calibration_ratio: float = Field(3.0, ge=1)
     """The challenger fails when its mean live score lies beyond this factor of that interval."""
     base_rate_rows: int = Field(20_000, ge=100)

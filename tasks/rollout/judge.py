@@ -255,7 +255,7 @@ def checks(m: Measure, judge: RolloutJudge, base_rate: scores.BaseRate | None = 
         *([model] if model else []),
         _service_latency_check(m, judge, model),
         scores.calibration_check(m.challenger.score_mean, m.challenger.calls, base_rate, judge),
-        scores.shift_check(m.champion.scores, m.champion.score_mean, m.challenger.scores, base_rate, judge),
+        scores.shift_check(m.champion.scores, m.challenger.scores, base_rate, judge),
     ]
 
 

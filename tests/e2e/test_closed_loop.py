@@ -19,9 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from tasks.platform import stack
 from tasks.platform.story import Story, StoryOptions, play, print_summary
 from tasks.platform.story.timeline import OK
 from tasks.rollout import record
+from tests.e2e.conftest import airloop_environment
 
 pytestmark = [
     pytest.mark.e2e,
@@ -69,19 +71,18 @@ def _stage(timeline: dict, key: str) -> dict:
     return found[-1]
 
 
-def test_drift_retrain_canary_promote(airflow_stack, capsys, monkeypatch):
+def test_drift_retrain_canary_promote(airflow_stack, capsys):
     settings, client, env = airflow_stack
-    # the story starts the serving application itself: the stack passes the caller's AIRLOOP_*
-    # environment on, so it must be this stack's (its home, its ports), as in the shell `make demo` runs in
-    for name, value in env.items():
-        if name.startswith("AIRLOOP"):
-            monkeypatch.setenv(name, value)
     story = Story(settings, client, OPTIONS)
-    try:
-        saved = play(story)
-    finally:
-        with capsys.disabled():
-            print_summary(story, print)
+    # the story starts the serving application itself, as in the shell `make demo` runs in; it
+    # is stopped here whatever happens, so no Ray outlives the test
+    with airloop_environment(env):
+        try:
+            saved = play(story)
+        finally:
+            with capsys.disabled():
+                print_summary(story, print)
+            stack.stop(settings, quiet=True, services=[stack.SERVE])
     timeline = json.loads((Path(saved) / "latest.json").read_text())
 
     stages = [_stage(timeline, key) for key in ORDER]
