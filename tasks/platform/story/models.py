@@ -146,7 +146,8 @@ def _watch_steps(story: Story, run: Run, version: str, shown: dict[str, str]) ->
 
 def deploy(story: Story, version: str, since: datetime, key: str) -> Run:
     """Wait for the deploy run that rolls ``version`` out, a stage per step; ``StoryError`` with
-    what the judge said when it rolled back."""
+    what the judge said when it rolled back. The stage opens at ``since`` (waiting for the model's
+    asset event) and starts, in the timeline, when the deploy run did."""
     shown: dict[str, str] = {}
     story.timeline.begin(key, f"deploy v{version}", at=since.isoformat())
 
@@ -156,6 +157,9 @@ def deploy(story: Story, version: str, since: datetime, key: str) -> Run:
             story.timeline.note(key, "waiting for the registered model's asset event to start deploy")
             return None
         run = runs[0]
+        stage = story.timeline.stage(key)
+        if stage and not shown and run.get("start_date"):
+            stage.started = run["start_date"]
         _watch_steps(story, run, version, shown)
         rec = _latest_record(story, version)
         if rec and not finished(run):
