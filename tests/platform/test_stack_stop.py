@@ -168,3 +168,21 @@ def test_a_service_given_a_longer_grace_finishes_its_work_instead_of_being_kille
     assert not alive(pid)
     scheduler = next(s for s in stack.SERVICES if s.name == "scheduler")
     assert scheduler.stop_grace(settings) == settings.airflow.scheduler_stop_seconds >= 60
+
+
+def test_a_port_a_killed_process_is_still_releasing_is_waited_for(monkeypatch):
+    """``airloop up`` right after a ``kill -9``: the dying process's pid is no longer recognised
+    while its listening socket is still open; start waits a moment instead of refusing."""
+    import threading
+
+    from tasks.platform.stack import control
+
+    monkeypatch.setattr(control, "PORT_RELEASE_SECONDS", 2.0)
+    for closes_after, taken in ((0.5, False), (None, True)):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            sock.listen()
+            port = sock.getsockname()[1]
+            if closes_after is not None:
+                threading.Timer(closes_after, sock.close).start()
+            assert control._port_stays_taken("127.0.0.1", port) is taken

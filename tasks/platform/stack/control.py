@@ -82,10 +82,24 @@ def _migrate(settings: Settings, env: dict[str, str], quiet: bool, timeout: floa
     _say(f"ok ({time.monotonic() - t0:.1f}s)", quiet)
 
 
+PORT_RELEASE_SECONDS = 5.0
+"""A process killed a moment ago may still hold its port: the kernel releases its memory (and its
+command line, by which its pid is recognised) before it closes its sockets."""
+
+
+def _port_stays_taken(host: str, port: int) -> bool:
+    deadline = time.monotonic() + PORT_RELEASE_SECONDS
+    while port_open(host, port):
+        if time.monotonic() > deadline:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def _refuse_taken_ports(settings: Settings, missing: list[Service]) -> None:
     for service in missing:
         port = service.port(settings)
-        if port and port_open(service.host(settings), port):
+        if port and _port_stays_taken(service.host(settings), port):
             raise StackError(
                 f"port {port} for {service.name} is taken by another process; stop it or set "
                 f"another port ({service.port_setting}=...)"
