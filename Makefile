@@ -23,9 +23,11 @@ $(VENV)/.installed: requirements.txt requirements.lock pyproject.toml
 demo: setup  ## start the local stack and run the loop on simulated data (airloop demo)
 	@$(BIN)/airloop demo
 
-test: setup  ## lint, type check, then the whole suite (unit, DAG, integration, end-to-end)
+test: setup  ## lint, type check, secret scan, dependency audit, then the whole suite (unit, DAG, integration, end-to-end)
 	@$(BIN)/ruff check . && $(BIN)/ruff format --check .
 	@$(BIN)/mypy
+	@$(PY) -m tools.secret_scan
+	@$(PY) -m tools.dependency_audit
 	@$(PY) -m pytest
 
 test-fast: setup  ## everything but the end-to-end tests that start Airflow processes
