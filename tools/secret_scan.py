@@ -48,12 +48,20 @@ def scan(
     return found, known, raw
 
 
+def _key(name: str, secret: object) -> tuple[str, str, str]:
+    """A finding's identity: its file relative to the repository, its kind and its hash.
+
+    detect-secrets compares findings by their ``filename``, which it makes absolute: the same
+    finding in another clone of the repository (CI's) would not match the baseline."""
+    return (name, str(getattr(secret, "type", "")), str(getattr(secret, "secret_hash", "")))
+
+
 def problems(found: SecretsCollection, known: SecretsCollection) -> list[str]:
     """Every finding not audited away in the baseline, as ``file:line: kind (why)``."""
     out = []
-    audited = {(name, secret): secret for name, secret in known}
+    audited = {_key(name, secret): secret for name, secret in known}
     for name, secret in found:
-        entry = audited.get((name, secret))
+        entry = audited.get(_key(name, secret))
         if entry is None:
             why = "new: not in .secrets.baseline"
         elif getattr(entry, "is_secret", None) is None:
@@ -71,12 +79,12 @@ def update(
 ) -> int:
     """Rewrite the baseline with ``found``, keeping audit marks; returns how many are new."""
 
-    marks = {(name, secret): getattr(secret, "is_secret", None) for name, secret in known}
+    marks = {_key(name, secret): getattr(secret, "is_secret", None) for name, secret in known}
     new = 0
     for name, secret in found:
-        previous = marks.get((name, secret))
+        previous = marks.get(_key(name, secret))
         if previous is None:
-            new += (name, secret) not in marks
+            new += _key(name, secret) not in marks
             secret.is_secret = False if mark else None
         else:
             secret.is_secret = previous

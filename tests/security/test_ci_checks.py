@@ -75,6 +75,18 @@ def test_an_entry_audited_as_a_real_secret_fails(repo):
     assert code == 1 and "audited as a real secret" in out
 
 
+def test_an_audited_baseline_holds_in_another_clone_of_the_repository(repo, tmp_path_factory):
+    """CI scans a fresh clone in another folder: findings are matched by path in the repository."""
+    (repo / "settings.py").write_text(PLANTED)
+    assert scan(repo, "--update", "--mark-false-positives")[0] == 0
+    git(repo, "add", ".")
+    git(repo, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "-m", "baseline")
+    clone = tmp_path_factory.mktemp("elsewhere") / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True, capture_output=True)
+    code, out = scan(clone)
+    assert code == 0 and "0 not audited away" in out, out
+
+
 def test_the_repository_baseline_holds_only_audited_false_positives():
     baseline = json.loads((ROOT / ".secrets.baseline").read_text())
     entries = [entry for found in baseline["results"].values() for entry in found]
