@@ -111,6 +111,9 @@ class Monitor(Section):
     """HTML reports, under ``storage.reports_uri``."""
     summary_days: float = Field(7.0, gt=0)
     """The summary page (``index.html``) covers this many days."""
+    pushgateway_url: str | None = None
+    """A Prometheus Pushgateway that gets each monitored window's numbers (drift share, live ROC
+    AUC, the retrain decision: ``tasks.monitoring.gauges``); ``None``: nothing is pushed."""
     drift: MonitorDrift = MonitorDrift()
     performance: MonitorPerformance = MonitorPerformance()
     decision: MonitorDecision = MonitorDecision()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from config.base import Section
 
@@ -79,6 +81,18 @@ class Rollout(Section):
     """Rollout records (JSON, one per rollout), under ``storage.data_uri``."""
     ready_timeout_seconds: float = Field(300.0, gt=0)
     """How long the deploy DAG waits for the serving application to answer."""
+    metrics_source: Literal["serving", "prometheus"] = "serving"
+    """Where a held step reads the counters it judges (``tasks.rollout.prometheus_source``):
+    ``serving``, the application's ``/metrics``; ``prometheus``, the sums over every scraped
+    replica from ``prometheus_url``'s query API."""
+    prometheus_url: str | None = None
+    """The Prometheus server the judge queries when ``metrics_source`` is ``prometheus``."""
+
+    @model_validator(mode="after")
+    def _prometheus_has_a_url(self) -> Rollout:
+        if self.metrics_source == "prometheus" and not self.prometheus_url:
+            raise ValueError("rollout.metrics_source prometheus needs rollout.prometheus_url")
+        return self
 
     @field_validator("canary")
     @classmethod

@@ -38,7 +38,7 @@ import pandas as pd
 
 from tasks.common.clock import utc_timestamp
 from tasks.common.values import json_safe
-from tasks.monitoring import pages, store
+from tasks.monitoring import gauges, pages, store
 from tasks.monitoring.results import WindowResult
 from tasks.monitoring.retrain import (
     COOLDOWN,
@@ -366,12 +366,14 @@ def decide_window(
 ) -> dict[str, Any]:
     """The monitor DAG's ``decide`` task: the window's result from XCom (``WindowResult.as_dict()``)
     decided and recorded, given how many train runs are queued or running and Airflow's state of
-    a train run by id; the decision for XCom."""
+    a train run by id; the decision for XCom, its numbers pushed to ``monitor.pushgateway_url``."""
     made = decide_and_record(
         settings, WindowResult.from_dict(result), retrain_running=running_retrains > 0, run_state=run_state
     )
     log.info("decision on %s: %s", made.window_id, made.detail)  # the task log says why
-    return made.as_dict()
+    decided = made.as_dict()
+    gauges.push_window(settings.monitor.pushgateway_url, decided)  # logs, never raises
+    return decided
 
 
 def retrain_conf(decision: dict[str, Any]) -> dict[str, Any] | Literal[False]:

@@ -1,8 +1,10 @@
 """A traffic step's life: started, held for its window while live traffic flows, judged against
 the champion, ended; or failed, which rolls back first.
 
-A step is measured as the difference of two scrapes of ``/metrics`` (``judge``). It is held until
-both its ``hold_seconds`` have passed and the challenger has answered ``min_requests``; errors
+A step is measured as the difference of two scrapes of ``/metrics`` (``judge``), read from the
+application or from Prometheus (``rollout.metrics_source``: ``prometheus_source.step_metrics``).
+It is held until both its ``hold_seconds`` have passed and the challenger has answered
+``min_requests``; errors
 fail it as soon as enough calls show them; ``rollout.max_hold_seconds`` without enough traffic
 fails it too (too little to judge).
 """
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from tasks.common.outcomes import Fail, Skip
 from tasks.rollout import judge
 from tasks.rollout.application import say, slot_version
+from tasks.rollout.prometheus_source import step_metrics
 from tasks.rollout.record import FAILED, PASSED, RolloutRecord, StepRecord, save
 from tasks.rollout.rollback import rollback
 from tasks.rollout.scores import BaseRate
@@ -57,16 +60,16 @@ def fail_step(
 
 
 def _measure(
-    client: ServingClient, before: judge.Samples, record: RolloutRecord, route: str, min_sample: int
+    settings: Settings, client: ServingClient, before: judge.Samples, record: RolloutRecord, route: str
 ) -> judge.Measure:
     """The challenger's numbers on ``route`` since the ``before`` scrape."""
     return judge.measure(
-        judge.delta(client.metrics(), before),
+        judge.delta(step_metrics(settings, client), before),
         route=route,
         version=record.version,
         champion_version=record.champion_version,
         reference=record.champion_reference,
-        min_sample=min_sample,
+        min_sample=settings.rollout.judge.min_sample,
     )
 
 
@@ -86,12 +89,12 @@ def hold(
     """Keep the step's traffic for its window, then measure it; fail early on errors."""
     cfg = settings.rollout
     started = time.monotonic()
-    before = client.metrics()
+    before = step_metrics(settings, client)
     while True:
         sleep(cfg.poll_seconds)
         elapsed = time.monotonic() - started
         try:
-            m = _measure(client, before, record, how.route, cfg.judge.min_sample)
+            m = _measure(settings, client, before, record, how.route)
         except judge.CounterReset as exc:
             fail_step(settings, client, record, step, str(exc))
         enough = m.requests >= how.min_requests

@@ -6,7 +6,7 @@ control API (``admin``), in one FastAPI app built per replica (``create_app``).
 | ``POST /score``, ``/score/batch`` | one transaction, or up to 1000 (config) | ``scoring_token`` if set |
 | ``POST /labels`` | delayed labels by ``request_id`` or ``transaction_id`` | the serving token |
 | ``GET /health`` | 200 when the champion, feature store and inference log are ready | none |
-| ``GET /metrics`` | Prometheus text, summed over the ingress replicas | none |
+| ``GET /metrics`` | Prometheus text, summed over the replicas (``?scope=replicas``: per replica) | none |
 | ``/admin/*`` | the control API (``admin``) | the serving token |
 
 Before anything is decoded a body over ``serving.max_request_bytes`` is a 413 (``guards``). A
@@ -228,9 +228,13 @@ class ScoringAPI:
         body = await self.control.health()
         return json_response(body, 200 if body["status"] == "ok" else 503)
 
-    async def prometheus(self) -> Response:
+    async def prometheus(self, request: Request) -> Response:
+        scope = request.query_params.get("scope", "app")
+        if scope not in ("app", "replicas"):
+            return json_response({"error": f"scope must be app or replicas, not {scope[:40]!r}"}, 422)
         await self.control.slot_infos()  # the slot-version gauges as of this scrape
-        return Response(await self.control.metrics_text(), media_type=self.metrics.content_type)
+        text = await (self.control.replicas_text() if scope == "replicas" else self.control.metrics_text())
+        return Response(text, media_type=self.metrics.content_type)
 
 
 def create_app(

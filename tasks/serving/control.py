@@ -171,6 +171,18 @@ class ServingControl:
             others = []
         return self.metrics.render_merged(others)
 
+    async def replicas_text(self) -> bytes:
+        """Every live replica's counters, labelled by replica (what Prometheus scrapes)."""
+        self.metrics.record_log(self.writer.stats())
+        try:
+            reports = await self.sync.replicas_samples()
+        except Exception as exc:  # noqa: BLE001 - the store is down: this replica's own numbers
+            log.warning("metrics: replicas unknown: %s", exc)
+            reports = {}
+        if self.sync.replica not in reports:  # not reported yet, or the store is down
+            reports[self.sync.replica] = self.metrics.samples()
+        return self.metrics.render_replicas(reports)
+
 
 @contextmanager
 def _as_conflict() -> Iterator[None]:

@@ -240,6 +240,13 @@ class ReplicaSync:
         now = time.time()
         return [r.samples for r in reports.values() if r.replica != self.replica and r.fresh(now)]
 
+    async def replicas_samples(self) -> dict[str, list[list[Any]]]:
+        """Every live replica's counters as it last reported them, this one's included (for
+        ``/metrics?scope=replicas``: reported values only grow, whichever replica answers)."""
+        reports = await asyncio.to_thread(self.store.reports)
+        now = time.time()
+        return {r.replica: r.samples for r in reports.values() if r.fresh(now)}
+
     def desired_on_start(self, desired: Desired | None) -> None:
         """What the replica started with (the slots were loaded from it, see ``app``)."""
         if desired is not None:

@@ -12,6 +12,13 @@ its own counters and histograms plus the others' latest (``samples``, shared thr
 that dies drops out of the sums, so the counters go down, as they did with one replica that
 restarted (what the rollout judge reads as a restart). Gauges are this replica's own.
 
+A Prometheus server scrapes ``/metrics?scope=replicas`` instead (``render_replicas``): every live
+replica's counters and histograms as that replica last reported them to the others, each
+labelled ``replica``, so a query sums them over replicas (``sum without (replica, instance)``)
+and a scrape answered by whichever replica the proxy picked still gives every replica's series,
+each one only growing. Ray Serve's proxy does not let a scraper reach one replica by address,
+and ``PROMETHEUS_MULTIPROC_DIR`` is not used (below): the registry is per replica.
+
 Values live in process memory. Feast sets ``PROMETHEUS_MULTIPROC_DIR`` when it is imported (for
 its own pre-forked feature servers), and a process started after that (a Ray worker) or a
 ``prometheus_client`` imported after it would keep every value in a memory-mapped file shared
@@ -22,11 +29,12 @@ collector, so this module sets plain values for the process.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import Metric
 
 values.ValueClass = values.MutexValue  # see the module docstring
@@ -185,6 +193,14 @@ class ServingMetrics:
         self.log_rows.labels("dropped").set(stats["rows_dropped"])
         self.log_rows.labels("replayed").set(stats.get("rows_replayed", 0))
 
+    def label_names(self) -> dict[str, tuple[str, ...]]:
+        """Every family's name and its label names (``le`` not included)."""
+        return {
+            m._name: tuple(m._labelnames)  # prometheus_client keeps them there
+            for m in vars(self).values()
+            if isinstance(m, MetricWrapperBase)
+        }
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -198,6 +214,13 @@ class ServingMetrics:
             for s in family.samples
             if not s.name.endswith("_created")
         ]
+
+    def render_replicas(self, reports: Mapping[str, list[list[Any]]]) -> bytes:
+        """Prometheus text with each replica's counters and histograms (``reports``: replica id
+        -> its ``samples()``) labelled ``replica``, and this replica's gauges."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_PerReplica(self.registry, reports))
+        return generate_latest(registry)
 
     def render_merged(self, others: Iterable[list[list[Any]]]) -> bytes:
         """Prometheus text of this replica's metrics with ``others``' counters and histograms added."""
@@ -215,6 +238,33 @@ class ServingMetrics:
 
 SUMMED = ("counter", "histogram")
 """Metric types whose samples are summed over replicas."""
+REPLICA_LABEL = "replica"
+"""The label ``render_replicas`` gives each replica's samples."""
+
+
+def _sample_names(family: str) -> set[str]:
+    return {family, *(family + suffix for suffix in ("_total", "_bucket", "_count", "_sum"))}
+
+
+class _PerReplica:
+    """A collector: ``registry``'s gauges, and its counters and histograms with the samples every
+    replica reported, each labelled with the replica's id."""
+
+    def __init__(self, registry: CollectorRegistry, reports: Mapping[str, list[list[Any]]]):
+        self.registry, self.reports = registry, reports
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.registry.collect():
+            if family.type not in SUMMED:
+                yield family
+                continue
+            out = Metric(family.name, family.documentation, family.type, family.unit)
+            names = _sample_names(family.name)
+            for replica, samples in sorted(self.reports.items()):
+                for name, labels, value in samples:
+                    if name in names:
+                        out.add_sample(name, {**labels, REPLICA_LABEL: replica}, float(value))
+            yield out
 
 
 class _Merged:
@@ -238,10 +288,7 @@ class _Merged:
                     continue
                 key = (s.name, tuple(sorted(s.labels.items())))
                 out.add_sample(s.name, s.labels, s.value + left.pop(key, 0.0))
-            names = {
-                family.name,
-                *(family.name + suffix for suffix in ("_total", "_bucket", "_count", "_sum")),
-            }
+            names = _sample_names(family.name)
             for key in [k for k in left if k[0] in names]:
                 out.add_sample(key[0], dict(key[1]), left.pop(key))
             yield out

@@ -607,3 +607,93 @@ def test_the_scheduler_is_given_the_configured_time_to_finish_its_tasks_on_stop(
     production = read_config("production", {"POSTGRES_PASSWORD": "x"})
     grace = services()["airflow-scheduler"]["stop_grace_period"]
     assert grace == f"{production.airflow.scheduler_stop_seconds:.0f}s"
+
+
+# --------------------------------------------------------------------------------------------
+# Monitoring: Prometheus, the Pushgateway, statsd-exporter, Grafana
+# --------------------------------------------------------------------------------------------
+
+MONITORING = ("prometheus", "pushgateway", "statsd-exporter", "grafana")
+
+
+def flag(service: str, name: str) -> str:
+    """The value of ``--name=value`` in the service's command."""
+    [value] = [a.split("=", 1)[1] for a in argv(services()[service]["command"]) if a.startswith(f"--{name}=")]
+    return value
+
+
+def mounts(service: str) -> dict[str, str]:
+    """Container path -> host path of the service's bind mounts."""
+    return {v.split(":")[1]: v.split(":")[0] for v in services()[service]["volumes"] if v.startswith("./")}
+
+
+def listen_port(service: str, name: str = "web.listen-address") -> int:
+    return int(flag(service, name).rsplit(":", 1)[1])
+
+
+def test_monitoring_services_read_the_deploy_files():
+    assert set(MONITORING) <= set(services())
+    config = PurePosixPath(flag("prometheus", "config.file"))
+    assert mounts("prometheus")[str(config.parent)] == "./deploy/prometheus"
+    prometheus_yml = yaml.safe_load((ROOT / "deploy" / "prometheus" / config.name).read_text())
+    for rules in prometheus_yml["rule_files"]:
+        assert (ROOT / "deploy" / "prometheus" / rules).is_file(), rules
+    mapping = flag("statsd-exporter", "statsd.mapping-config")
+    assert mounts("statsd-exporter")[mapping] == "./deploy/prometheus/statsd-mapping.yml"
+    assert mounts("grafana")["/etc/grafana/provisioning"] == "./deploy/grafana/provisioning"
+    provider = yaml.safe_load((ROOT / "deploy/grafana/provisioning/dashboards/airloop.yml").read_text())
+    dashboards = provider["providers"][0]["options"]["path"]
+    assert mounts("grafana")[dashboards] == "./deploy/grafana/dashboards"
+    home = environment("grafana")["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert (ROOT / "deploy/grafana/dashboards" / PurePosixPath(home).relative_to(dashboards)).is_file()
+
+
+def test_prometheus_scrapes_services_on_the_ports_they_listen_on():
+    jobs = {
+        j["job_name"]: j
+        for j in yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())["scrape_configs"]
+    }
+    [serving] = jobs["airloop-serving"]["dns_sd_configs"]
+    assert serving["names"] == ["ray-head"] and serving["port"] == 8000
+    assert 8000 in {p[3] for p in published_ports(compose()) if p[0] == "ray-head"}
+    assert jobs["airflow"]["static_configs"][0]["targets"] == [
+        f"statsd-exporter:{listen_port('statsd-exporter')}"
+    ]
+    assert jobs["pushgateway"]["static_configs"][0]["targets"] == [
+        f"pushgateway:{listen_port('pushgateway')}"
+    ]
+    assert jobs["pushgateway"]["honor_labels"] is True, "the monitor's job and group labels are kept"
+
+
+@pytest.mark.parametrize("service", sorted(AIRFLOW_SERVICES))
+def test_airflow_sends_its_metrics_to_statsd_exporter(service):
+    env = environment(service)
+    assert env["AIRFLOW__METRICS__STATSD_ON"] == "True"
+    assert env["AIRFLOW__METRICS__STATSD_HOST"] == "statsd-exporter"
+    assert int(env["AIRFLOW__METRICS__STATSD_PORT"]) == listen_port("statsd-exporter", "statsd.listen-udp")
+    mapping = yaml.safe_load((ROOT / "deploy/prometheus/statsd-mapping.yml").read_text())
+    prefix = env["AIRFLOW__METRICS__STATSD_PREFIX"]
+    assert all(m["match"].startswith(f"{prefix}.") for m in mapping["mappings"])
+
+
+def test_the_production_judge_and_monitor_reach_prometheus_and_the_pushgateway():
+    cfg = read_config("production", environment("airflow-scheduler"))
+    assert cfg.rollout.metrics_source == "prometheus"
+    judge = urlsplit(cfg.rollout.prometheus_url)
+    assert (judge.hostname, judge.port) == ("prometheus", listen_port("prometheus"))
+    push = urlsplit(cfg.monitor.pushgateway_url)
+    assert (push.hostname, push.port) == ("pushgateway", listen_port("pushgateway"))
+    source = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
+    grafana = urlsplit(source["datasources"][0]["url"])
+    assert (grafana.hostname, grafana.port) == (judge.hostname, judge.port)
+
+
+def test_only_grafana_is_published_of_the_monitoring_services_and_it_needs_a_password():
+    published = {p[0] for p in published_ports(compose())}
+    assert published & set(MONITORING) == {"grafana"}
+    assert "GRAFANA_ADMIN_PASSWORD" in secret_names()
+    env = environment("grafana")
+    assert env["GF_SECURITY_ADMIN_PASSWORD"] == env_example()["GRAFANA_ADMIN_PASSWORD"]
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false" and env["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    for host_ip in {p[1] for p in published_ports(compose()) if p[0] == "grafana"}:
+        assert host_ip == env_example()["AIRLOOP_BIND_ADDRESS"]

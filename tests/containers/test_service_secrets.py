@@ -61,6 +61,10 @@ SERVICE_SECRETS: dict[str, set[str]] = {
         "SERVING_ADMIN_TOKEN",  # checks /admin/* and POST /labels
     },
     "train": {"S3_SECRET_KEY", "MLFLOW_TRAINING_PASSWORD", "MODEL_SIGNING_KEY"},
+    "statsd-exporter": set(),
+    "pushgateway": set(),
+    "prometheus": set(),  # scrapes and answers on the compose network only
+    "grafana": {"GRAFANA_ADMIN_PASSWORD"},
 }
 RUNS_AIRLOOP_CODE = ["airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
                      "airflow-triggerer", "ray-head", "train"]  # fmt: skip
