@@ -133,12 +133,34 @@ class TrainingPod(Section):
     requests: dict[str, str] = {}
     limits: dict[str, str] = {}
     env: dict[str, str] = {}
-    """Extra environment for the training process (secrets belong in Kubernetes secrets)."""
+    """Extra environment for the training process (secrets belong in ``secret_env``)."""
+    secret_env: dict[str, str] = {}
+    """Environment variables read from Kubernetes Secrets, ``NAME: <secret>/<key>``: the pod
+    spec references them (``secretKeyRef``), so no secret value passes through Airflow."""
+    priority_class: str | None = None
+    """The pod's ``priorityClassName`` (``deploy/kubernetes``: GPU jobs may preempt batch work)."""
     deferrable: bool = True
     in_cluster: bool = True
     kubernetes_conn_id: str = "kubernetes_default"
     startup_timeout_seconds: int = 900
     """Pulling a CUDA image onto a node that scaled up for it takes minutes."""
+
+    @field_validator("secret_env")
+    @classmethod
+    def _secret_and_key(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, ref in value.items():
+            secret, _, key = ref.partition("/")
+            if not secret or not key or "/" in key:
+                raise ValueError(f"secret_env.{name}: {ref!r} is not <secret>/<key>")
+        return value
+
+    def secret_refs(self) -> dict[str, tuple[str, str]]:
+        """``secret_env`` as ``NAME -> (secret, key)``."""
+        refs: dict[str, tuple[str, str]] = {}
+        for name, ref in self.secret_env.items():
+            secret, key = ref.split("/", 1)
+            refs[name] = (secret, key)
+        return refs
 
 
 class Fairness(Section):

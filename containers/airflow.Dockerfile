@@ -30,7 +30,7 @@ WORKDIR /opt/airloop
 COPY --chown=airflow:0 requirements.txt requirements.lock ./
 # One resolve: apache-airflow pinned to the base image's version (Airflow's documented way of
 # extending its image), torch's CPU build, the rest of requirements.txt under the lock.
-RUN grep -vE '^(torch|pytest|pytest-timeout|ruff|moto|mypy|hypothesis|schemathesis|detect-secrets|pip-audit)([^A-Za-z0-9_.]|$)' requirements.txt > /tmp/runtime-requirements.txt \
+RUN grep -vE '^(torch|pytest|pytest-timeout|ruff|moto|mypy|hypothesis|schemathesis|detect-secrets|pip-audit|kubernetes-validate)([^A-Za-z0-9_.]|$)' requirements.txt > /tmp/runtime-requirements.txt \
  && pip install --no-cache-dir \
       --extra-index-url "${TORCH_INDEX_URL}" \
       -c requirements.lock \

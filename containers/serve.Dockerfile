@@ -26,7 +26,7 @@ RUN apt-get update \
 USER ray
 WORKDIR /opt/airloop
 COPY --chown=ray:users requirements.txt requirements.lock ./
-RUN grep -vE '^(apache-airflow|great-expectations|evidently|torch|pytest|pytest-timeout|ruff|moto|mypy|hypothesis|schemathesis|detect-secrets|pip-audit)([^A-Za-z0-9_.]|$)' requirements.txt > /tmp/serve-requirements.txt \
+RUN grep -vE '^(apache-airflow|great-expectations|evidently|torch|pytest|pytest-timeout|ruff|moto|mypy|hypothesis|schemathesis|detect-secrets|pip-audit|kubernetes-validate)([^A-Za-z0-9_.]|$)' requirements.txt > /tmp/serve-requirements.txt \
  && pip install --no-cache-dir \
       --extra-index-url "${TORCH_INDEX_URL}" \
       -c requirements.lock \

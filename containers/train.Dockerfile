@@ -47,7 +47,7 @@ COPY requirements.txt requirements.lock ./
 # Training needs neither Airflow, Ray, Great Expectations nor Evidently. The lock (resolved on
 # a CPU machine) pins everything except the CUDA wheels, which the CUDA torch build pins itself.
 RUN grep -vE '^(nvidia-|torch==|triton==)' requirements.lock > /tmp/constraints.txt \
- && grep -vE '^(apache-airflow|ray|great-expectations|evidently|torch|pytest|pytest-timeout|ruff|moto|mypy|hypothesis|schemathesis|detect-secrets|pip-audit)([^A-Za-z0-9_.]|$)' requirements.txt > /tmp/train-requirements.txt \
+ && grep -vE '^(apache-airflow|ray|great-expectations|evidently|torch|pytest|pytest-timeout|ruff|moto|mypy|hypothesis|schemathesis|detect-secrets|pip-audit|kubernetes-validate)([^A-Za-z0-9_.]|$)' requirements.txt > /tmp/train-requirements.txt \
  && uv pip install --no-cache \
       --index-url "${TORCH_INDEX_URL}" --extra-index-url https://pypi.org/simple \
       --index-strategy unsafe-best-match \

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from config import Settings
 
 LINKS_XCOM_KEY = "training_links"
+POD_NAME = "airloop-train"
 ENTRYPOINT = ("python", "-m", "tasks.training")
 TRAINING_FIELDS = ("training_set_uri", "reason", "run_context")
 LOG_TAIL = 40
@@ -72,6 +73,16 @@ def entrypoint_env(settings: Settings) -> dict[str, str]:
     }
 
 
+def pod_env(settings: Settings) -> list[k8s.V1EnvVar]:
+    """The pod's environment: ``entrypoint_env`` as values, then ``training_pod.secret_env`` as
+    references to Kubernetes Secrets (the kubelet reads them; Airflow never holds the values)."""
+    env = [k8s.V1EnvVar(name=name, value=value) for name, value in entrypoint_env(settings).items()]
+    for name, (secret, key) in settings.training_pod.secret_refs().items():
+        ref = k8s.V1SecretKeySelector(name=secret, key=key)
+        env.append(k8s.V1EnvVar(name=name, value_from=k8s.V1EnvVarSource(secret_key_ref=ref)))
+    return env
+
+
 def pod_settings(settings: Settings) -> dict[str, Any]:
     """KubernetesPodOperator arguments from the ``training_pod`` section of the config."""
     pod = settings.training_pod
@@ -84,6 +95,7 @@ def pod_settings(settings: Settings) -> dict[str, Any]:
         "image": pod.image,
         "namespace": pod.namespace,
         "service_account_name": pod.service_account,
+        "priority_class_name": pod.priority_class,
         "node_selector": dict(pod.node_selector),
         "tolerations": [k8s.V1Toleration(**t) for t in pod.tolerations],
         "container_resources": k8s.V1ResourceRequirements(requests=requests, limits=limits),
@@ -154,9 +166,7 @@ class KubernetesTrainingOperator(TrainingResultMixin, KubernetesPodOperator):
         **kwargs: Any,
     ) -> None:
         options = {**pod_settings(settings), **kwargs}
-        super().__init__(
-            name="airloop-train", cmds=[ENTRYPOINT[0]], env_vars=entrypoint_env(settings), **options
-        )
+        super().__init__(name=POD_NAME, cmds=[ENTRYPOINT[0]], env_vars=pod_env(settings), **options)
         self.training_set_uri = training_set_uri
         self.reason = reason
         self.run_context = run_context
@@ -235,6 +245,38 @@ class LocalTrainingOperator(TrainingResultMixin, BaseOperator):
                 )
             with open(output) as handle:
                 return json.load(handle)
+
+
+TEMPLATE_SPEC_FIELDS = (
+    "serviceAccountName",
+    "priorityClassName",
+    "nodeSelector",
+    "tolerations",
+    "restartPolicy",
+)
+TEMPLATE_CONTAINER_FIELDS = ("name", "image", "command", "env", "resources")
+
+
+def pod_template(settings: Settings) -> dict[str, Any]:
+    """The training pod as a Kubernetes ``PodTemplate`` (``deploy/kubernetes/base/
+    training-pod-template.yaml``, written by ``python -m tools.training_pod_template``): the pod
+    the operator renders from ``training_pod``, less what each run sets (the entrypoint's
+    arguments, the run's labels, the XCom sidecar)."""
+    from kubernetes.client import ApiClient  # noqa: PLC0415 - a tool's path, not the operator's
+
+    op = KubernetesTrainingOperator(task_id="train", settings=settings, training_set_uri="")
+    pod = ApiClient().sanitize_for_serialization(op.build_pod_request_obj(dry_run=True))
+    spec = pod["spec"]
+    base = next(c for c in spec["containers"] if c["name"] == "base")
+    labels = {k: v for k, v in pod["metadata"]["labels"].items() if k.startswith("app.kubernetes.io/")}
+    template_spec = {k: spec[k] for k in TEMPLATE_SPEC_FIELDS if k in spec}
+    template_spec["containers"] = [{k: base[k] for k in TEMPLATE_CONTAINER_FIELDS if k in base}]
+    return {
+        "apiVersion": "v1",
+        "kind": "PodTemplate",
+        "metadata": {"name": POD_NAME, "namespace": settings.training_pod.namespace, "labels": labels},
+        "template": {"metadata": {"labels": dict(labels)}, "spec": template_spec},
+    }
 
 
 TrainingOperator: TypeAlias = KubernetesTrainingOperator | LocalTrainingOperator

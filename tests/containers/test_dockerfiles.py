@@ -38,6 +38,7 @@ DEV_TOOLS = {
     "schemathesis",
     "detect-secrets",
     "pip-audit",
+    "kubernetes-validate",
 }
 """requirements.txt entries no image installs (the test and dev tools section)."""
 

@@ -60,6 +60,7 @@ def test_pod_has_gpu_limit_tolerations_node_selector_image_and_env_from_config(p
         "NoSchedule",
     )
     assert pod.spec.service_account_name == "airloop-train"
+    assert pod.spec.priority_class_name == cfg.priority_class == "airloop-training"
     assert pod.metadata.namespace == "airloop"
     env = {e.name: e.value for e in container.env}
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
@@ -74,6 +75,32 @@ def test_pod_has_gpu_limit_tolerations_node_selector_image_and_env_from_config(p
     assert [c.name for c in pod.spec.containers] == ["base", "airflow-xcom-sidecar"] and op.do_xcom_push
     assert op.deferrable is True
     assert pod.metadata.labels["app.kubernetes.io/component"] == "train"
+
+
+def test_pod_reads_secrets_by_reference_and_holds_no_serving_secret(production):
+    container = _pod(production)
+    refs = {
+        e.name: (e.value_from.secret_key_ref.name, e.value_from.secret_key_ref.key)
+        for e in container.env
+        if e.value_from is not None
+    }
+    assert refs == {
+        "AWS_SECRET_ACCESS_KEY": ("airloop-train", "S3_SECRET_KEY"),
+        "MLFLOW_TRACKING_PASSWORD": ("airloop-train", "MLFLOW_TRAINING_PASSWORD"),
+        "MODEL_SIGNING_KEY": ("airloop-train", "MODEL_SIGNING_KEY"),
+    }
+    values = {e.name: e.value for e in container.env if e.value_from is None}
+    assert values["AIRLOOP__SERVING__ADMIN_TOKEN"] == values["AIRLOOP__SERVING__RAY_AUTH_TOKEN"] == ""
+    assert not refs.keys() & values.keys()
+
+
+def test_secret_env_must_name_a_secret_and_a_key():
+    from pydantic import ValidationError
+
+    from config.training import TrainingPod
+
+    with pytest.raises(ValidationError, match="is not <secret>/<key>"):
+        TrainingPod(secret_env={"TOKEN": "just-a-secret"})
 
 
 def test_local_profile_runs_the_pods_command_with_the_same_arguments_and_env(settings):
