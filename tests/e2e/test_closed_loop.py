@@ -42,7 +42,7 @@ OPTIONS = StoryOptions(
     steady_windows=0,
     steady_seconds=5.0,
     served_answers=30,
-    timeout=300.0,
+    timeout=600.0,  # per stage: a slow stage on a loaded machine is not a wrong one
 )
 
 ORDER = [

@@ -22,6 +22,7 @@ from tasks.common.net import free_port
 from tasks.platform import simulate, stack
 from tasks.platform.story.reads import finished, touched_since
 from tests.e2e.conftest import PAST, airloop_environment
+from tests.figures import keep
 
 pytestmark = pytest.mark.e2e
 
@@ -150,6 +151,11 @@ def test_the_scheduler_killed_mid_run_loses_no_batch_and_duplicates_no_row(airfl
     curated = _curated_ids(settings, ids)
     assert len(curated) == len(ids) == 800 and curated.is_unique  # nothing lost, nothing twice
     failed = [(r["dag_run_id"], r["state"]) for r in runs if r["state"] != "success"]
+    keep("scheduler kill -9 mid-run", {
+        "rows": len(ids), "runs": len(runs), "failed": failed, "lost": len(ids) - len(curated),
+        "duplicated": len(curated) - curated.nunique(), "back_s": round(back, 1),
+        "ingested_after_s": round(recovered, 1),
+    })  # fmt: skip
     with capsys.disabled():
         print(
             f"\n[e2e] scheduler kill -9 mid-run: 2 batches (800 rows) posted, 1 while it was down; "

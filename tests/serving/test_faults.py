@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from tasks.serving import inference_log
+from tests.figures import keep
 from tests.serving.conftest import PLACEMENTS, ServingWorld
 from tests.serving.faults import SteadyLoad, kill9, replica_pids
 
@@ -59,6 +60,7 @@ def record(fault: str, load: SteadyLoad, since: float, books: dict, recovered_s:
         "recovered_s": round(recovered_s, 1),
     }
     FIGURES.append(figures)
+    keep("serving fault", figures)
     print("\nFAULT", figures)
     return figures
 

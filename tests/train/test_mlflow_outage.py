@@ -18,6 +18,7 @@ import pytest
 
 from config import Settings, read_config
 from tasks.common.net import free_port
+from tests.figures import keep
 
 pytestmark = pytest.mark.slow
 
@@ -119,6 +120,7 @@ def test_a_short_outage_is_ridden_over_and_one_version_registered(outage, world,
     result = out["result"]
     assert result.registered and result.version
     assert [v.version for v in _versions(outage)] == [str(result.version)]
+    keep("mlflow kill -9 in training", {"back_s": round(back, 1), "registered": result.version})
     with capsys.disabled():
         print(f"\n[fault] MLflow kill -9 in training: back in {back:.1f} s, registered v{result.version}")
 
