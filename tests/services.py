@@ -20,6 +20,31 @@ import pytest
 
 from tasks.common.net import free_port
 
+_RELEASES: list[Callable[[], None]] = []
+
+
+def release_early(stop: Callable[[], None]) -> Callable[[], None]:
+    """Register ``stop`` (of a session-wide service) to run when ``release_shared_services`` is
+    called, before the session ends; returns a stop that runs at most once, for the fixture's own
+    teardown."""
+    done: list[bool] = []
+
+    def once() -> None:
+        if not done:
+            done.append(True)
+            stop()
+
+    _RELEASES.append(once)
+    return once
+
+
+def release_shared_services() -> None:
+    """Stop what ``release_early`` registered: the end-to-end tests run last and start a whole
+    stack of their own, which should not share two cores with an idle Ray cluster (the serving
+    tests' application and MLflow server, about 0.4 of a core and 3 GB)."""
+    while _RELEASES:
+        _RELEASES.pop()()
+
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
     """Poll ``check`` until it holds; fail naming ``what`` after ``timeout`` seconds."""

@@ -27,6 +27,7 @@ from config import Settings, read_config
 from tasks.common.net import free_port
 from tasks.platform import stack
 from tasks.platform.airflow_client import AirflowClient
+from tests.services import release_shared_services
 
 PAST = "2026-06-01T00:00:00+00:00"
 """Where the tests' own batches are placed in time (``generate_batch(..., at=PAST)``): their
@@ -134,6 +135,7 @@ def airloop_environment(env: dict[str, str]) -> Iterator[None]:
 @pytest.fixture(scope="session")
 def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack]:
     """A running Airflow stack on the project's dags/, stopped at the end of the session."""
+    release_shared_services()  # the serving tests' Ray and MLflow are done with by now
     home = Path(tempfile.mkdtemp(prefix="airloop-e2e-"))
     airloop = _airloop_vars(home)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRLOOP")} | airloop

@@ -29,6 +29,7 @@ from tests.e2e.conftest import airloop_environment
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.slow,
+    pytest.mark.timeout(1800),  # 3.5 to 6.5 min on a quiet machine; each stage has its own limit
 ]
 
 OPTIONS = StoryOptions(

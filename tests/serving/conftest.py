@@ -41,6 +41,7 @@ import pytest
 
 from config import Settings, read_config
 from tasks.common.net import free_port
+from tests.services import release_early
 from tests.serving.faults import WalDisk
 
 START = "2026-01-01T00:00:00+00:00"
@@ -170,6 +171,7 @@ def serving_world(tmp_path_factory) -> Iterator[ServingWorld]:
         "AIRLOOP__SERVING__INFERENCE_LOG__WAL_DIR": str(wal.path),
     }
     settings = read_config("local", env)
+    stop_mlflow = release_early(lambda: stack.stop(settings, services=[stack.MLFLOW], quiet=True))
     # The MLflow server starts (a subprocess, ~20 s) while this process lands data and features.
     mlflow_up = ThreadPoolExecutor(1).submit(
         stack.start, settings, services=[stack.MLFLOW], timeout=180, quiet=True
@@ -196,7 +198,7 @@ def serving_world(tmp_path_factory) -> Iterator[ServingWorld]:
         )
         yield world
     finally:
-        stack.stop(settings, services=[stack.MLFLOW], quiet=True)
+        stop_mlflow()
         wal.release()
 
 
@@ -207,10 +209,11 @@ def serving_app(serving_world) -> Iterator[ServingWorld]:
 
     settings = serving_world.settings
     serving_world.url = serve.start(settings, num_cpus=2)
+    stop = release_early(lambda: serve.stop(settings, shutdown_ray=True))
     try:
         yield serving_world
     finally:
-        serve.stop(settings, shutdown_ray=True)
+        stop()
 
 
 def placement_settings(settings: Settings, placement: str) -> Settings:
@@ -238,10 +241,11 @@ def other_placement_app(serving_app) -> Iterator[str]:
     (other,) = set(PLACEMENTS) - {serving_app.settings.serving.placement}
     settings = placement_settings(serving_app.settings, other)
     url = serve.start(settings)
+    stop = release_early(lambda: ray_serve.delete(settings.serving.app_name))
     try:
         yield url
     finally:
-        ray_serve.delete(settings.serving.app_name)
+        stop()
 
 
 def app_url(request: pytest.FixtureRequest, world: ServingWorld, placement: str) -> str:
