@@ -96,7 +96,9 @@ def _init_ray(settings: Settings, ray_init: dict[str, Any]) -> None:
     cfg = settings.serving
     if ray.is_initialized():
         return
-    kwargs: dict[str, Any] = {"address": cfg.ray_address, "log_to_driver": False}
+    # Without an address Ray joins any cluster it finds running on the machine (a user's own
+    # `ray start`, another stack's): "local" always starts this stack's own.
+    kwargs: dict[str, Any] = {"address": cfg.ray_address or "local", "log_to_driver": False}
     if cfg.ray_address is None:
         kwargs["include_dashboard"] = cfg.ray_dashboard
         if cfg.ray_dashboard:

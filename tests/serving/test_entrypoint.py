@@ -64,3 +64,20 @@ def test_haproxy_binary_comes_with_ray_serve():
     binary = get_haproxy_binary()
     out = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=30, check=True)
     assert out.stdout.startswith("HAProxy version")
+
+
+def test_a_local_stack_starts_its_own_ray_and_never_joins_one_running_on_the_machine(monkeypatch):
+    """Ray's ``init()`` without an address joins any cluster it finds on the machine (a user's
+    ``ray start``, another stack's); ``address="local"`` always starts a new one. With
+    ``serving.ray_address`` set, that cluster is joined as configured."""
+    import ray
+
+    calls: list[dict] = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    settings = read_config("local")
+    serve._init_ray(settings, {"num_cpus": 2})
+    joined = read_config("local", {"AIRLOOP__SERVING__RAY_ADDRESS": "ray://10.0.0.5:10001"})
+    serve._init_ray(joined, {})
+    assert [c["address"] for c in calls] == ["local", "ray://10.0.0.5:10001"]
+    assert calls[0]["num_cpus"] == 2

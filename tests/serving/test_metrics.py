@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import requests
 
@@ -53,3 +55,31 @@ def test_metrics_endpoint_speaks_prometheus_text(client):
     assert resp.status_code == 200
     assert resp.headers["content-type"].startswith("text/plain")
     assert "# TYPE airloop_serving_prediction_latency_seconds histogram" in resp.text
+
+
+def _per_replica(url: str, name: str) -> list:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    resp = requests.get(f"{url}/metrics", params={"scope": "replicas"}, timeout=30)
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
+    return [s for f in text_string_to_metric_families(resp.text) for s in f.samples if s.name == name]
+
+
+def test_the_per_replica_scrape_sums_to_what_the_application_counts(client, serving_app):
+    """What Prometheus scrapes (``?scope=replicas``) on the real application: every series carries
+    the replica it came from, and summed over replicas it comes to what ``/metrics`` counts once
+    every replica has reported (a replica reports as it goes, so this converges)."""
+    name = "airloop_serving_predictions_total"
+    client.score_batch([serving_app.transaction(i) for i in range(20)])
+    counted = sum(v for (n, _), v in client.metrics().items() if n == name)
+    deadline = time.monotonic() + 60
+    while True:
+        per_replica = _per_replica(client.url, name)
+        assert per_replica and all(s.labels.get("replica") for s in per_replica)
+        summed = sum(s.value for s in per_replica)
+        if summed == counted or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert summed == counted, f"per replica {summed} vs the application's {counted}"
+    bad = requests.get(f"{client.url}/metrics", params={"scope": "everything"}, timeout=30)
+    assert bad.status_code == 422 and "scope" in bad.text
