@@ -107,7 +107,26 @@ def _init_ray(settings: Settings, ray_init: dict[str, Any]) -> None:
             kwargs["dashboard_host"] = cfg.host
         if cfg.ray_num_cpus is not None:
             kwargs["num_cpus"] = cfg.ray_num_cpus
-    ray.init(**{**kwargs, **ray_init})
+    try:
+        ray.init(**{**kwargs, **ray_init})
+    except Exception as exc:
+        if cfg.ray_address is not None or "timed out during startup" not in str(exc):
+            raise
+        # Ray gives its raylet a fixed 30 s to register; a machine busy with Airflow's tasks can
+        # miss that once. What the failed start left running goes, and Ray starts again.
+        _say(f"Ray's node did not register in time ({exc}); starting Ray again")
+        _kill_ray_children()
+        ray.init(**{**kwargs, **ray_init})
+
+
+def _kill_ray_children() -> None:
+    """Ray's processes (GCS, raylet, agents) that a failed ``ray.init`` of this process left."""
+    import psutil  # noqa: PLC0415 - Ray's dependency, needed only on this rare path
+
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if any("/ray/" in part for part in child.cmdline()):
+                child.kill()
 
 
 def start(settings: Settings, **ray_init: Any) -> str:
