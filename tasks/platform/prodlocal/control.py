@@ -108,9 +108,12 @@ def up(root: Path, *, timeout: float = 480.0, quiet: bool = False) -> State:
         settings = settings_of(state)
         pg = postgres_settings(settings)
         _say(f"production profile on this machine, folder {state.root}", quiet)
-        stack.start(pg, services=[stack.POSTGRES], timeout=timeout, quiet=quiet)
+        stack.start(pg, services=[stack.POSTGRES], timeout=timeout, quiet=True)
         create_roles(state, pg)
-        stack.start(settings, services=[*BACKING, *AIRFLOW], timeout=timeout, quiet=quiet)
+        # Ray before Airflow: a raylet gives up on its dashboard agent after 30 s, which the
+        # agent's start took on two cores busy with Airflow's and MLflow's (the node went down)
+        stack.start(settings, services=BACKING, timeout=timeout, quiet=quiet)
+        stack.start(settings, services=AIRFLOW, timeout=timeout, quiet=quiet)
         create_bucket(state)
         create_mlflow_users(state, settings)
     return state

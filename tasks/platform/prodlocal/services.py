@@ -34,6 +34,8 @@ from tasks.platform.prodlocal.state import (
 from tasks.platform.stack import Service
 
 RAY_AUTH = {"RAY_AUTH_MODE": "token"}
+RAY_STOP_SECONDS = 60.0
+"""A stopping Ray node drains for up to 30 s (``ray start --block`` on SIGTERM) before it stops."""
 
 
 def _state(settings: Settings) -> State:
@@ -135,6 +137,9 @@ def ray_env(settings: Settings) -> dict[str, str]:
         "AIRLOOP__FEAST__ONLINE_STORE__CONNECTION_STRING": redis,
         **process_env(settings),
         **local_ray_env(settings),
+        # a cluster of two nodes: not the single-machine Ray the local serving process starts
+        # (local_ray_env's "0" makes a joining node refuse the head)
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1",
     }
 
 
@@ -207,6 +212,7 @@ S3 = Service(
 RAY_HEAD = Service(
     "ray-head", _head_command, port=lambda s: _state(s).ports["ray_dashboard"], probe=_head_answers,
     match="ray", host=_loopback, env=ray_env, airflow=False, port_setting="",
+    stop_grace=lambda s: RAY_STOP_SECONDS,
 )  # fmt: skip
 RAY_WORKER = Service(
     "ray-worker", _worker_command, probe=_worker_joined, after=("ray-head",),

@@ -139,7 +139,9 @@ def _addresses(state: State) -> dict[str, str]:
         f"{a}FEAST__ONLINE_STORE__CONNECTION_STRING": (
             f"127.0.0.1:{state.ports['redis']},password={state.secrets['REDIS_PASSWORD']}"
         ),
-        f"{a}SERVING__HOST": "127.0.0.1",
+        # serving.host stays the profile's 0.0.0.0: the head's HAProxy reaches the replicas on
+        # the other node at the node's address (Ray gives both nodes the machine's), not loopback
+        f"{a}SERVING__PROXY_LOCATION": "HeadOnly",
         f"{a}SERVING__PORT": str(state.ports["serving"]),
         f"{a}SERVING__CLIENT_URL": state.url("serving"),
         f"{a}SERVING__DASHBOARD_URL": state.url("ray_dashboard"),
@@ -157,6 +159,8 @@ def _this_machine(state: State) -> dict[str, str]:
         f"{a}MONITOR__PUSHGATEWAY_URL": "null",
         f"{a}MONITOR__CRON": "* * * * *",
         f"{a}INGEST__MAX_AGE_HOURS": "null",
+        # `down` waits this long for running tasks (a deploy step holds for minutes): not 180 s
+        f"{a}AIRFLOW__SCHEDULER_STOP_SECONDS": "20",
     }
 
 
