@@ -45,6 +45,11 @@ class Serving(Section):
     host: str = "127.0.0.1"
     port: int = 8000
     route_prefix: str = "/"
+    proxy_location: Literal["EveryNode", "HeadOnly"] = "EveryNode"
+    """Where Serve runs its HTTP proxy (``host:port``) on a cluster: ``EveryNode`` (Serve's
+    default: every node with a replica; on KubeRay each pod has its own address) or
+    ``HeadOnly``: Ray nodes sharing one machine would all bind the same port, and every one but
+    the first proxy fails (``airloop prod-local``'s two nodes)."""
     ray_address: str | None = None
     """``None``: start a local Ray in the serving process; ``auto`` or ``ray://...``: join a cluster."""
     client_url: str | None = None

@@ -6,6 +6,7 @@
     airloop traffic [...]               live scoring traffic with labels posted later
     airloop validate FILE               the ingest suite on a local CSV/Parquet file; nothing moved
     airloop features | train | serve | monitor [...]   a stage's own command line
+    airloop prod-local up | run | down | env           the production profile on this machine
 
 Each handler imports what it runs when it runs, so ``airloop --help`` and every subcommand's
 ``--help`` answer without loading pandas, Ray, Feast, MLflow, torch or Airflow.
@@ -309,11 +310,18 @@ def _monitor(argv: list[str]) -> int:
     return main(argv, prog="airloop monitor")
 
 
+def _prod_local(argv: list[str]) -> int:
+    from tasks.platform.prodlocal.cli import main  # noqa: PLC0415 - keeps airloop --help fast
+
+    return main(argv, prog="airloop prod-local")
+
+
 STAGES: dict[str, tuple[Delegate, str]] = {
     "features": (_features, "the features stage by hand: refresh, apply, status, lookup, yaml"),
     "train": (_train, "build a training set (or take one), train candidates, gate them, register the best"),
     "serve": (_serve, "run the serving application on Ray Serve, or print its Serve config"),
     "monitor": (_monitor, "monitor one window: drift, performance, report; optionally decide"),
+    "prod-local": (_prod_local, "the production profile as processes on this machine: up, run, down"),
 }
 """Subcommands that hand everything after their name to the stage's own ``main(argv)``
 (``airloop train --help`` is the training command line's help)."""

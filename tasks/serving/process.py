@@ -176,7 +176,9 @@ def serve_config(settings: Settings) -> dict[str, Any]:
     """The application as a Serve config file (``serveConfigV2`` of a KubeRay RayService)."""
     cfg = settings.serving
     env = {"AIRLOOP_PROFILE": settings.profile, **serve_env(settings)}
+    where = {} if cfg.proxy_location == "EveryNode" else {"proxy_location": cfg.proxy_location}
     return {
+        **where,
         "http_options": {"host": cfg.host, "port": cfg.port},
         "applications": [
             {

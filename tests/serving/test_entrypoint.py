@@ -21,6 +21,11 @@ def test_serve_config_points_at_the_app_builder():
     assert config["http_options"] == {"host": "0.0.0.0", "port": 8000}
     module, _, attr = app["import_path"].partition(":")
     assert callable(getattr(__import__(module, fromlist=[attr]), attr))
+    assert "proxy_location" not in config  # Serve's default, EveryNode: a proxy per KubeRay pod
+    one_machine = read_config(
+        "production", {"POSTGRES_PASSWORD": "x", "AIRLOOP__SERVING__PROXY_LOCATION": "HeadOnly"}
+    )
+    assert serve.serve_config(one_machine)["proxy_location"] == "HeadOnly"
 
 
 def test_config_command_prints_yaml():
