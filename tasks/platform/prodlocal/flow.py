@@ -1,5 +1,5 @@
 """The loop on the production stack of this machine, stage by stage, each timed: what ``airloop
-prod-local run`` and ``tests/e2e/test_production_profile.py`` play.
+prod-local run`` and ``tests/e2e/test_prodlocal_run.py`` play.
 
     up → DAGs parsed → land batches (asset events) → ingest → features → train (the first
     model) → deploy (the Serve application PUT on the Ray cluster through the Serve REST API,
