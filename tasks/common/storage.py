@@ -23,11 +23,17 @@ def configure(s3_endpoint_url: str | None) -> None:
 
 
 def filesystem(uri: str) -> tuple[AbstractFileSystem, str]:
-    """The filesystem for ``uri`` and the path inside it."""
+    """The filesystem for ``uri`` and the path inside it.
+
+    S3 listings are never cached: fsspec shares one instance per process, and a cached listing
+    hides what other processes wrote since (a sensor in the triggerer counted the inference log's
+    first files for ever while serving kept adding hours of predictions)."""
     protocol = uri.split("://", 1)[0] if "://" in uri else "file"
     options: dict[str, Any] = {}
-    if protocol in ("s3", "s3a") and _s3_endpoint:
-        options["client_kwargs"] = {"endpoint_url": _s3_endpoint}
+    if protocol in ("s3", "s3a"):
+        options["use_listings_cache"] = False
+        if _s3_endpoint:
+            options["client_kwargs"] = {"endpoint_url": _s3_endpoint}
     fs, path = fsspec.core.url_to_fs(uri, **options)
     return fs, path
 
