@@ -58,6 +58,14 @@ def _serving_champion(settings: Settings, client: ServingClient, version: str) -
     return serving
 
 
+def _never_rolled_out(mv: Any, serving: str | None, version: str) -> bool:
+    """The application serves ``version`` without any rollout having passed it: an application
+    created after the first registration (on a cluster the deploy DAG creates it) loads the
+    ``champion`` alias that registration gave the first model. It is rolled out as the first model
+    all the same (smoke test, then promotion), not taken for a champion that passed its steps."""
+    return serving == version and (mv.tags or {}).get(registry.TAG_ROLLOUT_STATUS) != registry.PROMOTED
+
+
 def _version_to_roll_out(settings: Settings, version: str | None) -> str:
     """``version``, else the one behind the ``challenger`` alias."""
     if version is not None:
@@ -77,6 +85,9 @@ def begin(
     version = _version_to_roll_out(settings, version)
     mv = registry.client(settings.mlflow.url).get_model_version(name, version)
     serving = _serving_champion(settings, client_for(settings), version)
+    if _never_rolled_out(mv, serving, version):
+        say(f"version {version} serves since the application started, but no rollout passed it yet")
+        serving = None
     record = RolloutRecord(
         id=new_id(version),
         model=name,

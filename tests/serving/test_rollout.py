@@ -521,8 +521,14 @@ def test_rollout_history_page_shows_steps_judgments_and_earlier_rollouts(rollout
 
 
 @pytest.mark.slow
-def test_first_model_goes_straight_to_full_traffic_after_its_smoke_test(serving_app, tmp_path):
-    """A second application (its own model name, route and slots) that has never had a model."""
+@pytest.mark.parametrize("registered_first", [False, True], ids=["app-running", "app-created-after"])
+def test_first_model_goes_straight_to_full_traffic_after_its_smoke_test(
+    serving_app, tmp_path, registered_first
+):
+    """A second application (its own model name, route and slots) that has never had a model.
+    ``app-created-after``: as on a cluster, the deploy DAG creates the application only after
+    the first registration, so it starts serving the ``champion`` alias registration gave the
+    first version; that version is still rolled out as the first model (smoke test, promote)."""
     from ray import serve
 
     from tasks.common import registry
@@ -533,24 +539,26 @@ def test_first_model_goes_straight_to_full_traffic_after_its_smoke_test(serving_
     from tests.serving.scorers import ConstantScorer
 
     base = fast(serving_app.settings)
+    name = f"fraud-first-{'after' if registered_first else 'running'}"
     settings = base.model_copy(
         update={
-            "mlflow": base.mlflow.model_copy(update={"registered_model": "fraud-first-model"}),
-            "serving": base.serving.model_copy(
-                update={"app_name": "airloop-first", "route_prefix": "/first"}
-            ),
+            "mlflow": base.mlflow.model_copy(update={"registered_model": name}),
+            "serving": base.serving.model_copy(update={"app_name": name, "route_prefix": f"/{name}"}),
         }
     )
+    version = register_model(settings, ConstantScorer(0.05), serving_app.events) if registered_first else None
     url = serving.start(settings)
     try:
         client = ServingClient.from_settings(settings, url=url)
-        assert client.status()["slots"]["champion"]["loaded"] is False
-        version = register_model(settings, ConstantScorer(0.05), serving_app.events)
+        assert client.status()["slots"]["champion"]["loaded"] is registered_first
+        if version is None:
+            version = register_model(settings, ConstantScorer(0.05), serving_app.events)
         mc = registry.client(settings.mlflow.url)
-        assert str(mc.get_model_version_by_alias("fraud-first-model", "champion").version) == version
+        assert str(mc.get_model_version_by_alias(name, "champion").version) == version
         rec = steps.begin(settings, version=version)
-        assert rec.first
-        steps.smoke(settings, rec.id)
+        assert rec.first and rec.status == "running" and rec.champion_version is None
+        rec = steps.smoke(settings, rec.id)
+        assert rec.steps[0].requests == settings.rollout.smoke_rows
         for skipped in (lambda: steps.shadow(settings, rec.id), lambda: steps.canary(settings, rec.id, 0)):
             with pytest.raises(Skip):
                 skipped()
@@ -559,8 +567,10 @@ def test_first_model_goes_straight_to_full_traffic_after_its_smoke_test(serving_
         assert [s.status for s in rec.steps] == ["passed", "skipped", "skipped", "passed"]
         assert client.score(serving_app.transaction(0))["model_version"] == version
         assert client.status()["slots"]["champion"]["version"] == version
+        again = steps.begin(settings, version=version)
+        assert again.status == "nothing_to_do" and "already the champion" in str(again.reason)
     finally:
-        serve.delete("airloop-first")
+        serve.delete(name)
 
 
 @pytest.mark.slow

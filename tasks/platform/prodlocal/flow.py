@@ -24,8 +24,7 @@ from tasks.platform.prodlocal.control import environment, up
 from tasks.platform.prodlocal.state import pipeline_env
 from tasks.platform.prodlocal.state import settings as settings_of
 from tasks.platform.story import Story, StoryOptions, data, models, monitor
-from tasks.platform.story.reads import StoryError, poll
-from tasks.rollout import record
+from tasks.platform.story.reads import poll
 
 DAGS = ("ingest", "features", "train", "deploy", "monitor")
 
@@ -97,23 +96,6 @@ def _traffic_facts(story: Story) -> dict[str, Any]:
     }
 
 
-def _first_model(story: Story, report: Report) -> str:
-    """The story's first model, trained and rolled out. On a cluster the deploy DAG puts the
-    application there only now, after registration gave the first version the ``champion``
-    alias too: the new application loads it at start, and the rollout finds it "already the
-    champion" (nothing to do; no smoke test ran). That is reported, not failed."""
-    try:
-        return models.first_model(story, before_deploy=lambda: None)
-    except StoryError:
-        rollout = (story.seen.get("rollouts") or [None])[-1] or {}
-        report.facts["first_rollout"] = {k: rollout.get(k) for k in ("version", "status", "reason")}
-        if rollout.get("status") == record.NOTHING_TO_DO and "already the champion" in str(
-            rollout.get("reason")
-        ):
-            return str(rollout["version"])
-        raise
-
-
 def _loop(story: Story, options: Options, report: Report) -> None:
     client = story.client
     report.timed("dags parsed", lambda: [client.wait_for_dag(d, timeout=options.timeout) for d in DAGS])
@@ -121,7 +103,7 @@ def _loop(story: Story, options: Options, report: Report) -> None:
         "ingest + features",
         lambda: data.land_and_curate(story, "stable", options.batches, None, label="stable"),
     )
-    version = report.timed("train + deploy", lambda: _first_model(story, report))
+    version = report.timed("train + deploy", lambda: models.first_model(story, before_deploy=lambda: None))
     report.facts["version"] = version
     report.facts["traffic"] = report.timed(
         "scoring over HTTP", lambda: _answered(story, str(version), options.answers)
