@@ -162,9 +162,9 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo.add_argument(
         "--until",
         choices=["features", "serve", "loop"],
-        default="serve",
-        help="stop after features, once the first champion serves steady traffic (default), or play "
-        "the whole loop: drift, retrain, gate, shadow, canary, promote (not yet reliable: see README)",
+        default="loop",
+        help="stop after features, once the first champion serves steady traffic, or play the whole "
+        "loop (default): drift, retrain, gate, shadow, canary, promote",
     )
     demo.add_argument("--rate", type=float, default=20.0, help="live requests per second (default 20)")
     demo.add_argument(

@@ -34,7 +34,7 @@ class DemoOptions:
     """The kind of bad batch landed with the good ones (None: none)."""
     timeout: float = 900.0
     """Seconds to wait for each stage."""
-    until: str = "serve"
+    until: str = "loop"
     """``features``, ``serve`` (the first champion serving) or ``loop`` (the whole story)."""
     scenario: str = "covariate"
     """The drift that begins: ``covariate``, ``concept`` or ``none``."""
