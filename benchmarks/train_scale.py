@@ -166,7 +166,7 @@ def _fit(cand: Any, job: Any, workers: int) -> dict[str, Any]:
     auc = float(roc_auc_score(job.split.holdout[label].to_numpy(), p))
     rows = len(job.split.train)
     return {
-        "family": cand.family,
+        "family": cand.name,  # the baseline is the same candidate in one process
         "workers": workers,
         "seconds": fitted.seconds,
         "rows": rows,
