@@ -87,6 +87,35 @@ class MLPFamily(Section):
 Family = Literal["xgboost", "mlp", "prior"]
 
 
+class TrainingSetBuild(Section):
+    """How the point-in-time join is run: the whole history in memory, or streamed by days."""
+
+    chunk_rows: int | None = Field(None, ge=1)
+    """``None``: every event in one pandas frame (memory grows with the history). A number: the
+    join streams over the curated partitions, whole days at a time up to about this many events
+    (a day larger than that is one chunk), carrying each entity's latest feature row between
+    chunks, so memory is bounded by this and the entity count, not by the history's length."""
+
+
+class WorkerResources(Section):
+    """What each distributed training worker asks the cluster for (Ray resources)."""
+
+    cpus: float = Field(1.0, gt=0)
+    gpus: float = Field(0.0, ge=0)
+    """More than 0: XGBoost trains with ``device=cuda`` and the MLP's DDP uses NCCL."""
+    memory_mb: int | None = Field(None, ge=1)
+
+
+class RayTraining(Section):
+    """Where ``train.workers`` > 1 trains: the Ray cluster Ray Train's workers run on."""
+
+    address: str | None = None
+    """Ray address to join (``auto`` inside a Ray job or on a cluster node); ``None``: a private
+    local Ray started for the run and stopped after it (the local profile)."""
+    worker: WorkerResources = WorkerResources()
+    """Resources of each of the ``train.workers`` workers."""
+
+
 class Train(Section):
     """Training: the weekly schedule, the time splits, the model families and their grids."""
 
@@ -114,6 +143,11 @@ class Train(Section):
     rows: their trailing windows reach before the history, so a 7-day count there ramps up from
     zero, a ramp serving never sees. ``None``: the longest feature window; 0: keep every row."""
     latency_rows: int = 2000
+    build: TrainingSetBuild = TrainingSetBuild()
+    workers: int = Field(1, ge=1)
+    """Data-parallel workers per candidate: 1 trains in this process exactly as before; more
+    train through Ray Train (``XGBoostTrainer``, ``TorchTrainer`` with DDP) on the cluster of
+    ``training_pod.ray``, each with its resources."""
     xgboost: XGBoostFamily = XGBoostFamily()
     mlp: MLPFamily = MLPFamily()
 
@@ -144,6 +178,7 @@ class TrainingPod(Section):
     kubernetes_conn_id: str = "kubernetes_default"
     startup_timeout_seconds: int = 900
     """Pulling a CUDA image onto a node that scaled up for it takes minutes."""
+    ray: RayTraining = RayTraining()
 
     @field_validator("secret_env")
     @classmethod

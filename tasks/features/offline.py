@@ -38,7 +38,17 @@ _FEATURE_TS = "_feature_ts"
 def training_set(settings: Settings, events: pd.DataFrame) -> pd.DataFrame:
     """The events with the feature service's features as of each event's time, in their order."""
     store = get_store(settings)
-    service, names = feature_service(settings)
+    service, _ = feature_service(settings)
+    frame = request_frame(events)
+    views = {v.name: v for v in store.list_feature_views()}
+    for projection in service.feature_view_projections:
+        if projection.name in views:
+            frame = _as_of_join(frame, views[projection.name], [f.name for f in projection.features])
+    return with_features(settings, events, frame)
+
+
+def request_frame(events: pd.DataFrame) -> pd.DataFrame:
+    """What the join needs of each event: its row number, time, entity keys and request data."""
     ts = utc_us(events[TIMESTAMP])
     frame = pd.DataFrame(
         {
@@ -51,11 +61,14 @@ def training_set(settings: Settings, events: pd.DataFrame) -> pd.DataFrame:
         }
     )
     frame[TIMESTAMP] = utc_us(frame[TIMESTAMP])
-    views = {v.name: v for v in store.list_feature_views()}
+    return frame
+
+
+def with_features(settings: Settings, events: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+    """Run the service's on-demand views on the joined ``frame``; the events with every feature."""
+    store = get_store(settings)
+    service, names = feature_service(settings)
     odfvs = {o.name: o for o in store.list_on_demand_feature_views()}
-    for projection in service.feature_view_projections:
-        if projection.name in views:
-            frame = _as_of_join(frame, views[projection.name], [f.name for f in projection.features])
     for projection in service.feature_view_projections:
         if projection.name in odfvs:
             out = _transform(odfvs[projection.name], frame)
@@ -76,12 +89,26 @@ def _transform(odfv: OnDemandFeatureView, frame: pd.DataFrame) -> pa.Table:
 
 def _as_of_join(frame: pd.DataFrame, view: FeatureView, columns: list[str]) -> pd.DataFrame:
     """Each row's latest feature row of ``view`` strictly before its time, within the TTL."""
-    key = view.entity_columns[0].name
-    ttl = pd.Timedelta(view.ttl) if view.ttl else None
+    key, ttl = view.entity_columns[0].name, view_ttl(view)
     lo = frame[TIMESTAMP].min() - (ttl or pd.Timedelta(days=365 * 100))
+    table = _read_source(source_path(view), key, columns, lo, frame[TIMESTAMP].max())
+    return as_of(frame, table, key, ttl)
+
+
+def view_ttl(view: FeatureView) -> pd.Timedelta | None:
+    return pd.Timedelta(view.ttl) if view.ttl else None
+
+
+def source_path(view: FeatureView) -> str:
+    """The Parquet root of a feature view's batch source."""
     source = view.batch_source
     assert isinstance(source, FileSource), f"{view.name}: feature tables are Parquet files"
-    table = _read_source(source.path, key, columns, lo, frame[TIMESTAMP].max())
+    return str(source.path)
+
+
+def as_of(frame: pd.DataFrame, table: pd.DataFrame, key: str, ttl: pd.Timedelta | None) -> pd.DataFrame:
+    """``frame`` with, per row, the latest ``table`` row of its ``key`` strictly before its time
+    and no older than ``ttl`` (ties in time: the last one in ``table``'s order)."""
     frame = frame.sort_values(TIMESTAMP, kind="stable")
     joined = pd.merge_asof(
         frame,
@@ -98,14 +125,31 @@ def _as_of_join(frame: pd.DataFrame, view: FeatureView, columns: list[str]) -> p
 
 def _read_source(path: str, key: str, columns: list[str], lo: Any, hi: Any) -> pd.DataFrame:
     """A feature table's rows in ``[lo, hi]``, reading only the date partitions in range."""
+    table = read_days(path, key, columns, lo.strftime("%Y-%m-%d"), hi.strftime("%Y-%m-%d"))
+    return table[(table[TIMESTAMP] >= lo) & (table[TIMESTAMP] <= hi)]
+
+
+def read_days(path: str, key: str, columns: list[str], first: str, last: str) -> pd.DataFrame:
+    """A feature table's rows of the date partitions ``first..last`` (``YYYY-MM-DD``, inclusive),
+    in the dataset's order."""
     uri = path if "://" in path else f"file://{path}"
     fs, root = storage.filesystem(uri)
     if not fs.exists(root):
         return pd.DataFrame(columns=[key, TIMESTAMP, *columns])
     dataset = ds.dataset(root, filesystem=fs, format="parquet", partitioning="hive")
     days = ds.field("event_date")
-    condition = (days >= lo.strftime("%Y-%m-%d")) & (days <= hi.strftime("%Y-%m-%d"))
-    table = dataset.to_table(columns=[key, TIMESTAMP, *columns], filter=condition).to_pandas()
-    table[TIMESTAMP] = utc_us(table[TIMESTAMP])
-    table[key] = table[key].astype("int64")
-    return table[(table[TIMESTAMP] >= lo) & (table[TIMESTAMP] <= hi)]
+    table = dataset.to_table(columns=[key, TIMESTAMP, *columns], filter=(days >= first) & (days <= last))
+    frame = table.to_pandas()
+    frame[TIMESTAMP] = utc_us(frame[TIMESTAMP])
+    frame[key] = frame[key].astype("int64")
+    return frame
+
+
+def partition_days(path: str) -> list[str]:
+    """The date partitions (``YYYY-MM-DD``) of a feature table, oldest first."""
+    uri = path if "://" in path else f"file://{path}"
+    fs, root = storage.filesystem(uri)
+    if not fs.exists(root):
+        return []
+    found = fs.glob(f"{root.rstrip('/')}/event_date=*")
+    return sorted(p.rsplit("event_date=", 1)[1] for p in found)

@@ -14,12 +14,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from tasks.training import scaleout
 from tasks.training.families import Fitted, mlp, prior, xgb
 from tasks.training.families.base import InputSpec, model_input
 
 if TYPE_CHECKING:
     from config import Settings
     from tasks.training.evaluation import Split
+
+
+DISTRIBUTED = ("xgboost", "mlp")
+"""Families that train on ``train.workers`` Ray Train workers when that is more than 1."""
 
 
 @dataclass
@@ -58,6 +63,8 @@ class Candidate:
         common: dict[str, Any] = {"spec": ctx.spec, "params": self.params, "seed": ctx.seed}
         if self.family == "prior":
             return prior.fit(*data, **common, device="cpu")
+        if ctx.settings.train.workers > 1 and self.family in DISTRIBUTED:
+            return scaleout.fit(self.family, self.params, ctx)
         common |= {"pos_weight": ctx.pos_weight, "device": ctx.device}
         if self.family == "xgboost":
             return xgb.fit(*data, **common, family=ctx.settings.train.xgboost)

@@ -39,6 +39,7 @@ from tasks.common.clock import now_iso, utc_timestamp
 from tasks.common.outcomes import Skip
 from tasks.features.tables import MAX_WINDOW
 from tasks.ingest.curated import read_curated
+from tasks.training import streamed
 
 if TYPE_CHECKING:
     from config import Settings
@@ -96,21 +97,38 @@ def columns(settings: Settings, features: list[str]) -> list[str]:
 def labelled_events(settings: Settings, start: str | None = None, end: str | None = None) -> pd.DataFrame:
     """Curated events with a label, in ``[start, end)`` when given, ordered by time then key."""
 
-    schema = settings.schema_
     events = read_curated(settings)
     if events.empty:
         raise TrainingDataError(f"the curated dataset at {settings.storage.curated_uri} is empty")
-    events = events[events[schema.label].notna()].copy()
-    events[schema.timestamp] = pd.to_datetime(events[schema.timestamp], utc=True)
-    events = after_warmup(settings, events)
-    if start:
-        events = events[events[schema.timestamp] >= utc_timestamp(start)]
-    if end:
-        events = events[events[schema.timestamp] < utc_timestamp(end)]
+    events = after_warmup(settings, labelled(settings, events))
+    events = in_range(settings, events, start, end)
     if events.empty:
         raise TrainingDataError(
             f"no labelled curated events between {start or 'the start'} and {end or 'now'}"
         )
+    return ordered(settings, events)
+
+
+def labelled(settings: Settings, events: pd.DataFrame) -> pd.DataFrame:
+    """The events that have a label, their time as UTC timestamps."""
+    schema = settings.schema_
+    events = events[events[schema.label].notna()].copy()
+    events[schema.timestamp] = pd.to_datetime(events[schema.timestamp], utc=True)
+    return events
+
+
+def in_range(settings: Settings, events: pd.DataFrame, start: str | None, end: str | None) -> pd.DataFrame:
+    ts = settings.schema_.timestamp
+    if start:
+        events = events[events[ts] >= utc_timestamp(start)]
+    if end:
+        events = events[events[ts] < utc_timestamp(end)]
+    return events
+
+
+def ordered(settings: Settings, events: pd.DataFrame) -> pd.DataFrame:
+    """Typed as a training set keeps them, ordered by time then key, indexed from 0."""
+    schema = settings.schema_
     events[PARTITION_COLUMN] = events[PARTITION_COLUMN].astype(str)
     events[schema.label] = events[schema.label].astype("int64")
     return events.sort_values([schema.timestamp, schema.key], kind="stable").reset_index(drop=True)
@@ -152,6 +170,8 @@ def build(settings: Settings, *, start: str | None = None, end: str | None = Non
     # Feast (seconds to import) only to build a set: reading one (the pod, monitoring) needs none
     from tasks.features import offline, store  # noqa: PLC0415 - see above
 
+    if settings.train.build.chunk_rows:
+        return build_streamed(settings, start=start, end=end)
     schema = settings.schema_
     events = labelled_events(settings, start, end)
     features = store.feature_names(settings)
@@ -175,6 +195,52 @@ def build(settings: Settings, *, start: str | None = None, end: str | None = Non
     )
     if not storage.exists(uri):
         storage.write_bytes(uri, data)
+    storage.write_text(_version_uri(uri), json.dumps(version.as_dict(), indent=2))
+    return version
+
+
+def build_streamed(settings: Settings, *, start: str | None = None, end: str | None = None) -> DataVersion:
+    """``build`` out of core (``train.build.chunk_rows``): the same rows, a chunk of days at a time."""
+    from tasks.features import store  # noqa: PLC0415 - Feast only to build a set (see build)
+    from tasks.features.offline_stream import StreamingJoin  # noqa: PLC0415 - as above
+
+    schema = settings.schema_
+    features = store.feature_names(settings)
+    keep, join, directory = columns(settings, features), StreamingJoin(settings), training_sets_uri(settings)
+
+    def prepare(rows: pd.DataFrame, first: pd.Timestamp) -> pd.DataFrame:
+        events = labelled(settings, rows)
+        events = events[events[schema.timestamp] >= first + warmup(settings)]
+        return ordered(settings, in_range(settings, events, start, end))
+
+    sink = streamed.Sink(streamed.local_dir(directory), schema.label, schema.timestamp)
+    try:
+        for events in streamed.event_chunks(settings, prepare):
+            sink.write(join.join(events)[keep], PARTITION_COLUMN, BATCH_COLUMN)
+        digest = sink.close()
+    except BaseException:
+        sink.discard()
+        raise
+    if not sink.rows or sink.start is None or sink.end is None:
+        raise TrainingDataError(
+            f"no labelled curated events after the warm-up ({warmup(settings)}, train.warmup_hours) "
+            f"between {start or 'the start'} and {end or 'now'} in {settings.storage.curated_uri}"
+        )
+    uri = storage.join(directory, f"{digest[:16]}.parquet")
+    streamed.publish(sink.path, uri)
+    version = DataVersion(
+        uri=uri,
+        sha256=digest,
+        rows=sink.rows,
+        positives=sink.positives,
+        feature_service=settings.feast.service,
+        features=features,
+        partitions=[f"{PARTITION_COLUMN}={d}" for d in sorted(sink.partitions)],
+        batches=sorted(sink.batches),
+        start=sink.start.isoformat(),
+        end=sink.end.isoformat(),
+        created_at=now_iso(),
+    )
     storage.write_text(_version_uri(uri), json.dumps(version.as_dict(), indent=2))
     return version
 

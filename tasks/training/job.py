@@ -20,6 +20,7 @@ from tasks.training.candidates import FitContext
 from tasks.training.context import RunContext, git_commit, resolve_device
 from tasks.training.evaluation import Split, time_split
 from tasks.training.families.base import InputSpec
+from tasks.training.scaleout import scale_tags
 
 if TYPE_CHECKING:
     from config import Settings
@@ -114,7 +115,7 @@ def prepare(
         context=context,
         fit=fit,
         tracking_uri=tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or settings.mlflow.url,
-        lineage=lineage_tags(data, context, commit),
+        lineage={**lineage_tags(data, context, commit), **scale_tags(settings)},
         commit=commit,
         say=say,
     )

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import mlflow
 from mlflow import MlflowClient
 
-from tasks.training import attempts
+from tasks.training import attempts, scaleout
 from tasks.training.candidate_run import Outcome, train_candidate
 from tasks.training.candidates import Candidate, plan
 from tasks.training.champion import ChampionScore, score_champion
@@ -73,7 +73,8 @@ def run(
         log_inputs(job, todo)
         earlier = attempts.settle(job, client, experiment.experiment_id, parent.info.run_id)
         champion = _champion(job)
-        outcomes = [train_candidate(job, cand, champion, client) for cand in todo]
+        with scaleout.session(settings):  # Ray for train.workers > 1, started once a run
+            outcomes = [train_candidate(job, cand, champion, client) for cand in todo]
         best = best_passing(outcomes, settings.gate.select_by)
         registration = earlier or (register_winner(job, best, outcomes, champion) if best else None)
         _log_decision(best, registration, outcomes)

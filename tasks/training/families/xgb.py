@@ -56,6 +56,19 @@ class XGBScorer:
         return {"raw": self.raw, "best_iteration": self.best_iteration, "_booster": None}
 
 
+def training_params(params: dict[str, Any], *, pos_weight: float, seed: int, device: str) -> dict[str, Any]:
+    """The booster's parameters: a candidate's grid point over the family's fixed ones."""
+    return {
+        "objective": "binary:logistic",
+        "eval_metric": ["aucpr", "logloss"],  # the last one drives early stopping
+        "tree_method": "hist",
+        "device": device,
+        "scale_pos_weight": pos_weight,
+        "seed": seed,
+        **params,
+    }
+
+
 def fit(
     train: pd.DataFrame,
     y_train: np.ndarray,
@@ -76,15 +89,7 @@ def fit(
     w_valid = np.where(y_valid == 1, pos_weight, 1.0)
     dtrain = xgb.DMatrix(encoder.transform(train), label=y_train, feature_names=None)
     dvalid = xgb.DMatrix(encoder.transform(valid), label=y_valid, weight=w_valid)
-    booster_params = {
-        "objective": "binary:logistic",
-        "eval_metric": ["aucpr", "logloss"],  # the last one drives early stopping
-        "tree_method": "hist",
-        "device": device,
-        "scale_pos_weight": pos_weight,
-        "seed": seed,
-        **params,
-    }
+    booster_params = training_params(params, pos_weight=pos_weight, seed=seed, device=device)
     history: dict[str, dict[str, list[float]]] = {}
     booster = xgb.train(
         booster_params,
