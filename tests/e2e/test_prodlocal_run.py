@@ -22,6 +22,7 @@ from tasks.platform import prodlocal
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.slow,
+    pytest.mark.timeout(2400),
     pytest.mark.skipif(
         os.environ.get("AIRLOOP_PRODLOCAL_E2E") != "1",
         reason="issue 15.3 open: about 8 minutes on two cores, over the suite's CI budget, and the "
