@@ -42,6 +42,7 @@ backtest (``tasks.backtest``) replays thousands of windows this way; the monitor
 from __future__ import annotations
 
 import warnings
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -160,21 +161,40 @@ def compute(
     return result, snapshot
 
 
+_CLEAN: dict[int, dict[tuple[str, bool], pd.Series]] = {}
+"""Typed and cleaned reference columns per reference frame (by id, dropped with the frame): a
+reference serves many windows."""
+
+
+def _clean(frame: pd.DataFrame, column: str, categorical: bool) -> pd.Series:
+    """One column typed as the report types it, infinities and missing values dropped."""
+    typed = _typed(frame, [] if categorical else [column], [column] if categorical else [])
+    return typed[column].replace([-np.inf, np.inf], np.nan).dropna()
+
+
+def _clean_reference(ref: pd.DataFrame, column: str, categorical: bool) -> pd.Series:
+    if id(ref) not in _CLEAN:
+        _CLEAN[id(ref)] = {}
+        weakref.finalize(ref, _CLEAN.pop, id(ref), None)
+    cache = _CLEAN[id(ref)]
+    if (column, categorical) not in cache:
+        cache[(column, categorical)] = _clean(ref, column, categorical)
+    return cache[(column, categorical)]
+
+
 def _run_tests(cur: pd.DataFrame, ref: pd.DataFrame, planned: list[ColumnDrift]) -> None:
     """Each planned column's Evidently stat test, as ``ValueDrift`` runs it (infinities and
     missing values dropped on both sides), without building a report."""
     from evidently.legacy.calculations.stattests import get_stattest  # noqa: PLC0415 - report=False only
     from evidently.legacy.core import ColumnType  # noqa: PLC0415 - see above
 
-    numeric = [d.column for d in planned if d.kind in (NUMERIC, PREDICTION)]
-    categorical = [d.column for d in planned if d.kind == CATEGORICAL]
-    typed_cur, typed_ref = _typed(cur, numeric, categorical), _typed(ref, numeric, categorical)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for d in planned:
-            kind = ColumnType.Categorical if d.kind == CATEGORICAL else ColumnType.Numerical
-            r = typed_ref[d.column].replace([-np.inf, np.inf], np.nan).dropna()
-            c = typed_cur[d.column].replace([-np.inf, np.inf], np.nan).dropna()
+            categorical = d.kind == CATEGORICAL
+            kind = ColumnType.Categorical if categorical else ColumnType.Numerical
+            r = _clean_reference(ref, d.column, categorical)
+            c = _clean(cur, d.column, categorical)
             test = get_stattest(r, c, kind, d.method)
             out = test(r, c, kind, d.threshold)
             d.score, d.drifted, d.threshold = float(out.drift_score), bool(out.drifted), out.actual_threshold

@@ -26,6 +26,7 @@ stay calibrated to the old concept). It is marked *not trusted* when
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import asdict, dataclass, field
 from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
@@ -123,23 +124,41 @@ def _bands(est: Estimate, p: np.ndarray, z: float) -> dict[str, float]:
     return out
 
 
+_SUPPORT: dict[int, dict[str, Any]] = {}
+"""The reference's support per reference frame (by id, dropped with the frame): range per number,
+set per category."""
+
+
+def _support(reference: Reference) -> dict[str, Any]:
+    ref = reference.frame
+    if id(ref) not in _SUPPORT:
+        out: dict[str, Any] = {}
+        for col in reference.numeric:
+            if col in ref and ref[col].notna().any():
+                out[col] = (float(ref[col].min()), float(ref[col].max()))
+        for col in reference.categorical:
+            if col in ref:
+                out[col] = set(ref[col].dropna().astype(str))
+        _SUPPORT[id(ref)] = out
+        weakref.finalize(ref, _SUPPORT.pop, id(ref), None)
+    return _SUPPORT[id(ref)]
+
+
 def out_of_support(sample: pd.DataFrame, reference: Reference) -> float | None:
     """Share of the window's rows with a number outside the reference's range or a category the
     reference never saw (None: an empty window)."""
     if sample.empty:
         return None
     outside = np.zeros(len(sample), dtype=bool)
-    ref = reference.frame
-    for col in reference.numeric:
-        if col in sample and col in ref and ref[col].notna().any():
+    for col, support in _support(reference).items():
+        if col not in sample:
+            continue
+        if isinstance(support, tuple):
             x = pd.to_numeric(sample[col], errors="coerce").to_numpy("float64")
-            lo, hi = float(ref[col].min()), float(ref[col].max())
-            outside |= np.isfinite(x) & ((x < lo) | (x > hi))
-    for col in reference.categorical:
-        if col in sample and col in ref:
-            seen = set(ref[col].dropna().astype(str))
+            outside |= np.isfinite(x) & ((x < support[0]) | (x > support[1]))
+        else:
             values = sample[col]
-            outside |= (values.notna() & ~values.astype(str).isin(seen)).to_numpy()
+            outside |= (values.notna() & ~values.astype(str).isin(support)).to_numpy()
     return float(outside.mean())
 
 
