@@ -22,6 +22,7 @@ not diverged cost one.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -190,7 +191,12 @@ def _retrain(shared: Shared, spec: Spec, run: PolicyRun, hour: int, made: decisi
     run.last = LastRetrain(run_id_for(made.window_id), end, "running")
 
 
-def step(shared: Shared, spec: Spec, run: PolicyRun, hour: int) -> None:
+Observe = Callable[["PolicyRun", WindowResult, decision.Decision], None]
+"""Called with every window and its decision before the decision is acted on (tests compare it
+with what the monitor DAG's own decide task would have decided)."""
+
+
+def step(shared: Shared, spec: Spec, run: PolicyRun, hour: int, observe: Observe | None = None) -> None:
     """One replayed hour of one policy."""
     _land(run, hour, shared.history.at(hour))
     run.served[hour] = run.champion.id
@@ -198,6 +204,8 @@ def step(shared: Shared, spec: Spec, run: PolicyRun, hour: int) -> None:
     started = time.perf_counter()
     made = decide(run, result)
     shared.timed("decide", started)
+    if observe is not None:
+        observe(run, result, made)
     run.rows.append(result.row())
     run.windows.append(_record(result, made, run) | _quality(shared, spec, run, hour))
     if made.retrain:

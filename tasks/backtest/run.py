@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from tasks.backtest import history as hist
 from tasks.backtest.models import gate_settings, train
-from tasks.backtest.replay import PolicyRun, Shared, step
+from tasks.backtest.replay import Observe, PolicyRun, Shared, step
 from tasks.backtest.spec import policy_settings
 from tasks.backtest.summary import policy_summary
 from tasks.common.clock import now_iso
@@ -42,7 +42,9 @@ def first_champion(shared: Shared, spec: Spec, run_settings: Any) -> Model:
     return made.model
 
 
-def backtest(spec: Spec, *, profile: str | None = None, say: Say = _quiet) -> dict[str, Any]:
+def backtest(
+    spec: Spec, *, profile: str | None = None, say: Say = _quiet, observe: Observe | None = None
+) -> dict[str, Any]:
     """Replay ``spec``'s history through each of its policies' monitor; the result as plain data."""
     started = time.perf_counter()
     settings = [policy_settings(spec, p, profile) for p in spec.policies]
@@ -55,7 +57,7 @@ def backtest(spec: Spec, *, profile: str | None = None, say: Say = _quiet) -> di
     last = history.first_replayed + spec.hours
     for hour in range(history.first_replayed, last):
         for run in runs:
-            step(shared, spec, run, hour)
+            step(shared, spec, run, hour, observe)
         if (hour - history.first_replayed + 1) % 24 == 0:
             day = (hour - history.first_replayed + 1) // 24
             say(f"day {day}: " + ", ".join(f"{r.policy.name} {len(r.retrains)} retrains" for r in runs))

@@ -151,7 +151,7 @@ def out_of_support(sample: pd.DataFrame, reference: Reference) -> float | None:
         return None
     outside = np.zeros(len(sample), dtype=bool)
     for col, support in _support(reference).items():
-        if col not in sample:
+        if col.startswith("_ece_") or col not in sample:
             continue
         if isinstance(support, tuple):
             x = pd.to_numeric(sample[col], errors="coerce").to_numpy("float64")
@@ -163,12 +163,18 @@ def out_of_support(sample: pd.DataFrame, reference: Reference) -> float | None:
 
 
 def holdout_ece(settings: Settings, reference: Reference) -> float | None:
-    """The champion's calibration error on its own hold-out."""
+    """The champion's calibration error on its own hold-out (computed once per reference)."""
     h = reference.holdout
     if h.empty:
         return None
-    y = h[LABEL].to_numpy("int64")
-    return float(expected_calibration_error(y, h[SCORE].to_numpy("float64"), settings.gate.ece_bins))
+    cache = _support(reference)
+    key = f"_ece_{settings.gate.ece_bins}"
+    if key not in cache:
+        y = h[LABEL].to_numpy("int64")
+        cache[key] = float(
+            expected_calibration_error(y, h[SCORE].to_numpy("float64"), settings.gate.ece_bins)
+        )
+    return float(cache[key])
 
 
 def estimate(
