@@ -129,7 +129,11 @@ def test_a_trusted_estimated_drop_triggers_early_only_when_turned_on(airloop_hom
     on = _settings(estimation__trigger="true")
     made = decision.decide(on, w, now=T0)
     assert made.retrain and made.reason == "estimated_performance"
-    assert made.triggers == ["estimated performance: estimated roc_auc 0.850 < hold-out 0.970 - 0.05"]
+    assert made.triggers == [
+        "estimated performance: estimated roc_auc 0.850 (+0.000) < hold-out 0.970 - 0.05"
+    ]
+    wide = estimation.Estimate(2000, 0.5, 40.0, roc_auc=0.85, bands={"roc_auc": 0.1}, trusted=True)
+    assert not decision.decide(on, _window(wide), now=T0).triggered  # within its band of the tolerance
     untrusted = estimation.Estimate(2000, 0.5, 40.0, roc_auc=0.85, trusted=False, notes=["x"])
     assert not decision.decide(on, _window(untrusted), now=T0).triggered
     assert not decision.decide(on, _window(None), now=T0).triggered
