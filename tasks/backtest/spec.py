@@ -137,7 +137,8 @@ def load(path: str | Path) -> Spec:
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
-    if isinstance(value, dict) and value:
+    if isinstance(value, dict):
+        # an empty mapping overrides nothing (as a variable it would replace the whole section)
         for key, inner in value.items():
             _flatten(f"{prefix}__{str(key).upper()}", inner, out)
         return
