@@ -38,7 +38,14 @@ from config.data import (
     Storage,
 )
 from config.interpolation import InsecureConfig, expand, secret_problems
-from config.monitoring import DriftMethod, Monitor, MonitorDecision, MonitorDrift, MonitorPerformance
+from config.monitoring import (
+    DriftMethod,
+    Monitor,
+    MonitorDecision,
+    MonitorDrift,
+    MonitorEstimation,
+    MonitorPerformance,
+)
 from config.rollout import Rollout, RolloutJudge, RolloutShadow, RolloutStep
 from config.serving import InferenceLog, Serving
 from config.settings import PROJECT_ROOT, AirflowStack, MetadataDB, Settings, airloop_home, cpu_count
@@ -82,6 +89,7 @@ __all__ = [
     "Monitor",
     "MonitorDecision",
     "MonitorDrift",
+    "MonitorEstimation",
     "MonitorPerformance",
     "OnlineStore",
     "Rollout",

@@ -133,3 +133,6 @@ class Simulate(Section):
     batch_minutes: int = 60
     start: str = "2026-01-01T00:00:00+00:00"
     fraud_rate: float = 0.02
+    ramp_batches: int = Field(168, ge=1)
+    """The ``ramp`` scenario's covariate drift reaches full strength after this many batches
+    (batch 0 is at ``1 / ramp_batches`` of it)."""

@@ -74,6 +74,27 @@ class MonitorPerformance(Section):
     precision_tolerance: float | None = Field(None, ge=0)
 
 
+class MonitorEstimation(Section):
+    """Performance estimated from the calibrated scores alone, before labels arrive (CBPE,
+    ``tasks.monitoring.estimation``)."""
+
+    enabled: bool = True
+    """Estimate and show it beside realised performance."""
+    confidence: float = Field(0.95, gt=0, lt=1)
+    """The band's two-sided confidence (from the window's size)."""
+    min_rows: int = Field(200, ge=1)
+    """Fewer scored rows: no estimate."""
+    max_holdout_ece: float = Field(0.02, gt=0)
+    """Not trusted when the champion's hold-out calibration error is above this: CBPE reads
+    probabilities as the truth."""
+    max_out_of_support: float = Field(0.05, ge=0, le=1)
+    """Not trusted when more than this share of the window's rows lies outside the reference's
+    support (a number outside its range, a category it never saw)."""
+    trigger: bool = False
+    """A trusted estimate that fell below the hold-out's by more than the performance
+    tolerances (``monitor.performance``) triggers a retrain before labels arrive."""
+
+
 class MonitorDecision(Section):
     """When a window's drift or performance leads to a retrain."""
 
@@ -116,4 +137,5 @@ class Monitor(Section):
     AUC, the retrain decision: ``tasks.monitoring.gauges``); ``None``: nothing is pushed."""
     drift: MonitorDrift = MonitorDrift()
     performance: MonitorPerformance = MonitorPerformance()
+    estimation: MonitorEstimation = MonitorEstimation()
     decision: MonitorDecision = MonitorDecision()

@@ -26,6 +26,7 @@ KINDS = {
     "model_cards": "Model cards",
     "rollouts": "Rollout history",
     "quarantine": "Quarantined batches",
+    "backtests": "Retraining policy backtests",
 }
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]{0,200}$")
 

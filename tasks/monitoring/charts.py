@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
+MARK_COLORS = ("#ff7f0e", "#7f7f7f", "#17becf")
 PAD_L, PAD_R, PAD_T, PAD_B = 48, 12, 22, 22
 
 
@@ -76,17 +77,40 @@ def _series(f: _Frame, i: int, name: str, xs: list[float], values: Sequence[Any]
     return "".join(parts)
 
 
+def _marks(f: _Frame, marks: dict[str, Sequence[Any]]) -> str:
+    """Vertical lines at events (a retrain, an onset), one colour per kind, named at the bottom."""
+    parts = []
+    for i, (name, when) in enumerate(marks.items()):
+        color = MARK_COLORS[i % len(MARK_COLORS)]
+        for t in when:
+            x = f.px(t.timestamp() if hasattr(t, "timestamp") else float(t))
+            if PAD_L <= x <= f.width - PAD_R:
+                parts.append(
+                    f"<line x1='{x:.1f}' x2='{x:.1f}' y1='{PAD_T}' y2='{f.height - PAD_B}' "
+                    f"stroke='{color}' stroke-width='1.2' stroke-dasharray='2 2'>"
+                    f"<title>{html.escape(name)}</title></line>"
+                )
+        legend_x = f.width - PAD_R - 90 * (i + 1)
+        parts.append(
+            f"<text x='{legend_x}' y='{f.height - 5}' font-size='10' fill='{color}'>"
+            f"| {html.escape(name)}</text>"
+        )
+    return "".join(parts)
+
+
 def svg_chart(
     title: str,
     times: Sequence[Any],
     series: dict[str, list[Any]],
     *,
     lines: dict[str, float] | None = None,
+    marks: dict[str, Sequence[Any]] | None = None,
     width: int = 760,
     height: int = 170,
 ) -> str:
     """A small time-series chart as inline SVG: one polyline and dots per series, dashed
-    horizontal lines for thresholds, the time range and value range on the axes."""
+    horizontal lines for thresholds, dotted vertical ones at ``marks`` (name -> times), the time
+    range and value range on the axes."""
     xs = [t.timestamp() if hasattr(t, "timestamp") else float(t) for t in times]
     values = [float(v) for vs in series.values() for v in vs if finite(v)] + list((lines or {}).values())
     head = f"<text x='{PAD_L}' y='15' font-size='12' font-weight='600'>{html.escape(title)}</text>"
@@ -98,4 +122,6 @@ def svg_chart(
     parts = [head, _axes(f)]
     parts += [_threshold(f, name, value) for name, value in (lines or {}).items()]
     parts += [_series(f, i, name, xs, vs) for i, (name, vs) in enumerate(series.items())]
+    if marks:
+        parts.append(_marks(f, marks))
     return f"<svg width='{width}' height='{height}' role='img'>{''.join(parts)}</svg>"

@@ -8,16 +8,20 @@ A window *triggers* when
   retrain a model);
 - **performance**: live performance was judged and at least one metric fell below the champion's
   hold-out number by more than its tolerance (the lookback already spans many windows, so no
-  confirmation is needed).
+  confirmation is needed);
+- **estimated performance** (only with ``monitor.estimation.trigger``, off by default): the
+  window's performance estimated from its scores (``estimation``, before any label arrived) is
+  trusted and fell below the hold-out's by more than the same tolerances.
 
-The reason is ``performance`` when performance triggered (the labels say the model is wrong),
-else ``drift``; ``triggers`` lists every threshold crossed, with its numbers. A triggered window
-retrains unless a retrain is running, the cooldown holds it back, or the last retrain failed and
-its shorter back-off has not passed (``retrain.hold_back``). The last retrain is the later of what
-the caller knows (the train DAG's last run, from Airflow) and the last retrain this monitor
-decided (from the store), so a storm is stopped even when the caller knows nothing; the state of
-the train run that retrain triggered (from Airflow, through ``run_state``) is recorded with the
-decision (``last_retrain_run_id``, ``last_retrain_state``), so a failed retrain is a visible state.
+The reason is ``performance`` when performance triggered (the labels say the model is wrong), else
+``estimated_performance``, else ``drift``; ``triggers`` lists every threshold crossed, with its
+numbers. A triggered window retrains unless a retrain is running, the cooldown holds it back, or the
+last retrain failed and its shorter back-off has not passed (``retrain.hold_back``). The last
+retrain is the later of what the caller knows (the train DAG's last run, from Airflow) and the last
+retrain this monitor decided (from the store), so a storm is stopped even when the caller knows
+nothing; the state of the train run that retrain triggered (from Airflow, through ``run_state``) is
+recorded with the decision (``last_retrain_run_id``, ``last_retrain_state``), so a failed retrain is
+a visible state.
 
 ``decide`` is pure; ``decide_and_record`` reads the store, decides once per window (a retried
 task gets the recorded decision back instead of a second one) and records the decision.
@@ -38,7 +42,7 @@ import pandas as pd
 
 from tasks.common.clock import utc_timestamp
 from tasks.common.values import json_safe
-from tasks.monitoring import gauges, pages, store
+from tasks.monitoring import estimation, gauges, pages, store
 from tasks.monitoring.results import WindowResult
 from tasks.monitoring.retrain import (
     COOLDOWN,
@@ -57,6 +61,7 @@ log = logging.getLogger(__name__)
 
 DRIFT = "drift"
 PERFORMANCE = "performance"
+ESTIMATED = "estimated_performance"
 NONE = "none"
 BLOCKED_BY = (RUNNING, COOLDOWN, FAILED_RETRY)
 RunState = Callable[[str], str | None]
@@ -72,7 +77,7 @@ class Decision:
     decided_at: str
     retrain: bool
     reason: str
-    """``drift``, ``performance`` or ``none``."""
+    """``drift``, ``performance``, ``estimated_performance`` or ``none``."""
     detail: str
     """One line that says why."""
     triggers: list[str] = field(default_factory=list)
@@ -284,13 +289,25 @@ def decide(
         else:
             out.pending = [*drift_lines, f"drift in {seen} consecutive window(s), {confirm} needed"]
     perf_lines = [f"performance: {line}" for line in result.performance.degraded]
-    out.triggers += perf_lines
+    est_lines = _estimate_lines(settings, result)
+    out.triggers += perf_lines + est_lines
     if not out.triggers:
         out.detail = "; ".join(out.pending) if out.pending else _calm(result)
         return out
-    out.reason = PERFORMANCE if perf_lines else DRIFT
+    out.reason = PERFORMANCE if perf_lines else ESTIMATED if est_lines else DRIFT
     _hold_back(settings, out, running=retrain_running, last=last, last_retrain=last_retrain)
     return out
+
+
+def _estimate_lines(settings: Settings, result: WindowResult) -> list[str]:
+    """The early trigger: a trusted estimate below the hold-out beyond the tolerances."""
+    if not settings.monitor.estimation.trigger or not result.estimate:
+        return []
+    est = estimation.Estimate.from_dict(result.estimate)
+    return [
+        f"estimated performance: {line}"
+        for line in estimation.degraded(settings, est, result.performance.baseline)
+    ]
 
 
 def _calm(result: WindowResult) -> str:

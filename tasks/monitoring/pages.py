@@ -173,16 +173,35 @@ def _charts(settings: Settings, w: pd.DataFrame) -> list[str]:
             lines={"threshold": float(known.iloc[-1])} if len(known) else None,
         ),
         svg_chart(
-            f"Live ROC AUC (last {cfg.performance.lookback_hours:g} h of labels) vs hold-out",
+            f"Live ROC AUC (last {cfg.performance.lookback_hours:g} h of labels), estimated from "
+            "the window's scores, and hold-out",
             times,
-            {"live": list(w["roc_auc"]), "hold-out": list(w["baseline_roc_auc"])},
+            {
+                "live": list(w["roc_auc"]),
+                "estimated": _column(w, "estimated_roc_auc"),
+                "hold-out": list(w["baseline_roc_auc"]),
+            },
         ),
     ]
 
 
+def _column(w: pd.DataFrame, name: str) -> list[Any]:
+    """A column of the windows, ``None`` for rows stored before it existed."""
+    return list(w[name]) if name in w else [None] * len(w)
+
+
+def _estimated(r: pd.Series, metric: str, digits: int) -> str:
+    """An estimated metric (CBPE) for the table; ``?`` marks an estimate that is not trusted."""
+    value = r.get(f"estimated_{metric}")
+    if not finite(value):
+        return "-"
+    return _cell(value, digits) + ("" if bool(r.get("estimate_trusted", False)) else "?")
+
+
 _TABLE_HEAD = (
     "<tr><th>window (report)</th><th>model</th><th>rows</th><th>drift share</th><th>drifted columns</th>"
-    "<th>score drift</th><th>labelled</th><th>ROC AUC live / hold-out</th><th>recall live / hold-out</th>"
+    "<th>score drift</th><th>labelled</th><th>ROC AUC live / estimated / hold-out</th>"
+    "<th>recall live / estimated / hold-out</th>"
     "<th>decision</th></tr>"
 )
 
@@ -201,8 +220,9 @@ def _table(w: pd.DataFrame, decisions: pd.DataFrame) -> str:
             f"<td>{int(r['rows'])}</td><td>{_cell(r['drift_share'], 2)}</td>"
             f"<td class='text'>{html.escape(drifted) or '-'}</td><td>{_cell(r['prediction_score'])}</td>"
             f"<td>{int(r['labelled_rows'])}</td>"
-            f"<td>{_cell(r['roc_auc'])} / {_cell(r['baseline_roc_auc'])}</td>"
-            f"<td>{_cell(r['recall'], 2)} / {_cell(r['baseline_recall'], 2)}</td>"
+            f"<td>{_cell(r['roc_auc'])} / {_estimated(r, 'roc_auc', 3)} / {_cell(r['baseline_roc_auc'])}</td>"
+            f"<td>{_cell(r['recall'], 2)} / {_estimated(r, 'recall', 2)} / "
+            f"{_cell(r['baseline_recall'], 2)}</td>"
             f"{_decision_cell(by_window.get(r['window_id']))}</tr>"
         )
     return f"<table>{_TABLE_HEAD}{''.join(rows)}</table>"
@@ -244,6 +264,9 @@ def render_summary(settings: Settings, windows: pd.DataFrame, decisions: pd.Data
         f"<p>Thresholds: drift share {cfg.drift.share_threshold:g}, score {cfg.drift.prediction_method} "
         f"{cfg.drift.prediction_threshold}, ROC AUC tolerance {cfg.performance.roc_auc_tolerance}, "
         f"cooldown {cfg.decision.cooldown_hours:g} h. Updated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.</p>"
+        "<p><i>Estimated</i>: performance expected from the window's calibrated scores before any "
+        "label arrives (CBPE, tasks.monitoring.estimation); <b>?</b> marks an estimate not to trust "
+        "(scores not calibrated on the hold-out, or inputs outside the training data's support).</p>"
     )
     return _page(
         title,

@@ -199,6 +199,9 @@ class WindowResult:
     report_uri: str | None = None
     summary_uri: str | None = None
     notes: list[str] = field(default_factory=list)
+    estimate: dict[str, Any] | None = None
+    """Performance estimated from the scores before labels arrive
+    (``tasks.monitoring.estimation.Estimate.as_dict()``); None: not estimated."""
 
     @property
     def window(self) -> Window:
@@ -258,6 +261,7 @@ class WindowResult:
             "scored_rows": self.scored_rows,
             **_drift_row(self.drift),
             **_performance_row(self.performance),
+            **_estimate_row(self.estimate),
             "report_uri": self.report_uri or "",
             "seconds": self.seconds,
             "notes": json.dumps(self.notes),
@@ -283,6 +287,14 @@ def _drift_row(d: DriftResult) -> dict[str, Any]:
         "prediction_score": _num(pred.score if pred else None),
         "prediction_threshold": _num(pred.threshold if pred else None),
         "prediction_drift": d.prediction_drift,
+    }
+
+
+def _estimate_row(e: dict[str, Any] | None) -> dict[str, Any]:
+    e = e or {}
+    return {
+        **{f"estimated_{m}": _num(e.get(m)) for m in METRICS},
+        "estimate_trusted": bool(e.get("trusted", False)),
     }
 
 

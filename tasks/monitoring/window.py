@@ -15,14 +15,15 @@ Users run it through ``python -m tasks.monitoring.cli`` (``airloop monitor``).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from tasks.common import storage
 from tasks.common.clock import now_iso
-from tasks.monitoring import drift, pages, performance, store
+from tasks.monitoring import drift, estimation, pages, performance, store
 from tasks.monitoring.reading import WindowData, load_window
 from tasks.monitoring.reference import Reference, champion_reference
-from tasks.monitoring.results import LABEL, SCORE, Window, WindowResult
+from tasks.monitoring.results import LABEL, SCORE, DriftResult, Window, WindowResult
 from tasks.monitoring.sensing import SensedWindow
 
 if TYPE_CHECKING:
@@ -41,11 +42,21 @@ def _other_versions(data: WindowData, reference: Reference) -> str | None:
     )
 
 
-def analyze(settings: Settings, data: WindowData, reference: Reference) -> tuple[WindowResult, Any]:
-    """Drift and live performance of a loaded window; returns the result and Evidently's snapshot."""
+def analyze(
+    settings: Settings,
+    data: WindowData,
+    reference: Reference,
+    *,
+    drifted: tuple[DriftResult, Any] | None = None,
+) -> tuple[WindowResult, Any]:
+    """Drift, live and estimated performance of a loaded window; returns the result and
+    Evidently's snapshot. ``drifted``: this window's ``drift.compute`` against ``reference``,
+    already done (the backtest computes it once for every policy that shares the window)."""
     started = time.perf_counter()
-    found, snapshot = drift.compute(settings, data.sample, reference, rows=data.rows)
+    found, snapshot = drifted or drift.compute(settings, data.sample, reference, rows=data.rows)
+    found = replace(found, share_threshold=settings.monitor.drift.share_threshold)
     threshold = performance.threshold_for(settings)
+    estimated = estimation.estimate(settings, data.sample, reference, threshold)
     live = performance.scores(data.labelled[LABEL], data.labelled[SCORE], threshold)
     perf = performance.compare(
         settings,
@@ -59,7 +70,8 @@ def analyze(settings: Settings, data: WindowData, reference: Reference) -> tuple
         if data.synthetic_rows
         else ""
     )
-    notes = [n for n in (found.note, perf.note, _other_versions(data, reference), synthetic) if n]
+    untrusted = "estimate not trusted: " + "; ".join(estimated.notes) if estimated and estimated.notes else ""
+    notes = [n for n in (found.note, perf.note, _other_versions(data, reference), synthetic, untrusted) if n]
     result = WindowResult(
         window_id=data.window.id,
         start=data.window.start.isoformat(),
@@ -74,6 +86,7 @@ def analyze(settings: Settings, data: WindowData, reference: Reference) -> tuple
         performance=perf,
         computed_at=now_iso(),
         notes=notes,
+        estimate=estimated.as_dict() if estimated else None,
     )
     result.seconds = time.perf_counter() - started
     return result, snapshot

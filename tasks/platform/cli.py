@@ -310,6 +310,12 @@ def _monitor(argv: list[str]) -> int:
     return main(argv, prog="airloop monitor")
 
 
+def _backtest(argv: list[str]) -> int:
+    from tasks.backtest.cli import main  # noqa: PLC0415 - keeps airloop --help fast
+
+    return main(argv, prog="airloop backtest")
+
+
 def _prod_local(argv: list[str]) -> int:
     from tasks.platform.prodlocal.cli import main  # noqa: PLC0415 - keeps airloop --help fast
 
@@ -321,6 +327,7 @@ STAGES: dict[str, tuple[Delegate, str]] = {
     "train": (_train, "build a training set (or take one), train candidates, gate them, register the best"),
     "serve": (_serve, "run the serving application on Ray Serve, or print its Serve config"),
     "monitor": (_monitor, "monitor one window: drift, performance, report; optionally decide"),
+    "backtest": (_backtest, "replay history through retraining policies side by side: HTML report and JSON"),
     "prod-local": (_prod_local, "the production profile as processes on this machine: up, run, down"),
 }
 """Subcommands that hand everything after their name to the stage's own ``main(argv)``

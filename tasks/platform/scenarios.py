@@ -6,8 +6,10 @@ loading the simulator.
 
 from __future__ import annotations
 
-SCENARIOS: tuple[str, ...] = ("stable", "covariate_drift", "concept_drift")
-"""Good batches: steady traffic, inputs that drift, or fraud that changes its pattern."""
+SCENARIOS: tuple[str, ...] = ("stable", "covariate_drift", "concept_drift", "ramp")
+"""Good batches: steady traffic, inputs that drift, fraud that changes its pattern, or ``ramp``:
+covariate drift that grows over ``simulate.ramp_batches`` batches (a slow drift that a policy
+with a coarse threshold sees late)."""
 
 BAD_KINDS: tuple[str, ...] = (
     "wrong_schema",

@@ -25,7 +25,8 @@ STAGE_DEPENDENCIES: dict[str, set[str]] = {
     "serving": {"common", "features"},
     "rollout": {"common", "ingest", "serving"},
     "monitoring": {"common", "training", "serving"},
-    "platform": {"common", "ingest", "features", "training", "serving", "rollout", "monitoring"},
+    "platform": {"common", "ingest", "features", "training", "serving", "rollout", "monitoring", "backtest"},
+    "backtest": {"common", "training", "monitoring", "platform"},
 }
 """What each package of ``tasks/`` may import besides itself (and ``config``): the loop's order."""
 

@@ -123,3 +123,15 @@ def test_small_windows_are_recorded_but_not_judged(settings):
     result, snapshot = drift.compute(settings, cur, _reference(ref, ref_scores))
     assert not result.judged and snapshot is None and result.share is None
     assert not result.data_drift and "min_rows=500" in result.note
+
+
+def test_the_tests_without_a_report_give_the_reports_scores_and_verdicts(airloop_home):
+    """``report=False`` (the backtest's path) runs the very stat tests the report runs."""
+    ref, cur, ref_scores = _frames(4000, 2000)
+    overrides = {"AIRLOOP__MONITOR__DRIFT__PER_COLUMN_METHOD": "{steady: ks}"}
+    settings = read_config("local", {**os.environ, **overrides})
+    reference = _reference(ref, ref_scores)
+    full, snapshot = drift.compute(settings, cur, reference)
+    fast, none = drift.compute(settings, cur, reference, report=False)
+    assert snapshot is not None and none is None
+    assert fast.as_dict() == full.as_dict()

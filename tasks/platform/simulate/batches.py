@@ -20,7 +20,7 @@ from tasks.platform.scenarios import FORMATS, SCENARIOS
 from tasks.platform.simulate.generator import BURST_SHARE, Knobs, TransactionGenerator
 from tasks.platform.simulate.world import world_for
 
-_SCENARIO_CODES = {"stable": "st", "covariate_drift": "cv", "concept_drift": "cc"}
+_SCENARIO_CODES = {"stable": "st", "covariate_drift": "cv", "concept_drift": "cc", "ramp": "rp"}
 
 # Columns whose meaning the generator knows; the schema supplies key, timestamp and label names.
 _ROLE_COLUMNS = ("customer_id", "merchant_id", "amount", "merchant_category", "channel", "region")
@@ -42,7 +42,7 @@ def knobs_for(scenario: str, strength: float) -> Knobs:
     """How ``scenario`` bends the world at ``strength`` in [0, 1]."""
     if scenario == "stable":
         return Knobs()
-    if scenario == "covariate_drift":
+    if scenario in ("covariate_drift", "ramp"):
         return Knobs(
             amount_scale=1.0 + 0.8 * strength,
             online_shift=0.6 * strength,
@@ -159,12 +159,14 @@ def generate_batch(
 ) -> pd.DataFrame:
     """Batch ``index`` of a scenario: deterministic per (seed, scenario, index, rows, strength).
 
-    ``drift_strength`` in [0, 1] scales the drift scenarios (0 behaves like ``stable``). ``at``
+    ``drift_strength`` in [0, 1] scales the drift scenarios (0 behaves like ``stable``); ``ramp``
+    reaches it at batch ``simulate.ramp_batches - 1``, linearly from batch 0. ``at``
     places the window itself (live traffic: its clock) instead of ``index`` windows after ``start``:
     the index then only keeps ids and draws apart.
     """
     strength = float(np.clip(drift_strength, 0.0, 1.0))
-    knobs = knobs_for(scenario, strength)
+    ramped = strength * min(1.0, (index + 1) / cfg.simulate.ramp_batches) if scenario == "ramp" else strength
+    knobs = knobs_for(scenario, ramped)
     code = _SCENARIO_CODES[scenario]
     if scenario != "stable" and strength != 1.0:
         code += f"p{round(strength * 100):03d}"  # different data, so different ids

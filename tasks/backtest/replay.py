@@ -1,0 +1,248 @@
+"""The replay: every policy's monitor, hour by hour, through the monitor's own code.
+
+For each replayed hour and each policy, in simulated time:
+
+1. a retrain that became ready (``retrain_hours`` after its decision) replaces the champion when
+   it passed the gate;
+2. the hour is the window ``[h, h+1)``: its transactions scored by the policy's champion, and the
+   champion's predictions of the performance lookback whose labels had landed by the window's end
+   (``reading.WindowData``, as ``reading.load_window`` builds it from the inference log);
+3. ``window.analyze`` measures drift, live and estimated performance, exactly as the monitor
+   DAG's drift task does; drift is computed once per (window, champion, drift settings) and
+   shared by the policies that agree on them (``drift.compute(report=False)``: Evidently's own
+   stat tests without the HTML report, the same verdicts);
+4. ``decision.decide`` decides with the policy's windows before it, its last retrain (running
+   until ready, then ``success``) and simulated ``now``, as ``decide_and_record`` calls it;
+   a retrain trains and gates a model (``models.train``) on the labels landed by then.
+
+Scores are cached per (hour, model) and models per (data end, champion), so policies that have
+not diverged cost one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from tasks.backtest import history as hist
+from tasks.backtest.models import Model, Retrained, gate_settings, train
+from tasks.monitoring import decision, drift, performance, window
+from tasks.monitoring.reading import WindowData
+from tasks.monitoring.results import LABEL, SCORE, DriftResult, Window, WindowResult
+from tasks.monitoring.retrain import LastRetrain, run_id_for
+from tasks.training.families.base import model_input
+
+if TYPE_CHECKING:
+    from config import Settings
+    from tasks.backtest.spec import Policy, Spec
+
+
+@dataclass
+class Shared:
+    """What every policy reads and nothing changes: the history and the caches."""
+
+    history: hist.History
+    scores: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)
+    drifts: dict[tuple[int, str, str], DriftResult] = field(default_factory=dict)
+    models: dict[tuple[int, str], Retrained] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def timed(self, what: str, started: float) -> None:
+        self.seconds[what] = self.seconds.get(what, 0.0) + time.perf_counter() - started
+
+    def score(self, hour: int, model: Model) -> np.ndarray:
+        key = (hour, model.id)
+        if key not in self.scores:
+            started = time.perf_counter()
+            self.scores[key] = model.score(self.history.hours[hour])
+            self.timed("scoring", started)
+        return self.scores[key]
+
+
+@dataclass
+class PolicyRun:
+    """One policy's monitor as it goes: its champion, its windows, decisions and retrains."""
+
+    policy: Policy
+    settings: Settings
+    champion: Model
+    served: dict[int, str] = field(default_factory=dict)
+    """Hour -> the model that served it."""
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    """The store's window rows (``WindowResult.row()``): the history ``decide`` reads."""
+    windows: list[dict[str, Any]] = field(default_factory=list)
+    retrains: list[dict[str, Any]] = field(default_factory=list)
+    pending: tuple[int, Retrained, dict[str, Any]] | None = None
+    """A retrain under way: the hour it is ready, what it produced, its record."""
+    last: LastRetrain | None = None
+
+
+def window_data(shared: Shared, run: PolicyRun, hour: int, scores: np.ndarray) -> WindowData:
+    """The window ``[hour, hour+1)`` as ``reading.load_window`` would read it for ``run``."""
+    h, settings, model = shared.history, run.settings, run.champion
+    win = Window.of(h.at(hour), h.at(hour + 1))
+    frame = h.hours[hour]
+    sample = model_input(frame, model.model.spec).assign(**{SCORE: scores})
+    lookback_start = win.end - timedelta(hours=settings.monitor.performance.lookback_hours)
+    parts = []
+    first = max(0, hour - int(np.ceil(settings.monitor.performance.lookback_hours)))
+    for k in range(first, hour + 1):
+        if run.served.get(k) != model.id:
+            continue
+        past = h.hours[k]
+        keep = (past[hist.LABELED_AT] <= win.end) & (past[settings.schema_.timestamp] >= lookback_start)
+        keep_np = keep.to_numpy()
+        label = past[settings.schema_.label].to_numpy("float64")[keep_np]
+        parts.append(pd.DataFrame({SCORE: shared.score(k, model)[keep_np], LABEL: label}))
+    labelled = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({SCORE: [], LABEL: []})
+    n = len(frame)
+    return WindowData(win, n, sample, n, 0, {model.id: n}, labelled, lookback_start)
+
+
+def _drift_key(settings: Settings) -> str:
+    return settings.monitor.drift.model_dump_json(exclude={"share_threshold"})
+
+
+def analyze(shared: Shared, run: PolicyRun, hour: int) -> WindowResult:
+    """The window's result through ``window.analyze``, its drift from the shared cache."""
+    data = window_data(shared, run, hour, shared.score(hour, run.champion))
+    key = (hour, run.champion.id, _drift_key(run.settings))
+    if key not in shared.drifts:
+        started = time.perf_counter()
+        found, _ = drift.compute(
+            run.settings, data.sample, run.champion.reference, rows=data.rows, report=False
+        )
+        shared.drifts[key] = found
+        shared.timed("drift", started)
+    started = time.perf_counter()
+    result, _ = window.analyze(run.settings, data, run.champion.reference, drifted=(shared.drifts[key], None))
+    shared.timed("analyze", started)
+    return result
+
+
+def last_retrain(run: PolicyRun, end: pd.Timestamp) -> LastRetrain | None:
+    """The policy's last retrain as ``decide_and_record`` finds it: within a day and a cooldown."""
+    if run.last is None:
+        return None
+    since = end - timedelta(hours=run.settings.monitor.decision.cooldown_hours, days=1)
+    return run.last if run.last.decided_at >= since else None
+
+
+def decide(run: PolicyRun, result: WindowResult) -> decision.Decision:
+    """``decision.decide`` on the window, as the monitor DAG's ``decide`` task calls it. The
+    history is the policy's latest ``confirm_windows`` rows: ``decide`` reads no further back."""
+    end = pd.Timestamp(result.end)
+    confirm = run.settings.monitor.decision.confirm_windows
+    history = pd.DataFrame(run.rows[-confirm:]) if run.rows else None
+    last = last_retrain(run, end)
+    return decision.decide(
+        run.settings,
+        result,
+        history=history,
+        last_retrain_at=last.decided_at if last else None,
+        retrain_running=run.pending is not None,
+        now=end,
+        last_retrain=last,
+    )
+
+
+def _land(run: PolicyRun, hour: int, deployed_at: pd.Timestamp) -> None:
+    """A retrain that is ready: its champion serves from ``hour`` when it passed the gate."""
+    if run.pending is None or run.pending[0] > hour:
+        return
+    _, made, record = run.pending
+    record["passed"] = made.passed
+    if made.model is not None:
+        run.champion = made.model
+        record["deployed_at"] = deployed_at.isoformat()
+    if run.last is not None:
+        run.last = LastRetrain(run.last.run_id, run.last.decided_at, "success")
+    run.pending = None
+
+
+def _retrain(shared: Shared, spec: Spec, run: PolicyRun, hour: int, made: decision.Decision) -> None:
+    """Train and gate a model on the labels landed by the decision; ready ``retrain_hours`` later."""
+    end = pd.Timestamp(made.end)
+    key = (hour + 1, run.champion.id)
+    if key not in shared.models:
+        started = time.perf_counter()
+        frame = shared.history.labelled_by(hour + 1 - spec.train_hours, hour + 1, end)
+        settings = gate_settings(run.settings, spec.segment_gate)
+        shared.models[key] = train(settings, frame, f"h{hour + 1}", run.champion)
+        shared.timed("training", started)
+    retrained = shared.models[key]
+    record = {
+        "window_id": made.window_id,
+        "decided_at": made.end,
+        "reason": made.reason,
+        "triggers": made.triggers,
+        "model": retrained.model.id if retrained.model else None,
+        "candidates": retrained.candidates,
+        "deployed_at": None,
+    }
+    run.retrains.append(record)
+    run.pending = (hour + 1 + spec.retrain_hours, retrained, record)
+    run.last = LastRetrain(run_id_for(made.window_id), end, "running")
+
+
+Observe = Callable[["PolicyRun", WindowResult, decision.Decision], None]
+"""Called with every window and its decision before the decision is acted on (tests compare it
+with what the monitor DAG's own decide task would have decided)."""
+
+
+def step(shared: Shared, spec: Spec, run: PolicyRun, hour: int, observe: Observe | None = None) -> None:
+    """One replayed hour of one policy."""
+    _land(run, hour, shared.history.at(hour))
+    run.served[hour] = run.champion.id
+    result = analyze(shared, run, hour)
+    started = time.perf_counter()
+    made = decide(run, result)
+    shared.timed("decide", started)
+    if observe is not None:
+        observe(run, result, made)
+    run.rows.append(result.row())
+    run.windows.append(_record(result, made, run) | _quality(shared, spec, run, hour))
+    if made.retrain:
+        _retrain(shared, spec, run, hour, made)
+
+
+def _record(result: WindowResult, made: decision.Decision, run: PolicyRun) -> dict[str, Any]:
+    """What the report keeps of one window: the monitor's numbers and its decision."""
+    est = result.estimate or {}
+    perf = result.performance
+    return {
+        "end": result.end,
+        "model": run.champion.id,
+        "drift_share": result.drift.share,
+        "prediction_score": result.drift.prediction.score if result.drift.prediction else None,
+        "live_roc_auc": perf.live.roc_auc if perf.judged else None,
+        "live_recall": perf.live.recall if perf.judged else None,
+        "holdout_roc_auc": perf.baseline.roc_auc,
+        "estimated_roc_auc": est.get("roc_auc"),
+        "estimated_recall": est.get("recall"),
+        "estimate_band_roc_auc": (est.get("bands") or {}).get("roc_auc"),
+        "estimate_trusted": bool(est.get("trusted", False)),
+        "reason": made.reason,
+        "retrain": made.retrain,
+        "blocked_by": made.blocked_by,
+    }
+
+
+def _quality(shared: Shared, spec: Spec, run: PolicyRun, hour: int) -> dict[str, Any]:
+    """The quality curve: ROC AUC and recall of what the policy served over the last
+    ``quality_hours``, every label known (what the business lost, not what the monitor saw)."""
+    label = run.settings.schema_.label
+    first = max(shared.history.first_replayed, hour + 1 - spec.quality_hours)
+    ys, ps = [], []
+    for k in range(first, hour + 1):
+        model_id = run.served[k]
+        ys.append(shared.history.hours[k][label].to_numpy())
+        ps.append(shared.scores[(k, model_id)])
+    s = performance.scores(np.concatenate(ys), np.concatenate(ps), performance.threshold_for(run.settings))
+    return {"roc_auc": s.roc_auc, "recall": s.recall}
