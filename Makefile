@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup demo test test-fast lint format up down status bench bench-loop lock clean
+.PHONY: setup demo test test-fast lint format up down status bench bench-loop bench-prod lock clean
 
 setup: $(VENV)/.installed  ## create .venv with every pinned dependency and the airloop command (idempotent)
 
@@ -59,6 +59,9 @@ bench: setup  ## benchmarks: ratios against baselines measured in the same run
 
 bench-loop: setup  ## the closed loop's timeline and the stack's memory against the goals (a stack of its own, ~15 min)
 	@$(PY) -m benchmarks.closed_loop
+
+bench-prod: setup  ## the production profile end to end on this machine, each stage timed (prod-local, ~15 min)
+	@$(BIN)/airloop prod-local run --until monitor --down
 
 lock:  ## re-resolve requirements.lock from requirements.txt
 	@$(BIN)/uv pip compile -q requirements.txt -o requirements.lock --python $(PY)
