@@ -13,6 +13,7 @@ twice runs its consumers twice, which ingest absorbs (a batch's rows are curated
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -181,8 +182,17 @@ class AirflowClient:
         return _object(self.patch(f"/dags/{dag_id}", {"is_paused": False}))
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> dict[str, Any]:
-        """A manual run now (``logical_date`` null, as Airflow 3 expects)."""
-        return _object(self.post(f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}}))
+        """A manual run now (``logical_date`` null, as Airflow 3 expects) under a run id chosen
+        here: a POST retried after a lost answer gets 409 for the run the first one created, and
+        that run is returned, instead of a second run (two trainings of the same data)."""
+        run_id = f"manual__{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}_{secrets.token_hex(4)}"
+        body = {"dag_run_id": run_id, "logical_date": None, "conf": conf or {}}
+        try:
+            return _object(self.post(f"/dags/{dag_id}/dagRuns", body))
+        except AirflowAPIError as exc:
+            if exc.status_code != 409:
+                raise
+            return self.dag_run(dag_id, run_id)
 
     def dag_runs(self, dag_id: str, **filters: Any) -> list[dict[str, Any]]:
         """Runs of a DAG, newest first (filters: run_type, state, ... as query parameters)."""
