@@ -38,7 +38,7 @@ from tasks.common import storage
 from tasks.common.clock import now_iso, utc_timestamp
 from tasks.common.outcomes import Skip
 from tasks.features.tables import MAX_WINDOW
-from tasks.ingest.curated import read_curated
+from tasks.ingest.curated import curated_row_count, read_curated
 from tasks.training import streamed
 
 if TYPE_CHECKING:
@@ -204,6 +204,8 @@ def build_streamed(settings: Settings, *, start: str | None = None, end: str | N
     from tasks.features import store  # noqa: PLC0415 - Feast only to build a set (see build)
     from tasks.features.offline_stream import StreamingJoin  # noqa: PLC0415 - as above
 
+    if curated_row_count(settings) == 0:  # before Feast: no data is nothing to train on (Skip)
+        raise TrainingDataError(f"the curated dataset at {settings.storage.curated_uri} is empty")
     schema = settings.schema_
     features = store.feature_names(settings)
     keep, join, directory = columns(settings, features), StreamingJoin(settings), training_sets_uri(settings)
