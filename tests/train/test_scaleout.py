@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 
 from tasks.training.run import run
+from tests.services import release_shared_services
 
 ROC_AUC_TOLERANCE = 0.02
 PR_AUC_TOLERANCE = 0.06
@@ -19,9 +20,22 @@ PR_AUC_TOLERANCE = 0.06
 with a few dozen fraud rows, histograms sketched over two shards, DDP's shuffling per shard."""
 
 
+@pytest.fixture
+def no_ray_in_this_process() -> None:
+    """The serving tests' session-wide Ray (its CPUs held by Serve replicas) would otherwise be
+    the Ray training joins (``scaleout.session`` uses a Ray already up, as inside a Ray job), and
+    its two workers would wait for CPUs for ever: those services are done by now, stop them."""
+    import ray
+
+    release_shared_services()
+    assert not ray.is_initialized()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_two_workers_train_models_as_good_as_one_process_and_record_it(world, mlflow_client) -> None:
+def test_two_workers_train_models_as_good_as_one_process_and_record_it(
+    world, mlflow_client, no_ray_in_this_process
+) -> None:
     lines: list[str] = []
     one_settings = world.settings()
     one = run(
