@@ -7,6 +7,7 @@ stopped at the end of the session. Nothing is mocked: Feast talks to them over t
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,7 +15,9 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -201,3 +204,18 @@ def s3_server() -> Iterator[S3]:
         yield S3(f"http://127.0.0.1:{port}")
     finally:
         server.stop()
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """A fake HTTP API's handler base: quiet, and ``_reply`` answers JSON with a status."""
+
+    def log_message(self, *args: Any) -> None:  # keep test output quiet
+        pass
+
+    def _reply(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 
 from tasks.platform.airflow_client import AirflowClient
+from tests.services import JsonHandler
 
 
 class FakeAirflow(ThreadingHTTPServer):
@@ -27,41 +28,30 @@ class FakeAirflow(ThreadingHTTPServer):
         self.lose_answers = lose_answers
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(JsonHandler):
     server: FakeAirflow
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def _answer(self, status: int, body: dict[str, object]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
         if self.path == "/auth/token":
-            self._answer(201, {"access_token": "t"})
+            self._reply(201, {"access_token": "t"})
             return
         self.server.posts += 1
         run_id = str(body.get("dag_run_id") or f"manual__server_{len(self.server.runs)}")
         if run_id in self.server.runs:
-            self._answer(409, {"detail": "Unique constraint violation"})
+            self._reply(409, {"detail": "Unique constraint violation"})
             return
         self.server.runs[run_id] = {"dag_run_id": run_id, "state": "queued", "conf": body.get("conf")}
         if self.server.lose_answers > 0:  # created, but the answer is lost on the way back
             self.server.lose_answers -= 1
-            self._answer(503, {"detail": "upstream connect error"})
+            self._reply(503, {"detail": "upstream connect error"})
             return
-        self._answer(200, self.server.runs[run_id])
+        self._reply(200, self.server.runs[run_id])
 
     def do_GET(self) -> None:
         run_id = self.path.rsplit("/", 1)[-1]
         run = self.server.runs.get(run_id)
-        self._answer(200 if run else 404, run or {"detail": "not found"})
+        self._reply(200 if run else 404, run or {"detail": "not found"})
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from tasks.platform.simulate import (
     write_batch,
 )
 from tasks.platform.simulate.bad_batches import DEFECTS
+from tests.services import JsonHandler
 
 
 @pytest.fixture(scope="module")
@@ -394,22 +395,11 @@ def test_land_writes_to_the_configured_landing_zone_by_default(settings: Setting
 # -- telling Airflow --------------------------------------------------------------------------
 
 
-class _FakeAirflow(BaseHTTPRequestHandler):
+class _FakeAirflow(JsonHandler):
     """Just enough of Airflow's public API: token, asset lookup, asset events."""
 
     calls: list[tuple[str, str, Any, str | None]] = []
     token_status = 201
-
-    def log_message(self, *args: Any) -> None:  # keep test output quiet
-        pass
-
-    def _reply(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def _record(self) -> Any:
         length = int(self.headers.get("Content-Length") or 0)
