@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.common.net import free_port
+from tasks.common.secrets import use_mlflow_credentials
 
 GOAL_LOOP_S = 600.0
 GOAL_OVERHEAD = 0.15
@@ -181,6 +182,7 @@ def run(scenario: str, keep: bool, home: Path) -> dict[str, Any]:
     t0 = time.monotonic()
     try:
         stack.start(settings, services=stack.LOOP, quiet=True)
+        use_mlflow_credentials(settings)
         time.sleep(QUIET_S)
         idle_before = _memory(settings)
         story = Story(settings, AirflowClient.from_settings(settings), StoryOptions(scenario=scenario))

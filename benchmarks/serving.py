@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.common.net import free_port
+from tasks.common.secrets import use_mlflow_credentials
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -122,6 +123,7 @@ def prepare(home: Path, hours: int, rows: int) -> tuple[Any, str, Any]:
         "AIRLOOP__GATE__FAIRNESS__MAX_TPR_GAP": "1",
     }
     settings = read_config("local", env)
+    use_mlflow_credentials(settings)
     mlflow_up = ThreadPoolExecutor(1).submit(
         stack.start, settings, services=[stack.MLFLOW], timeout=240, quiet=True
     )

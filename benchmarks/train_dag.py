@@ -37,6 +37,7 @@ import time  # noqa: E402
 
 from config import PROJECT_ROOT, read_config  # noqa: E402
 from tasks.common.net import free_port  # noqa: E402
+from tasks.common.secrets import use_mlflow_credentials  # noqa: E402
 
 FAST = {
     "AIRLOOP__TRAIN__XGBOOST__GRID__MAX_DEPTH": "[4]",
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         env, uri = _world(home, args.hours, args.rows)
         settings = read_config("local", env)
         stack.start(settings, services=[stack.MLFLOW], timeout=180, quiet=True)
+        use_mlflow_credentials(settings)
         dag = DagBag(str(PROJECT_ROOT / "dags" / "train.py")).get_dag("train")
         direct, chain, orchestrated = [], [], []
         child_env = {**os.environ, "MLFLOW_TRACKING_URI": settings.mlflow.url}

@@ -126,9 +126,10 @@ class Settings(Section):
     def _absolute_mlflow_stores(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         home = _home_from(info)
         value = dict(value)
-        backend = value.get("backend_store_uri") or MLflow.model_fields["backend_store_uri"].default
-        if backend.startswith("sqlite:///") and not backend.startswith("sqlite:////"):
-            value["backend_store_uri"] = "sqlite:///" + str(_resolve_path(backend[len("sqlite:///") :], home))
+        for key in ("backend_store_uri", "auth_store_uri"):
+            uri = value.get(key) or MLflow.model_fields[key].default
+            if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+                value[key] = "sqlite:///" + str(_resolve_path(uri[len("sqlite:///") :], home))
         value["artifacts_destination"] = _resolve_uri(value.get("artifacts_destination"), home)
         return value
 

@@ -22,18 +22,26 @@ class MLflow(Section):
     """The local server's store when ``metadata_db`` gives MLflow no database of its own
     (relative paths follow ``AIRLOOP_HOME``). Production's server is configured in its own
     container (docker-compose.yaml), so the production profile holds no database credentials."""
+    auth_store_uri: str = "sqlite:///data/mlflow/auth.db"
+    """The local server's users (MLflow's basic auth, ``tasks.common.secrets``: clients log in as
+    ``admin`` with a password generated under ``AIRLOOP_HOME``). Production's server keeps its
+    users in its own database (deploy/mlflow/server.py)."""
     artifacts_destination: str
     """Where the server stores artifacts it proxies (``--serve-artifacts``): file:// or s3://."""
     experiment: str = "fraud-detector"
     registered_model: str = "fraud-detector"
     public_url: str | None = None
     """The address browsers use (Airflow's extra links); ``None`` means the tracking URI."""
+    admin_password: str | None = None
+    """The local server's ``admin`` password, read when the server first creates its users;
+    ``None``: generated under ``AIRLOOP_HOME`` (``tasks.common.secrets``). Unused in production,
+    whose clients bring their own credentials."""
     signing_key: str | None = None
     """HMAC key that signs each registered model's SHA-256 (``tasks.common.secrets``); only
     training and the components that load models hold it. ``None`` locally: a generated key under
     ``AIRLOOP_HOME``; production reads ``${MODEL_SIGNING_KEY}``."""
 
-    @field_validator("signing_key")
+    @field_validator("signing_key", "admin_password")
     @classmethod
     def _empty_key_is_none(cls, value: str | None) -> str | None:
         return value or None

@@ -33,6 +33,13 @@ os.environ.update(
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
 )
+pytest.register_assert_rewrite("tests.services")  # imported here, before pytest loads it as a plugin
+from tests.services import MLFLOW_LOGIN  # noqa: E402 - after sys.path has the project
+
+# Every local MLflow server the tests start runs basic auth with MLFLOW_LOGIN's password, and
+# this process's clients (and the processes it starts) log in with it.
+os.environ["MLFLOW_TRACKING_USERNAME"] = "admin"
+os.environ["MLFLOW_TRACKING_PASSWORD"] = MLFLOW_LOGIN["AIRLOOP__MLFLOW__ADMIN_PASSWORD"]
 
 
 @pytest.fixture
@@ -40,7 +47,7 @@ def airloop_home(tmp_path, monkeypatch) -> Path:
     """Point every data URI of the local profile at a fresh folder."""
     monkeypatch.setenv("AIRLOOP_HOME", str(tmp_path))
     monkeypatch.setenv("AIRLOOP_PROFILE", "local")
-    for name in [k for k in os.environ if k.startswith("AIRLOOP__")]:
+    for name in [k for k in os.environ if k.startswith("AIRLOOP__") and k not in MLFLOW_LOGIN]:
         monkeypatch.delenv(name)
     return tmp_path
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -22,6 +23,14 @@ from typing import Any
 import pytest
 
 from tasks.common.net import free_port
+
+MLFLOW_LOGIN = {
+    "AIRLOOP__MLFLOW__ADMIN_PASSWORD": os.environ.setdefault(
+        "AIRLOOP__MLFLOW__ADMIN_PASSWORD", secrets.token_urlsafe(24)
+    )
+}
+"""One admin password for every local MLflow server the tests start (each in its own home), so
+that the test process's clients log in to any of them (tests/conftest.py sets their login)."""
 
 _RELEASES: list[Callable[[], None]] = []
 

@@ -1,4 +1,5 @@
-"""The secrets the loop's own components share: the serving control token and the model signing key.
+"""The secrets the loop's own components share: the serving control token, the model signing key
+and the local MLflow server's admin password.
 
 In production both come from config (``serving.admin_token``, ``mlflow.signing_key``), which
 reads them from the environment (``${SERVING_ADMIN_TOKEN}``, ``${MODEL_SIGNING_KEY}``); the
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
 
 SERVING_TOKEN = "serving-admin-token"
 SIGNING_KEY = "model-signing-key"
+MLFLOW_PASSWORD = "mlflow-admin-password"
+MLFLOW_SESSION_KEY = "mlflow-flask-secret-key"
+MLFLOW_USER = "admin"
 
 
 def secrets_dir(settings: Settings) -> Path:
@@ -63,3 +67,32 @@ def model_signing_key(settings: Settings) -> bytes:
     """The HMAC key that signs a registered model's hash (``mlflow.signing_key``): only training
     and the components that load models hold it."""
     return _configured_or_local(settings.mlflow.signing_key, settings, SIGNING_KEY).encode()
+
+
+def local_mlflow_auth(settings: Settings) -> bool:
+    """Whether MLflow is the local stack's own server, which runs MLflow's basic auth with the
+    local secrets (production's clients bring their own credentials in the environment)."""
+    return settings.profile != "production" and not settings.mlflow.tracking_uri
+
+
+def mlflow_credentials(settings: Settings) -> dict[str, str]:
+    """The environment an MLflow client logs in to the local server with (MLflow reads
+    ``MLFLOW_TRACKING_USERNAME`` / ``_PASSWORD``); nothing for any other server."""
+    if not local_mlflow_auth(settings):
+        return {}
+    return {
+        "MLFLOW_TRACKING_USERNAME": MLFLOW_USER,
+        "MLFLOW_TRACKING_PASSWORD": mlflow_admin_password(settings),
+    }
+
+
+def mlflow_admin_password(settings: Settings) -> str:
+    """The local MLflow server's ``admin`` password (``mlflow.admin_password``)."""
+    return _configured_or_local(settings.mlflow.admin_password, settings, MLFLOW_PASSWORD)
+
+
+def use_mlflow_credentials(settings: Settings) -> None:
+    """Log this process's MLflow clients in to the local server; credentials the environment
+    already holds win."""
+    for name, value in mlflow_credentials(settings).items():
+        os.environ.setdefault(name, value)

@@ -28,7 +28,7 @@ from tasks.common.net import free_port
 from tasks.platform import stack
 from tasks.platform.airflow_client import AirflowClient
 from tasks.platform.scale import SMALL_LOOP
-from tests.services import release_shared_services
+from tests.services import MLFLOW_LOGIN, release_shared_services
 
 PAST = "2026-06-01T00:00:00+00:00"
 """Where the tests' own batches are placed in time (``generate_batch(..., at=PAST)``): their
@@ -77,6 +77,7 @@ def _airloop_vars(home: Path) -> dict[str, str]:
         # Quoted: override values are parsed as YAML, where a bare `*` starts an alias.
         "AIRLOOP__INGEST__CRON": "* * * * *",
         **CLOSED_LOOP,
+        **MLFLOW_LOGIN,
     }
 
 

@@ -43,6 +43,7 @@ import pytest
 
 from config import Settings, read_config
 from tasks.common.net import free_port
+from tests.services import MLFLOW_LOGIN
 
 START = pd.Timestamp("2026-01-01T00:00:00Z")
 ROWS_PER_DAY = 6000
@@ -59,6 +60,7 @@ COVARIATE = (GAP[1], GAP[1] + pd.Timedelta(days=1))
 SHADOW_VERSION = "999"
 
 ENV = {
+    **MLFLOW_LOGIN,
     "AIRLOOP__SIMULATE__BATCH_MINUTES": "1440",
     "AIRLOOP__SIMULATE__N_CUSTOMERS": "1000",
     "AIRLOOP__SIMULATE__N_MERCHANTS": "150",

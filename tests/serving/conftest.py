@@ -41,7 +41,7 @@ import pytest
 
 from config import Settings, read_config
 from tasks.common.net import free_port
-from tests.services import release_early
+from tests.services import MLFLOW_LOGIN, release_early
 from tests.serving.faults import WalDisk
 
 START = "2026-01-01T00:00:00+00:00"
@@ -164,6 +164,7 @@ def serving_world(tmp_path_factory) -> Iterator[ServingWorld]:
         "AIRLOOP__MLFLOW__PORT": str(free_port()),
         "AIRLOOP__METADATA_DB__MLFLOW_DATABASE": "null",  # MLflow on its SQLite file: no Postgres here
         "AIRLOOP__MLFLOW__SIGNING_KEY": secrets.token_urlsafe(24),
+        **MLFLOW_LOGIN,
         "AIRLOOP__SERVING__PORT": str(free_port()),
         "AIRLOOP__SERVING__ADMIN_TOKEN": secrets.token_urlsafe(24),
         "AIRLOOP__SERVING__REPLICA_CPUS": "0.1",

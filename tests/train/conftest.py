@@ -32,6 +32,7 @@ import pytest
 
 from config import Settings, read_config
 from tasks.common.net import free_port
+from tests.services import MLFLOW_LOGIN
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -41,6 +42,7 @@ BATCHES, ROWS, BATCH_MINUTES = 4, 4000, 240
 
 # Small grids and few rounds: the tests are about the pipeline and the gate, not about tuning.
 FAST = {
+    **MLFLOW_LOGIN,
     "AIRLOOP__SIMULATE__BATCH_MINUTES": str(BATCH_MINUTES),
     "AIRLOOP__TRAIN__XGBOOST__GRID__MAX_DEPTH": "[4]",
     "AIRLOOP__TRAIN__XGBOOST__MAX_ROUNDS": "150",

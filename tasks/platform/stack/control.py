@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 
 from config import Settings
+from tasks.common.secrets import MLFLOW_PASSWORD, MLFLOW_USER, local_mlflow_auth, secrets_dir
 from tasks.platform.stack.database import (
     DatabaseError,
     describe,
@@ -291,6 +292,15 @@ def start(
     return pids
 
 
+def _mlflow_login(settings: Settings) -> str:
+    if not local_mlflow_auth(settings):
+        return ""
+    where = (
+        "mlflow.admin_password" if settings.mlflow.admin_password else secrets_dir(settings) / MLFLOW_PASSWORD
+    )
+    return f"  log in as  {MLFLOW_USER} / the password in {where}   (airloop env exports both)\n"
+
+
 def _banner(settings: Settings, quiet: bool, serving: bool = False) -> None:
     url = api_url(settings)
     serve_line = (
@@ -302,6 +312,7 @@ def _banner(settings: Settings, quiet: bool, serving: bool = False) -> None:
         "   (AIRLOOP__AIRFLOW__PASSWORD to change)\n"
         f"REST API     {url}/api/v2   (JWT: POST {url}/auth/token)\n"
         f"MLflow UI    {settings.mlflow.url}   (MLFLOW_TRACKING_URI; runs, registry, model cards)\n"
+        f"{_mlflow_login(settings)}"
         f"{serve_line}"
         f"logs         {log_dir(settings)}/<service>.log\n"
         "stop with    airloop down   (or make down)",

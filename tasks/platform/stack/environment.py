@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from config import PROJECT_ROOT, Settings, airloop_home
+from tasks.common.secrets import mlflow_credentials
 from tasks.platform.stack.database import airflow_conn
 
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
@@ -134,6 +135,7 @@ def airflow_vars(settings: Settings, *, dags_folder: str | Path | None = None) -
         **_server_vars(settings, home, secrets),
         "MLFLOW_TRACKING_URI": settings.mlflow.url,
         "MLFLOW_DISABLE_TELEMETRY": "true",  # nothing leaves the machine; its thread races os.environ
+        **mlflow_credentials(settings),  # tasks, training and serving log in to the local MLflow
         "AIRLOOP_PROFILE": settings.profile,
         # the home these settings resolved, not the caller's: a restart from another shell (or a
         # test's own environment) must not point the services at another data dir

@@ -10,6 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from config import Settings
+from tasks.common.secrets import (
+    MLFLOW_SESSION_KEY,
+    MLFLOW_USER,
+    local_mlflow_auth,
+    local_secret,
+    mlflow_admin_password,
+    secrets_dir,
+)
 from tasks.platform.airflow_client import HEALTH_PATH
 from tasks.platform.stack.database import answers, mlflow_backend, postgres_enabled, run_as
 from tasks.platform.stack.environment import log_dir, run_dir
@@ -97,8 +105,9 @@ def mlflow_command(settings: Settings) -> list[str]:
     database's directory). The backend store URI goes in the environment (``MLFLOW_BACKEND_STORE_URI``)."""
     m = settings.mlflow
     backend = mlflow_backend(settings)
-    if backend.startswith("sqlite:///"):
-        Path(backend.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    for store in (backend, m.auth_store_uri):
+        if store.startswith("sqlite:///"):
+            Path(store.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     if m.artifacts_destination.startswith("file://"):
         Path(m.artifacts_destination.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
     return [
@@ -118,6 +127,26 @@ def mlflow_command(settings: Settings) -> list[str]:
     ]
 
 
+def mlflow_env(settings: Settings) -> dict[str, str]:
+    """The server's stores, and its basic auth (``mlflow_exec`` turns it on) with the local
+    secrets: every client logs in (``tasks.common.secrets.mlflow_credentials``)."""
+    env = {
+        # The server's job runner (GenAI evaluation jobs) starts half a dozen worker processes
+        # that airloop never uses; without it the server starts in half the time on two cores.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "MLFLOW_BACKEND_STORE_URI": mlflow_backend(settings),
+    }
+    if local_mlflow_auth(settings):
+        env |= {
+            "MLFLOW_AUTH_DATABASE_URI": settings.mlflow.auth_store_uri,
+            "MLFLOW_AUTH_ADMIN_USERNAME": MLFLOW_USER,
+            "MLFLOW_AUTH_ADMIN_PASSWORD": mlflow_admin_password(settings),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": local_secret(settings, MLFLOW_SESSION_KEY),
+            "AIRLOOP_MLFLOW_AUTH_DIR": str(secrets_dir(settings)),
+        }
+    return env
+
+
 MLFLOW = Service(
     "mlflow",
     mlflow_command,
@@ -125,12 +154,7 @@ MLFLOW = Service(
     ready_paths=("/health",),
     match="mlflow",
     host=lambda s: s.mlflow.host,
-    # The server's job runner (GenAI evaluation jobs) starts half a dozen worker processes that
-    # airloop never uses; without it the server starts in half the time on two cores.
-    env=lambda s: {
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-        "MLFLOW_BACKEND_STORE_URI": mlflow_backend(s),
-    },
+    env=mlflow_env,
     after=("postgres",),
     airflow=False,
     port_setting="AIRLOOP__MLFLOW__PORT",

@@ -21,6 +21,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from tasks.common.secrets import use_mlflow_credentials
 from tasks.platform import stack
 from tasks.platform.stack.memory import Sampler
 from tasks.platform.story import data, models, monitor
@@ -53,6 +54,7 @@ def _start(story: Story) -> None:
     settings = story.settings
     story.timeline.begin("stack", "start the local stack")
     stack.start(settings, services=stack.SERVICES, quiet=True)
+    use_mlflow_credentials(settings)  # the story reads the registry: its versions and metrics
     if story.options.until != "features":
         # Ray shares two cores with ingest and features meanwhile: the stage's timeout, not 4 min
         wait = max(story.options.timeout, 240.0)
