@@ -1,7 +1,8 @@
 """
 ### train: training set → candidates on a GPU pod → quality gate → MLflow registry
 
-Weekly on the cron from `config` (`train.cron`), and whenever the monitor DAG (or a person)
+Weekly on the cron from `config` (`train.cron`; the first run is the next one after the DAG is
+first seen), and whenever the monitor DAG (or a person)
 triggers it with a conf: `{"reason": "drift", "drift": {...}}`.
 
 `training_set` builds a point-in-time-correct training set through the feature service and
@@ -17,7 +18,7 @@ in the airloop reports; when the gate rejects every candidate it is skipped and 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from airflow.sdk import CronTriggerTimetable, Param, dag
 
@@ -35,8 +36,10 @@ RUN_CONTEXT = (
 
 
 @dag(
-    schedule=CronTriggerTimetable(cfg.train.cron, timezone="UTC"),
-    start_date=datetime(2026, 1, 1),
+    # No start date and no "run immediately": the first scheduled retrain is the next cron time
+    # after the DAG is first seen, not last week's slot fired at once by a fresh stack (which
+    # raced the first ingest and trained a second first model beside the one asked for).
+    schedule=CronTriggerTimetable(cfg.train.cron, timezone="UTC", run_immediately=timedelta(0)),
     catchup=False,
     max_active_runs=1,
     tags=["airloop", "training"],

@@ -32,6 +32,12 @@ MLFLOW_LOGIN = {
 """One admin password for every local MLflow server the tests start (each in its own home), so
 that the test process's clients log in to any of them (tests/conftest.py sets their login)."""
 
+
+def mlflow_login() -> tuple[str, str]:
+    """The test process's MLflow login, for plain HTTP requests (a browser's basic auth)."""
+    return os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]
+
+
 _RELEASES: list[Callable[[], None]] = []
 
 

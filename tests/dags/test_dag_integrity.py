@@ -6,6 +6,7 @@ import ast
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,20 @@ def test_dag_files_are_wiring_only(path):
         if isinstance(node, RULES)
     ]
     assert not found, "rules in a DAG file (move them into tasks/):\n" + "\n".join(found)
+
+
+def test_a_fresh_stack_starts_no_retrain_of_a_past_slot(dagbag):
+    """The weekly retrain's first run is its next cron time after the DAG is first seen. With a
+    start date in the past, Airflow fires last week's slot at once (catchup off still runs the
+    latest one): on a fresh stack that run raced the first ingest and trained a second first
+    model beside the one the demo asked for."""
+    from airflow.serialization.encoders import coerce_to_core_timetable
+    from airflow.timetables.base import TimeRestriction
+
+    now = datetime.now(UTC)
+    dag = dagbag.dags["train"]
+    first = coerce_to_core_timetable(dag.timetable).next_dagrun_info(
+        last_automated_data_interval=None,
+        restriction=TimeRestriction(earliest=dag.start_date, latest=None, catchup=dag.catchup),
+    )
+    assert first is not None and first.run_after > now, first

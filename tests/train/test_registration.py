@@ -26,6 +26,7 @@ from tasks.training import dataset
 from tasks.training.candidates import Candidate, FitContext, plan
 from tasks.training.families.base import FraudModel, sigmoid
 from tasks.training.run import run
+from tests.services import mlflow_login
 
 RELAXED = {
     "gate__min_roc_auc": "0.5",
@@ -190,7 +191,7 @@ def test_model_card_is_logged_with_metrics_and_plots(first, world, mlflow_client
     import requests
 
     settings, result = first
-    html = requests.get(result.model_card_url, timeout=30).text
+    html = requests.get(result.model_card_url, auth=mlflow_login(), timeout=30).text
     assert html.startswith("<!doctype html>")
     assert (
         len(

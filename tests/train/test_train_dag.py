@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.dag_runs import load_dag, xcom
+from tests.services import mlflow_login
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +63,9 @@ def test_drift_triggered_run_trains_registers_and_links_to_mlflow(
     assert "get-artifact" in links["model_card"]
     import requests
 
-    card = requests.get(links["model_card"], timeout=30)
+    # the link opens in a browser that logs in to MLflow; without a login it is refused
+    assert requests.get(links["model_card"], timeout=30).status_code == 401
+    card = requests.get(links["model_card"], auth=mlflow_login(), timeout=30)
     assert card.status_code == 200 and "<html" in card.text.lower()
     # and the card is listed in the airloop reports view of the Airflow UI
     from config import load_config
