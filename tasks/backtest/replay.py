@@ -131,7 +131,7 @@ class PolicyRun:
         self.analysis_key = monitor.model_dump_json(exclude={"decision"})
 
 
-def labelled_hours(shared: Shared, run: PolicyRun, hour: int) -> tuple[int, ...]:
+def labelled_hours(run: PolicyRun, hour: int) -> tuple[int, ...]:
     """The hours of the performance lookback that ``run``'s champion served."""
     first = max(0, hour - int(np.ceil(run.settings.monitor.performance.lookback_hours)))
     return tuple(k for k in range(first, hour + 1) if run.served.get(k) == run.champion.id)
@@ -161,7 +161,7 @@ def analyze(shared: Shared, run: PolicyRun, hour: int) -> WindowResult:
     """The window's result through ``window.analyze``, computed once per (hour, champion, hours
     it served, monitor settings but the decision's) and shared by the policies that agree on
     them; its drift once per (hour, champion, drift settings)."""
-    served = labelled_hours(shared, run, hour)
+    served = labelled_hours(run, hour)
     results = shared.cache(hour, "result")
     key = (run.champion.id, served, run.analysis_key)
     if key in results:
