@@ -27,6 +27,18 @@ LABELED_AT = "labeled_at"
 _LABEL_STREAM = 16
 
 
+@dataclass(frozen=True)
+class HourArrays:
+    """One hour's columns the replay reads every window, as arrays (no pandas per window)."""
+
+    label: np.ndarray
+    """The label as float64."""
+    at_ns: np.ndarray
+    """Transaction times, ns since the epoch."""
+    labeled_ns: np.ndarray
+    """When each label lands, ns since the epoch."""
+
+
 @dataclass
 class History:
     """Every hour of the backtest: training history first, then the replayed hours."""
@@ -34,6 +46,7 @@ class History:
     spec: Spec
     start: pd.Timestamp
     hours: list[pd.DataFrame] = field(default_factory=list)
+    arrays: list[HourArrays] = field(default_factory=list)
 
     @property
     def first_replayed(self) -> int:
@@ -78,6 +91,14 @@ def build(settings: Settings, spec: Spec) -> History:
         frame = generate_batch(settings, scenario, index=index, rows=spec.rows_per_hour, at=history.at(hour))
         rng = np.random.default_rng([settings.simulate.seed, _LABEL_STREAM, hour])
         delay = pd.to_timedelta(rng.uniform(lo, hi, len(frame)), unit="h")
-        frame[LABELED_AT] = frame[settings.schema_.timestamp] + delay
+        at = frame[settings.schema_.timestamp]
+        frame[LABELED_AT] = at + delay
         history.hours.append(frame)
+        history.arrays.append(
+            HourArrays(
+                frame[settings.schema_.label].to_numpy("float64"),
+                at.to_numpy("datetime64[ns]").view("int64"),
+                frame[LABELED_AT].to_numpy("datetime64[ns]").view("int64"),
+            )
+        )
     return history

@@ -15,8 +15,9 @@ For each replayed hour and each policy, in simulated time:
    until ready, then ``success``) and simulated ``now``, as ``decide_and_record`` calls it;
    a retrain trains and gates a model (``models.train``) on the labels landed by then.
 
-Scores are cached per (hour, model) and models per (data end, champion), so policies that have
-not diverged cost one.
+Scores are cached per (hour, model), computed a day at a time; a window's ``window.analyze``
+once per (champion, hours it served, monitor settings) and its drift once per (champion, drift
+settings); models per (data end, champion). Policies that have not diverged cost one.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from tasks.backtest import history as hist
 from tasks.backtest.models import Model, Retrained, gate_settings, train
 from tasks.monitoring import decision, drift, performance, window
 from tasks.monitoring.reading import WindowData
-from tasks.monitoring.results import LABEL, SCORE, DriftResult, Window, WindowResult
+from tasks.monitoring.results import LABEL, SCORE, Window, WindowResult
 from tasks.monitoring.retrain import LastRetrain, run_id_for
 from tasks.training.families.base import model_input
 
@@ -43,26 +44,64 @@ if TYPE_CHECKING:
     from tasks.backtest.spec import Policy, Spec
 
 
+SCORE_BATCH_HOURS = 24
+"""A model scores this many hours at once (one call costs about as much as one hour's)."""
+
+
 @dataclass
 class Shared:
-    """What every policy reads and nothing changes: the history and the caches."""
+    """What every policy reads and nothing changes: the history and the caches.
+
+    Scores are kept per (hour, model) for the whole replay; what one window computes (its model
+    input, drift, ``window.analyze`` result, quality) only for the hour being replayed, so memory
+    does not grow with the windows. ``computed`` counts what was computed, cache hits aside."""
 
     history: hist.History
     scores: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)
-    drifts: dict[tuple[int, str, str], DriftResult] = field(default_factory=dict)
+    hourly: dict[str, dict[Any, Any]] = field(default_factory=dict)
+    """This hour's ``sample``, ``drift``, ``result`` and ``quality`` caches."""
+    hour: int = -1
     models: dict[tuple[int, str], Retrained] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    computed: dict[str, int] = field(default_factory=dict)
 
     def timed(self, what: str, started: float) -> None:
         self.seconds[what] = self.seconds.get(what, 0.0) + time.perf_counter() - started
 
+    def cache(self, hour: int, what: str) -> dict[Any, Any]:
+        """This hour's cache of ``what`` (a new hour forgets the last one's)."""
+        if hour != self.hour:
+            self.hourly, self.hour = {}, hour
+        return self.hourly.setdefault(what, {})
+
+    def count(self, what: str) -> None:
+        self.computed[what] = self.computed.get(what, 0) + 1
+
     def score(self, hour: int, model: Model) -> np.ndarray:
+        """``model``'s scores of ``hour``; a first call scores the next ``SCORE_BATCH_HOURS``
+        hours too, in one call (a row's score does not depend on the rows beside it)."""
         key = (hour, model.id)
         if key not in self.scores:
             started = time.perf_counter()
-            self.scores[key] = model.score(self.history.hours[hour])
+            h = self.history
+            last = min(hour + SCORE_BATCH_HOURS, len(h.hours))
+            scored = model.score(h.frame(hour, last))
+            ends = np.cumsum([len(h.hours[k]) for k in range(hour, last)])
+            for k, part in zip(range(hour, last), np.split(scored, ends[:-1]), strict=True):
+                self.scores.setdefault((k, model.id), part)
+                self.count("scores")
             self.timed("scoring", started)
         return self.scores[key]
+
+    def sample(self, hour: int, model: Model) -> pd.DataFrame:
+        """The hour's live predictions as the monitor reads them: model input and ``score``."""
+        cache = self.cache(hour, "sample")
+        if model.id not in cache:
+            frame = self.history.hours[hour]
+            scores = self.score(hour, model)
+            cache[model.id] = model_input(frame, model.model.spec).assign(**{SCORE: scores})
+        out: pd.DataFrame = cache[model.id]
+        return out
 
 
 @dataclass
@@ -81,48 +120,71 @@ class PolicyRun:
     pending: tuple[int, Retrained, dict[str, Any]] | None = None
     """A retrain under way: the hour it is ready, what it produced, its record."""
     last: LastRetrain | None = None
+    drift_key: str = field(init=False)
+    """The drift settings that change ``drift.compute``'s result (the share threshold does not)."""
+    analysis_key: str = field(init=False)
+    """The monitor settings that change ``window.analyze``'s result (the decision's do not)."""
+
+    def __post_init__(self) -> None:
+        monitor = self.settings.monitor
+        self.drift_key = monitor.drift.model_dump_json(exclude={"share_threshold"})
+        self.analysis_key = monitor.model_dump_json(exclude={"decision"})
 
 
-def window_data(shared: Shared, run: PolicyRun, hour: int, scores: np.ndarray) -> WindowData:
-    """The window ``[hour, hour+1)`` as ``reading.load_window`` would read it for ``run``."""
+def labelled_hours(run: PolicyRun, hour: int) -> tuple[int, ...]:
+    """The hours of the performance lookback that ``run``'s champion served."""
+    first = max(0, hour - int(np.ceil(run.settings.monitor.performance.lookback_hours)))
+    return tuple(k for k in range(first, hour + 1) if run.served.get(k) == run.champion.id)
+
+
+def window_data(shared: Shared, run: PolicyRun, hour: int, served: tuple[int, ...]) -> WindowData:
+    """The window ``[hour, hour+1)`` as ``reading.load_window`` would read it for ``run``: its
+    predictions, and those of the ``served`` lookback hours whose labels had landed by its end."""
     h, settings, model = shared.history, run.settings, run.champion
     win = Window.of(h.at(hour), h.at(hour + 1))
-    frame = h.hours[hour]
-    sample = model_input(frame, model.model.spec).assign(**{SCORE: scores})
+    sample = shared.sample(hour, model)
     lookback_start = win.end - timedelta(hours=settings.monitor.performance.lookback_hours)
-    parts = []
-    first = max(0, hour - int(np.ceil(settings.monitor.performance.lookback_hours)))
-    for k in range(first, hour + 1):
-        if run.served.get(k) != model.id:
-            continue
-        past = h.hours[k]
-        keep = (past[hist.LABELED_AT] <= win.end) & (past[settings.schema_.timestamp] >= lookback_start)
-        keep_np = keep.to_numpy()
-        label = past[settings.schema_.label].to_numpy("float64")[keep_np]
-        parts.append(pd.DataFrame({SCORE: shared.score(k, model)[keep_np], LABEL: label}))
-    labelled = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({SCORE: [], LABEL: []})
-    n = len(frame)
+    scores, labels = [], []
+    for k in served:
+        past = h.arrays[k]
+        keep = (past.labeled_ns <= win.end.value) & (past.at_ns >= lookback_start.value)
+        scores.append(shared.score(k, model)[keep])
+        labels.append(past.label[keep])
+    labelled = pd.DataFrame(
+        {SCORE: np.concatenate([np.zeros(0), *scores]), LABEL: np.concatenate([np.zeros(0), *labels])}
+    )
+    n = len(sample)
     return WindowData(win, n, sample, n, 0, {model.id: n}, labelled, lookback_start)
 
 
-def _drift_key(settings: Settings) -> str:
-    return settings.monitor.drift.model_dump_json(exclude={"share_threshold"})
-
-
 def analyze(shared: Shared, run: PolicyRun, hour: int) -> WindowResult:
-    """The window's result through ``window.analyze``, its drift from the shared cache."""
-    data = window_data(shared, run, hour, shared.score(hour, run.champion))
-    key = (hour, run.champion.id, _drift_key(run.settings))
-    if key not in shared.drifts:
+    """The window's result through ``window.analyze``, computed once per (hour, champion, hours
+    it served, monitor settings but the decision's) and shared by the policies that agree on
+    them; its drift once per (hour, champion, drift settings)."""
+    served = labelled_hours(run, hour)
+    results = shared.cache(hour, "result")
+    key = (run.champion.id, served, run.analysis_key)
+    if key in results:
+        out: WindowResult = results[key]
+        return out
+    started = time.perf_counter()
+    data = window_data(shared, run, hour, served)
+    shared.timed("window", started)
+    drifts = shared.cache(hour, "drift")
+    drift_key = (run.champion.id, run.drift_key)
+    if drift_key not in drifts:
         started = time.perf_counter()
         found, _ = drift.compute(
             run.settings, data.sample, run.champion.reference, rows=data.rows, report=False
         )
-        shared.drifts[key] = found
+        drifts[drift_key] = found
+        shared.count("drift")
         shared.timed("drift", started)
     started = time.perf_counter()
-    result, _ = window.analyze(run.settings, data, run.champion.reference, drifted=(shared.drifts[key], None))
+    result, _ = window.analyze(run.settings, data, run.champion.reference, drifted=(drifts[drift_key], None))
+    shared.count("analyze")
     shared.timed("analyze", started)
+    results[key] = result
     return result
 
 
@@ -236,13 +298,16 @@ def _record(result: WindowResult, made: decision.Decision, run: PolicyRun) -> di
 
 def _quality(shared: Shared, spec: Spec, run: PolicyRun, hour: int) -> dict[str, Any]:
     """The quality curve: ROC AUC and recall of what the policy served over the last
-    ``quality_hours``, every label known (what the business lost, not what the monitor saw)."""
-    label = run.settings.schema_.label
+    ``quality_hours``, every label known (what the business lost, not what the monitor saw);
+    once per hour for the policies that served the same models."""
     first = max(shared.history.first_replayed, hour + 1 - spec.quality_hours)
-    ys, ps = [], []
-    for k in range(first, hour + 1):
-        model_id = run.served[k]
-        ys.append(shared.history.hours[k][label].to_numpy())
-        ps.append(shared.scores[(k, model_id)])
-    s = performance.scores(np.concatenate(ys), np.concatenate(ps), performance.threshold_for(run.settings))
-    return {"roc_auc": s.roc_auc, "recall": s.recall}
+    served = tuple((k, run.served[k]) for k in range(first, hour + 1))
+    cache = shared.cache(hour, "quality")
+    if served not in cache:
+        started = time.perf_counter()
+        y = np.concatenate([shared.history.arrays[k].label for k, _ in served])
+        p = np.concatenate([shared.scores[key] for key in served])
+        s = performance.scores(y, p, performance.threshold_for(run.settings))
+        cache[served] = {"roc_auc": s.roc_auc, "recall": s.recall}
+        shared.timed("quality", started)
+    return dict(cache[served])

@@ -72,7 +72,7 @@ def backtest(
         "retrains": {r.policy.name: r.retrains for r in runs},
         "seconds": {k: round(v, 2) for k, v in shared.seconds.items()}
         | {"total": round(time.perf_counter() - started, 2)},
-        "cache": {"scores": len(shared.scores), "drift": len(shared.drifts), "models": len(shared.models)},
+        "cache": shared.computed | {"models": len(shared.models)},
     }
     safe: dict[str, Any] = json_safe(out)
     return safe

@@ -114,7 +114,7 @@ def _plan(
             drift.note = "not in the window"
         elif not _has_values(cur, column):
             drift.note = "no values in the window"
-        elif not _has_values(reference.frame, column):
+        elif not _reference_has_values(reference.frame, column):
             drift.note = "no values in the reference"
         if kind == PREDICTION:
             result.prediction = drift
@@ -161,25 +161,41 @@ def compute(
     return result, snapshot
 
 
-_CLEAN: dict[int, dict[tuple[str, bool], pd.Series]] = {}
-"""Typed and cleaned reference columns per reference frame (by id, dropped with the frame): a
-reference serves many windows."""
+_CLEAN: dict[int, dict[tuple[str, str], Any]] = {}
+"""Per reference frame (by id, dropped with the frame): its typed and cleaned columns and whether
+each column has values. A reference serves many windows."""
 
 
-def _clean(frame: pd.DataFrame, column: str, categorical: bool) -> pd.Series:
-    """One column typed as the report types it, infinities and missing values dropped."""
-    typed = _typed(frame, [] if categorical else [column], [column] if categorical else [])
-    return typed[column].replace([-np.inf, np.inf], np.nan).dropna()
-
-
-def _clean_reference(ref: pd.DataFrame, column: str, categorical: bool) -> pd.Series:
+def _reference_cache(ref: pd.DataFrame) -> dict[tuple[str, str], Any]:
     if id(ref) not in _CLEAN:
         _CLEAN[id(ref)] = {}
         weakref.finalize(ref, _CLEAN.pop, id(ref), None)
-    cache = _CLEAN[id(ref)]
-    if (column, categorical) not in cache:
-        cache[(column, categorical)] = _clean(ref, column, categorical)
-    return cache[(column, categorical)]
+    return _CLEAN[id(ref)]
+
+
+def _clean(frame: pd.DataFrame, column: str, categorical: bool) -> pd.Series:
+    """One column typed as the report types it (``_typed``), infinities and missing values
+    dropped; built from the column alone (no frame: this runs for every column of every window)."""
+    values = frame[column]
+    if categorical:
+        return values[values.notna()].astype(str).astype("object")
+    numbers = pd.to_numeric(values, errors="coerce").astype("float64")
+    return numbers[np.isfinite(numbers.to_numpy())]
+
+
+def _clean_reference(ref: pd.DataFrame, column: str, categorical: bool) -> pd.Series:
+    cache, key = _reference_cache(ref), (column, CATEGORICAL if categorical else NUMERIC)
+    if key not in cache:
+        cache[key] = _clean(ref, column, categorical)
+    out: pd.Series = cache[key]
+    return out
+
+
+def _reference_has_values(ref: pd.DataFrame, column: str) -> bool:
+    cache, key = _reference_cache(ref), (column, "has_values")
+    if key not in cache:
+        cache[key] = _has_values(ref, column)
+    return bool(cache[key])
 
 
 def _run_tests(cur: pd.DataFrame, ref: pd.DataFrame, planned: list[ColumnDrift]) -> None:

@@ -22,7 +22,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -69,14 +69,18 @@ class Reference:
     """The hold-out split's labels and champion scores (``label``, ``score``), every row."""
     holdout_start: str
     created_at: str = field(default_factory=now_iso)
+    _baselines: dict[float, Scores] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def columns(self) -> list[str]:
         return [*self.numeric, *self.categorical]
 
     def baseline(self, threshold: float) -> Scores:
-        """The champion's metrics on its hold-out at ``threshold``."""
-        return scores(self.holdout[LABEL], self.holdout[SCORE], threshold)
+        """The champion's metrics on its hold-out at ``threshold`` (computed once per threshold:
+        a reference serves many windows, and the backtest thousands)."""
+        if threshold not in self._baselines:
+            self._baselines[threshold] = scores(self.holdout[LABEL], self.holdout[SCORE], threshold)
+        return replace(self._baselines[threshold])
 
     def meta(self) -> dict[str, Any]:
         return {

@@ -5,13 +5,15 @@ one small XGBoost; the monitor's thresholds scaled to the window's size.
 - on covariate drift, concept drift and the ramp the policy finds the drift and the retrained
   champion restores quality (and takes the drift away);
 - every replayed decision equals what the monitor DAG's decide task computes
-  (``decision.decide_and_record``, which ``decide_window`` calls) from the same window recorded in
-  a real store, with the same retrain state from "Airflow";
+  (``decision.decide_and_record``, which ``decide_window`` calls) from the same window in its XCom
+  form, recorded in a real store, with the same retrain state from "Airflow" (``SameAsTheDag``
+  says what this leaves out);
 - the estimated ROC AUC follows the true one on covariate drift and not on concept drift.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -57,8 +59,17 @@ def _windows(result: dict[str, Any], policy: str) -> pd.DataFrame:
 
 
 class SameAsTheDag:
-    """Records every replayed window in a real monitor store and decides it again with the
-    function the monitor DAG's decide task runs; keeps any difference."""
+    """Decides every replayed window again the way the monitor DAG's tasks do, and keeps any
+    difference from the backtest's decision.
+
+    For each window of each policy, in a real monitor store of its own (one per policy, with the
+    policy's settings): the drift task's part, ``store.record_window(result.row())``, then the
+    decide task's: ``decision.decide_and_record`` (what ``decide_window`` runs) on the window in
+    the form the task gets it from XCom (``WindowResult.as_dict()`` through JSON and back), with
+    the store's history and last retrain, and "Airflow" saying whether the policy's retrain is
+    still running. What this does not cover: the DAG's own scheduling (``dag.test()``, the
+    sensor, reading the window from the inference log), and the wall clock: ``now`` is the
+    window's end, as the replay decides in simulated time."""
 
     def __init__(self, home: str) -> None:
         self.home = home
@@ -67,16 +78,18 @@ class SameAsTheDag:
 
     def __call__(self, run: Any, result: Any, made: Any) -> None:
         from tasks.monitoring import decision, store
+        from tasks.monitoring.results import WindowResult
 
         home = os.path.join(self.home, run.policy.name)  # one monitor store per policy
         env = {**os.environ, "AIRLOOP_HOME": home, **spec.overrides(SMALL["settings"])}
         env |= spec.overrides({"monitor": run.policy.monitor})
         settings = read_config("local", env)
         store.record_window(settings, result.row())
+        xcom = WindowResult.from_dict(json.loads(json.dumps(result.as_dict())))
         state = "running" if run.pending is not None else "success"
         dag = decision.decide_and_record(
             settings,
-            result,
+            xcom,
             retrain_running=run.pending is not None,
             now=result.end,
             run_state=lambda _: state,
