@@ -11,7 +11,7 @@
   job to a Ray cluster through its Jobs API (``tasks.training.ray_job``), followed to its end;
   the result is the JSON line the entrypoint prints last, read from the job's log.
 
-Both read the result back as a ``tasks.training.result.TrainingResult`` (a task that returns
+All three read the result back as a ``tasks.training.result.TrainingResult`` (a task that returns
 something else fails), return it as the task's XCom value, and link the task's page to the
 MLflow run and the model card.
 """
@@ -106,7 +106,7 @@ def pod_settings(settings: Settings) -> dict[str, Any]:
 
 
 class TrainingResultMixin:
-    """What both training operators share: the entrypoint's arguments, the typed result, the links."""
+    """What the training operators share: the entrypoint's arguments, the typed result, the links."""
 
     operator_extra_links: Collection[BaseOperatorLink] = (MLflowRunLink(), ModelCardLink())
     ui_color = "#c7e9c0"

@@ -127,14 +127,23 @@ def job(settings: Settings, arguments: list[str], environ: Mapping[str, str], ru
 
 def client(settings: Settings, environ: Mapping[str, str]) -> JobSubmissionClient:
     """The Jobs API of ``training_pod.ray_job.address``, with the token when ``environ`` has one."""
-    from ray.job_submission import JobSubmissionClient  # noqa: PLC0415 - only this runner needs Ray
+    from ray.exceptions import AuthenticationError  # noqa: PLC0415 - only this runner needs Ray
+    from ray.job_submission import JobSubmissionClient  # noqa: PLC0415 - as above
 
     cfg = settings.training_pod.ray_job
     if not cfg.address:
         raise JobFailed("training_pod.ray_job.address is not set: no Ray cluster to submit to")
-    token = environ.get(cfg.token_env or "") if cfg.token_env else None
+    token = environ.get(cfg.token_env) if cfg.token_env else None
     headers = {"Authorization": f"Bearer {token}"} if token else None
-    return JobSubmissionClient(cfg.address, headers=headers)
+    try:
+        return JobSubmissionClient(cfg.address, headers=headers)
+    except (AuthenticationError, RuntimeError, OSError) as exc:  # refused (401/403) or not reached
+        held = (
+            f"with the token in {cfg.token_env}" if token else f"without a token ({cfg.token_env} is unset)"
+        )
+        raise JobFailed(
+            f"the Ray Jobs API at {cfg.address} refused or did not answer, {held}: {exc}"
+        ) from exc
 
 
 def tail(logs: str, lines: int = LOG_TAIL) -> str:

@@ -117,6 +117,17 @@ def test_a_job_past_its_timeout_is_stopped_and_fails_the_task(world, cluster, mo
     wait_until(lambda: jobs.get_job_status(op.submission_id) == JobStatus.STOPPED, 60, "the job to stop")
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_without_the_clusters_token_nothing_is_submitted(world, cluster) -> None:
+    settings = _job_settings(world, cluster)
+    with pytest.raises(ray_job.JobFailed, match=f"without a token \\({TOKEN_ENV} is unset\\)"):
+        ray_job.client(settings, {})
+    with pytest.raises(ray_job.JobFailed, match=f"with the token in {TOKEN_ENV}"):
+        ray_job.client(settings, {TOKEN_ENV: "not-the-token"})
+    assert isinstance(ray_job.client(settings, {TOKEN_ENV: cluster.token}).list_jobs(), list)
+
+
 def test_the_result_is_the_last_json_line_of_the_log() -> None:
     result = {"status": "registered", "version": "3"}
     logs = "\n".join(["training...", json.dumps({"not": "it"}), json.dumps(result), "(raylet) bye", ""])
