@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from config.base import Section
 
@@ -124,6 +124,26 @@ class RayTraining(Section):
     """Resources of each of the ``train.workers`` workers."""
 
 
+class RayJobSubmission(Section):
+    """``training_pod.runner: ray_job``: the entrypoint submitted to a Ray cluster's Jobs API."""
+
+    address: str | None = None
+    """The cluster's dashboard, where its Jobs API answers (``http://<head>:8265``). Its nodes must
+    run the train image: the job runs ``python -m tasks.training`` there, and Ray Train's workers
+    (``train.workers`` > 1) join the job's cluster (``training_pod.ray.address: auto``)."""
+    token_env: str | None = "RAY_AUTH_TOKEN"
+    """The Airflow worker's environment variable holding the cluster's token (Ray's token
+    authentication, sent as ``Authorization: Bearer``); unset or empty there: no token."""
+    timeout_seconds: float = Field(7200.0, gt=0)
+    """A job still running after this long is stopped and fails the task."""
+    poll_seconds: float = Field(5.0, gt=0)
+    """How often the job's status and new log lines are read."""
+    entrypoint_cpus: float = Field(0.0, ge=0)
+    entrypoint_gpus: float = Field(0.0, ge=0)
+    """What the entrypoint (the driver: encoding, calibration, gate, registration) reserves on
+    the cluster; with ``train.workers`` = 1 it trains itself, so give it the GPU there."""
+
+
 class Train(Section):
     """Training: the weekly schedule, the time splits, the model families and their grids."""
 
@@ -163,7 +183,10 @@ class Train(Section):
 class TrainingPod(Section):
     """Where training runs: a GPU pod (production) or a local process (local), same entrypoint."""
 
-    runner: Literal["local", "kubernetes"] = "local"
+    runner: Literal["local", "kubernetes", "ray_job"] = "local"
+    """Where ``python -m tasks.training`` runs: ``local`` a child process of the Airflow task,
+    ``kubernetes`` this pod (KubernetesPodOperator), ``ray_job`` a job on the Ray cluster of
+    ``ray_job.address`` (the Ray Jobs API; secrets from the Airflow worker's environment)."""
     image: str = "airloop/train:0.1.0"
     namespace: str = "airloop"
     service_account: str | None = None
@@ -178,7 +201,9 @@ class TrainingPod(Section):
     """Extra environment for the training process (secrets belong in ``secret_env``)."""
     secret_env: dict[str, str] = {}
     """Environment variables read from Kubernetes Secrets, ``NAME: <secret>/<key>``: the pod
-    spec references them (``secretKeyRef``), so no secret value passes through Airflow."""
+    spec references them (``secretKeyRef``), so no secret value passes through Airflow. A Ray job
+    (``runner: ray_job``) gets them in its runtime environment from the Airflow worker's own
+    environment, under the same names (its pods read them from the same Secrets)."""
     priority_class: str | None = None
     """The pod's ``priorityClassName`` (``deploy/kubernetes``: GPU jobs may preempt batch work)."""
     deferrable: bool = True
@@ -187,6 +212,13 @@ class TrainingPod(Section):
     startup_timeout_seconds: int = 900
     """Pulling a CUDA image onto a node that scaled up for it takes minutes."""
     ray: RayTraining = RayTraining()
+    ray_job: RayJobSubmission = RayJobSubmission()
+
+    @model_validator(mode="after")
+    def _ray_job_has_a_cluster(self) -> TrainingPod:
+        if self.runner == "ray_job" and not self.ray_job.address:
+            raise ValueError("training_pod.runner is ray_job: set training_pod.ray_job.address")
+        return self
 
     @field_validator("secret_env")
     @classmethod

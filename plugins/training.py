@@ -6,9 +6,12 @@
   (image, GPU requests and limits, node selector, tolerations, resources, service account,
   namespace, env) comes from ``config/``; the entrypoint's JSON comes back through the XCom sidecar;
 - ``LocalTrainingOperator`` (``local``): the same entrypoint with the same arguments and env as a
-  child process, so the DAG is the same graph in both profiles.
+  child process, so the DAG is the same graph in both profiles;
+- ``RayJobTrainingOperator`` (``ray_job``): the same entrypoint, arguments and env submitted as a
+  job to a Ray cluster through its Jobs API (``tasks.training.ray_job``), followed to its end;
+  the result is the JSON line the entrypoint prints last, read from the job's log.
 
-Both read the result back as a ``tasks.training.result.TrainingResult`` (a task that returns
+All three read the result back as a ``tasks.training.result.TrainingResult`` (a task that returns
 something else fails), return it as the task's XCom value, and link the task's page to the
 MLflow run and the model card.
 """
@@ -31,6 +34,8 @@ from kubernetes.client import models as k8s
 
 from config import PROJECT_ROOT
 from plugins.links import XComLink
+from tasks.training import ray_job
+from tasks.training.ray_job import ENTRYPOINT, entrypoint_env
 from tasks.training.result import LINK_MODEL_CARD, LINK_RUN, TrainingResult
 
 if TYPE_CHECKING:
@@ -40,7 +45,6 @@ if TYPE_CHECKING:
 
 LINKS_XCOM_KEY = "training_links"
 POD_NAME = "airloop-train"
-ENTRYPOINT = ("python", "-m", "tasks.training")
 TRAINING_FIELDS = ("training_set_uri", "reason", "run_context")
 LOG_TAIL = 40
 """Lines of the entrypoint's output a failed local run quotes in its error."""
@@ -62,15 +66,6 @@ class ModelCardLink(_TrainingLink):
 
     name = "Model card"
     field = LINK_MODEL_CARD
-
-
-def entrypoint_env(settings: Settings) -> dict[str, str]:
-    """The environment the entrypoint runs with, in a pod or as a child process."""
-    return {
-        "AIRLOOP_PROFILE": settings.profile,
-        "MLFLOW_TRACKING_URI": settings.mlflow.url,
-        **settings.training_pod.env,
-    }
 
 
 def pod_env(settings: Settings) -> list[k8s.V1EnvVar]:
@@ -111,7 +106,7 @@ def pod_settings(settings: Settings) -> dict[str, Any]:
 
 
 class TrainingResultMixin:
-    """What both training operators share: the entrypoint's arguments, the typed result, the links."""
+    """What the training operators share: the entrypoint's arguments, the typed result, the links."""
 
     operator_extra_links: Collection[BaseOperatorLink] = (MLflowRunLink(), ModelCardLink())
     ui_color = "#c7e9c0"
@@ -247,6 +242,60 @@ class LocalTrainingOperator(TrainingResultMixin, BaseOperator):
                 return json.load(handle)
 
 
+class RayJobTrainingOperator(TrainingResultMixin, BaseOperator):
+    """Train, evaluate, gate and register candidates as a job on a Ray cluster (Ray Jobs API):
+    the pod's entrypoint, arguments and env, secrets from this worker's environment; follows the
+    job's status and log until it ends or ``training_pod.ray_job.timeout_seconds`` pass, and
+    returns the training result the job printed.
+
+    :param settings: the configuration; the cluster comes from ``training_pod.ray_job``.
+    :param training_set_uri: the Parquet training set (templated), from the training-set task; the
+        cluster's nodes must reach it (``storage.data_uri`` on S3 in production).
+    :param reason: why this run trains (templated): ``scheduled``, ``drift``, ``manual``...
+    :param run_context: JSON with the DAG id, run id and trigger details (templated), logged as
+        lineage tags on the MLflow run and the registered version.
+    """
+
+    template_fields = TRAINING_FIELDS
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        training_set_uri: str,
+        reason: str = "scheduled",
+        run_context: str = "{}",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.training_set_uri = training_set_uri
+        self.reason = reason
+        self.run_context = run_context
+        self.mlflow_ui = settings.mlflow.ui_url
+        self.settings = settings
+        self.submission_id: str | None = None
+
+    def execute(self, context: Context) -> Any:
+        ti = context["ti"]
+        return self.finish(context, self.run_job(f"{ti.dag_id}-{ti.run_id}-{ti.try_number}"))
+
+    def run_job(self, run_id: str = "") -> Any:
+        """The entrypoint as a Ray job of this run; its JSON result."""
+        job = ray_job.job(self.settings, self.entrypoint_arguments(), os.environ, run_id=run_id)
+        self.submission_id = job.submission_id
+        try:
+            return ray_job.run(self.settings, job, os.environ, say=self._say)
+        except ray_job.JobFailed as exc:
+            raise AirflowException(str(exc)) from exc
+
+    def _say(self, line: str) -> None:
+        self.log.info("%s", line)
+
+    def on_kill(self) -> None:
+        if self.submission_id:
+            ray_job.stop(self.settings, self.submission_id, os.environ)
+
+
 TEMPLATE_SPEC_FIELDS = (
     "serviceAccountName",
     "priorityClassName",
@@ -279,11 +328,13 @@ def pod_template(settings: Settings) -> dict[str, Any]:
     }
 
 
-TrainingOperator: TypeAlias = KubernetesTrainingOperator | LocalTrainingOperator
+TrainingOperator: TypeAlias = KubernetesTrainingOperator | LocalTrainingOperator | RayJobTrainingOperator
 
 
 def training_operator(settings: Settings, **kwargs: Any) -> TrainingOperator:
-    """The training operator for ``training_pod.runner``: a GPU pod or a local process."""
+    """The training operator for ``training_pod.runner``: a GPU pod, a Ray job or a local process."""
     if settings.training_pod.runner == "kubernetes":
         return KubernetesTrainingOperator(settings=settings, **kwargs)
+    if settings.training_pod.runner == "ray_job":
+        return RayJobTrainingOperator(settings=settings, **kwargs)
     return LocalTrainingOperator(settings=settings, **kwargs)

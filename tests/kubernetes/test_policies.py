@@ -19,6 +19,7 @@ from tests.kubernetes.manifests import (
     pod_templates,
     rendered,
 )
+from tools import training_ray_job
 
 CHART_COMPONENTS = {"scheduler", "api-server", "dag-processor", "triggerer", "worker", "statsd"}
 """The chart's ``component`` label on its pods (with ``tier: airflow`` and the values' ``labels``)."""
@@ -33,11 +34,11 @@ OPERATOR_NEEDS = {
 
 def _pods() -> list[dict[str, str]]:
     """The label sets of every pod that runs in the namespace: this layout's pod templates, and
-    the chart's Airflow pods (the values' ``labels`` plus each component's label)."""
+    the chart's Airflow pods (the values' ``labels`` plus each component's label), and the training
+    RayJob's Ray pods (``deploy/kubernetes/jobs/``)."""
+    docs = [*rendered("production"), yaml.safe_load(training_ray_job.TARGET.read_text())]
     pods = [
-        {**template.get("metadata", {}).get("labels", {})}
-        for doc in rendered("production")
-        for template in pod_templates(doc)
+        {**template.get("metadata", {}).get("labels", {})} for doc in docs for template in pod_templates(doc)
     ]
     airflow = {**helm_values()["labels"], "tier": "airflow"}
     return pods + [{**airflow, "component": c} for c in CHART_COMPONENTS]
@@ -85,9 +86,14 @@ def _peers_of(port: int, pod: dict[str, str]) -> list[dict[str, Any]]:
     return peers
 
 
-def _ray_pod(component: str) -> dict[str, str]:
-    [pod] = [p for p in _pods() if p.get("app.kubernetes.io/component") == component]
+def _ray_pod(component: str, cluster: str = "airloop-serve") -> dict[str, str]:
+    pods = _pods()
+    [pod] = [p for p in pods if p.get("app.kubernetes.io/component") == component and _named(p, cluster)]
     return pod
+
+
+def _named(pod: dict[str, str], name: str) -> bool:
+    return pod.get("app.kubernetes.io/name") == name
 
 
 def test_only_airflow_and_the_kuberay_operator_reach_the_ray_dashboard():
@@ -106,6 +112,17 @@ def test_nothing_outside_the_ray_cluster_reaches_the_workers_but_metrics():
         assert _peers_of(port, worker) == [ray], port
     scoring = _peers_of(8000, _ray_pod("ray-head"))
     assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}} in scoring
+
+
+def test_only_the_training_ray_cluster_and_the_kuberay_operator_reach_its_pods():
+    """The training RayJob's cluster (its submitter runs in the head pod): its own pods on every
+    port, the KubeRay operator on the dashboard only, nothing else (not the serving cluster)."""
+    train = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": training_ray_job.RAY_PODS}}}
+    head, worker = (_ray_pod(c, training_ray_job.RAY_PODS) for c in ("ray-head", "ray-worker"))
+    for port in (6379, 10001, 52365, 8000):
+        assert _peers_of(port, head) == _peers_of(port, worker) == [train], port
+    [operator] = [p for p in _peers_of(8265, head) if p != train]
+    assert operator["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}}
 
 
 def test_prometheus_reaches_the_port_its_kubernetes_scrape_config_scrapes():

@@ -118,6 +118,36 @@ def test_local_profile_runs_the_pods_command_with_the_same_arguments_and_env(set
     assert "nvidia.com/gpu" not in (container.resources.limits or {})
 
 
+def test_ray_job_runner_submits_the_pods_command_arguments_and_env(production):
+    """``training_pod.runner: ray_job``: the pod's command and arguments as the job's entrypoint,
+    its env values plus Ray Train on the job's cluster, and its secret references resolved from
+    the worker's own environment under the same names (never from config)."""
+    import shlex
+
+    from plugins.training import RayJobTrainingOperator
+    from tasks.training import ray_job
+
+    container = _pod(production)
+    on_ray = production.model_copy(
+        update={"training_pod": production.training_pod.model_copy(update={"runner": "ray_job"})}
+    )
+    op = _operator(on_ray)
+    assert type(op) is RayJobTrainingOperator
+    secrets = {name: f"value-of-{name}" for name in production.training_pod.secret_env}
+    job = ray_job.job(on_ray, op.entrypoint_arguments(), secrets, run_id="train-manual-1")
+    assert shlex.split(job.entrypoint) == [*container.command, *container.args]
+    values = {e.name: e.value for e in container.env if e.value_from is None}
+    assert job.env == {**values, **ray_job.scale_env(production), **secrets}
+    assert job.env["AIRLOOP__TRAINING_POD__RAY__ADDRESS"] == "auto"
+
+
+def test_ray_job_runner_needs_a_cluster_address():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"set training_pod\.ray_job\.address"):
+        read_config("local", {"AIRLOOP__TRAINING_POD__RUNNER": "ray_job"})
+
+
 def test_a_failed_local_run_fails_the_task_with_the_entrypoints_error(settings, tmp_path):
     from airflow.sdk.exceptions import AirflowException
 
@@ -137,7 +167,9 @@ def test_something_that_is_not_a_training_result_fails_the_task(settings):
         op.finish({}, None)
 
 
-@pytest.mark.parametrize("name", ["KubernetesTrainingOperator", "LocalTrainingOperator"])
+@pytest.mark.parametrize(
+    "name", ["KubernetesTrainingOperator", "LocalTrainingOperator", "RayJobTrainingOperator"]
+)
 def test_training_fields_are_templated_documented_and_links_declared(name):
     from plugins import training
 

@@ -1,0 +1,158 @@
+"""Training as a Ray job (``training_pod.runner: ray_job``): the train DAG's operator submits the
+training pod's entrypoint through the Ray Jobs API of a real two-node Ray cluster on this machine
+(token authentication, one CPU per node), and the job trains on two Ray Train workers spread
+over the cluster, registers its model in the session's MLflow, and hands its result back through
+its log. A job that fails, or outlives its timeout, fails the task with the end of its log.
+
+The cluster's nodes stand in for nodes running the train image: the repository on their path.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from config import read_config
+from tasks.training import ray_job
+from tasks.training.result import TrainingResult
+from tests.services import wait_until
+from tests.train import ray_cluster
+
+URI = "file:///data/training_sets/abc.parquet"
+TOKEN_ENV = "AIRLOOP_TEST_RAY_JOB_TOKEN"
+SIGNING_KEY = "AIRLOOP__MLFLOW__SIGNING_KEY"
+"""A secret the job gets from the submitter's environment (``training_pod.secret_env``)."""
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    started = time.monotonic()
+    with ray_cluster.two_nodes() as running:
+        print(f"two-node Ray cluster up in {time.monotonic() - started:.0f} s")
+        yield running
+
+
+def _job_settings(world, cluster, **overrides: str):
+    """The world's settings with training as a Ray job on ``cluster``: two workers, XGBoost only
+    (the scale-out test covers the MLP on Ray Train), the job's env carrying the world's config."""
+    name = f"fraud-rayjob-{time.monotonic_ns() % 10**8}"
+    scale = {"AIRLOOP__TRAIN__WORKERS": "2", "AIRLOOP__TRAIN__FAMILIES": '["xgboost"]'}
+    env = {**world.env, "AIRLOOP__MLFLOW__REGISTERED_MODEL": name, **scale}
+    return world.settings(
+        name,
+        train__workers="2",
+        train__families='["xgboost"]',
+        training_pod__runner="ray_job",
+        training_pod__env=json.dumps(env),
+        training_pod__secret_env=json.dumps({SIGNING_KEY: "airloop-train/MODEL_SIGNING_KEY"}),
+        training_pod__ray_job__address=cluster.dashboard_url,
+        training_pod__ray_job__token_env=TOKEN_ENV,
+        training_pod__ray_job__poll_seconds="1",
+        **overrides,
+    )
+
+
+def _operator(settings, training_set_uri: str):
+    from plugins.training import RayJobTrainingOperator, training_operator
+
+    op = training_operator(settings, task_id="train", training_set_uri=training_set_uri, reason="ray-job")
+    assert type(op) is RayJobTrainingOperator
+    return op
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_the_train_task_submits_the_entrypoint_as_a_ray_job_that_trains_on_two_nodes(
+    world, cluster, mlflow_client, monkeypatch
+) -> None:
+    from tasks.common.registry import check_signature
+
+    monkeypatch.setenv(TOKEN_ENV, cluster.token)
+    monkeypatch.setenv(SIGNING_KEY, "signing-key-from-the-workers-environment")
+    settings = _job_settings(world, cluster, training_pod__ray_job__timeout_seconds="200")
+    started = time.monotonic()
+    raw = _operator(settings, world.training_set_uri).run_job("train-test")
+    print(f"Ray job trained and registered in {time.monotonic() - started:.0f} s")
+
+    result = TrainingResult.from_dict(raw)
+    assert result.status == "registered", result.reasons
+    assert result.data_sha256 == world.data_sha256
+    assert result.context.reason == "ray-job"
+    [candidate] = result.candidates
+    assert candidate.family == "xgboost" and candidate.device == "cpu x2"
+    version = mlflow_client.get_model_version(settings.mlflow.registered_model, result.version)
+    assert version.tags["train_workers"] == "2"
+    assert version.tags["train_worker_resources"] == "cpus=1,gpus=0"
+    # the job signed the model with the key it got from this process's environment
+    check_signature(b"signing-key-from-the-workers-environment", version, version.tags["model_sha256"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_failed_job_fails_the_task_with_the_end_of_its_log(world, cluster, monkeypatch, tmp_path) -> None:
+    from airflow.sdk.exceptions import AirflowException
+
+    monkeypatch.setenv(TOKEN_ENV, cluster.token)
+    monkeypatch.setenv(SIGNING_KEY, "k")
+    op = _operator(_job_settings(world, cluster), (tmp_path / "nowhere.parquet").as_uri())
+    with pytest.raises(AirflowException, match=r"FAILED(.|\n)*error: no training set at"):
+        op.run_job()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_job_past_its_timeout_is_stopped_and_fails_the_task(world, cluster, monkeypatch) -> None:
+    from airflow.sdk.exceptions import AirflowException
+    from ray.job_submission import JobStatus
+
+    monkeypatch.setenv(TOKEN_ENV, cluster.token)
+    monkeypatch.setenv(SIGNING_KEY, "k")
+    settings = _job_settings(world, cluster, training_pod__ray_job__timeout_seconds="2")
+    op = _operator(settings, world.training_set_uri)
+    with pytest.raises(AirflowException, match=r"after 2 s: stopped"):
+        op.run_job()
+    jobs = ray_job.client(settings, {TOKEN_ENV: cluster.token})
+    wait_until(lambda: jobs.get_job_status(op.submission_id) == JobStatus.STOPPED, 60, "the job to stop")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_without_the_clusters_token_nothing_is_submitted(world, cluster) -> None:
+    settings = _job_settings(world, cluster)
+    with pytest.raises(ray_job.JobFailed, match=f"without a token \\({TOKEN_ENV} is unset\\)"):
+        ray_job.client(settings, {})
+    with pytest.raises(ray_job.JobFailed, match=f"with the token in {TOKEN_ENV}"):
+        ray_job.client(settings, {TOKEN_ENV: "not-the-token"})
+    assert isinstance(ray_job.client(settings, {TOKEN_ENV: cluster.token}).list_jobs(), list)
+
+
+def test_the_result_is_the_last_json_line_of_the_log() -> None:
+    result = {"status": "registered", "version": "3"}
+    logs = "\n".join(["training...", json.dumps({"not": "it"}), json.dumps(result), "(raylet) bye", ""])
+    assert ray_job.result_from_logs(logs) == result
+    with pytest.raises(ray_job.JobFailed, match=r"without printing its result:\nline 1\nline 2"):
+        ray_job.result_from_logs("line 1\nline 2\n{broken")
+
+
+def test_the_log_is_relayed_line_by_line_once() -> None:
+    lines: list[str] = []
+    relay = ray_job._Relay(lines.append)
+    relay("a\nb")
+    relay("a\nb\nc\n")
+    relay("a\nb\nc\nd", final=True)
+    assert lines == ["a", "b", "c", "d"]
+
+
+def test_secrets_come_from_the_environment_and_a_missing_one_fails_before_submitting() -> None:
+    secret_env = '{"MODEL_SIGNING_KEY": "airloop-train/MODEL_SIGNING_KEY"}'
+    settings = read_config("local", {"AIRLOOP__TRAINING_POD__SECRET_ENV": secret_env})
+    spec = ray_job.job(settings, ["--reason", "x y"], {"MODEL_SIGNING_KEY": "s3cret"}, run_id="train/run:1")
+    assert spec.env["MODEL_SIGNING_KEY"] == "s3cret"
+    assert spec.env["AIRLOOP__TRAINING_POD__RAY__ADDRESS"] == "auto"
+    assert spec.entrypoint == "python -m tasks.training --reason 'x y'"
+    assert spec.submission_id.startswith("airloop-train-train-run-1-")
+    assert "s3cret" not in repr(spec)
+    with pytest.raises(ray_job.JobFailed, match="needs MODEL_SIGNING_KEY from this worker's environment"):
+        ray_job.job(settings, [], {})
