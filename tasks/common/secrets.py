@@ -96,3 +96,18 @@ def use_mlflow_credentials(settings: Settings) -> None:
     already holds win."""
     for name, value in mlflow_credentials(settings).items():
         os.environ.setdefault(name, value)
+
+
+def log_in_to_local_mlflow() -> None:
+    """A command's MLflow clients (training, the monitor, the demo) log in to the local stack's
+    server; production's bring their own credentials, and a configuration that does not load is
+    left for the command itself to report."""
+    if os.environ.get("AIRLOOP_PROFILE", "local") == "production":
+        return
+    from config import load_config  # noqa: PLC0415 - config is read only when a command runs
+
+    try:
+        settings = load_config()
+    except Exception:  # noqa: BLE001 - see the docstring
+        return
+    use_mlflow_credentials(settings)

@@ -372,20 +372,6 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
-def _log_in_to_local_mlflow() -> None:
-    """Every command's MLflow clients (training, the monitor, the demo) log in to the local
-    stack's server; production's come with their own credentials."""
-    if os.environ.get("AIRLOOP_PROFILE", "local") == "production":
-        return
-    from tasks.common.secrets import use_mlflow_credentials  # noqa: PLC0415 - as _settings
-
-    try:
-        settings = _settings()
-    except Exception:  # noqa: BLE001 - the command itself reports a broken configuration
-        return
-    use_mlflow_credentials(settings)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``airloop`` command; its exit status."""
     root = parser()
@@ -394,7 +380,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["AIRLOOP_PROFILE"] = args.profile
     if args.command not in STAGES and rest:
         root.error(f"unrecognized arguments: {' '.join(rest)}")
-    _log_in_to_local_mlflow()
+    from tasks.common.secrets import log_in_to_local_mlflow  # noqa: PLC0415 - as _settings
+
+    log_in_to_local_mlflow()
     try:
         if args.command in STAGES:
             delegate, _ = STAGES[args.command]
