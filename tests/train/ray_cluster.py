@@ -74,6 +74,9 @@ def _node_env(token: str, home: Path) -> dict[str, str]:
         "PATH": path,
         "PYTHONPATH": pythonpath,
         "OMP_WAIT_POLICY": "PASSIVE",
+        # a multi-node cluster, whatever an earlier test set for its single-node Ray (the serving
+        # tests set 0 in this process: Ray then refuses a second node)
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1",
     }
 
 
