@@ -179,16 +179,8 @@ class KubernetesTrainingOperator(TrainingResultMixin, KubernetesPodOperator):
         return self.finish(context, super().trigger_reentry(context, event))
 
 
-class LocalTrainingOperator(TrainingResultMixin, BaseOperator):
-    """Train, evaluate, gate and register candidates in a child process (the local profile):
-    the pod's entrypoint, arguments and env; returns the training result.
-
-    :param settings: the configuration; the env comes from its ``training_pod`` section.
-    :param training_set_uri: the Parquet training set (templated), from the training-set task.
-    :param reason: why this run trains (templated): ``scheduled``, ``drift``, ``manual``...
-    :param run_context: JSON with the DAG id, run id and trigger details (templated), logged as
-        lineage tags on the MLflow run and the registered version.
-    """
+class _OutsidePodTrainingOperator(TrainingResultMixin, BaseOperator):
+    """The templated fields of a training run that does not go through a pod."""
 
     template_fields = TRAINING_FIELDS
 
@@ -206,6 +198,22 @@ class LocalTrainingOperator(TrainingResultMixin, BaseOperator):
         self.reason = reason
         self.run_context = run_context
         self.mlflow_ui = settings.mlflow.ui_url
+        self.settings = settings
+
+
+class LocalTrainingOperator(_OutsidePodTrainingOperator):
+    """Train, evaluate, gate and register candidates in a child process (the local profile):
+    the pod's entrypoint, arguments and env; returns the training result.
+
+    :param settings: the configuration; the env comes from its ``training_pod`` section.
+    :param training_set_uri: the Parquet training set (templated), from the training-set task.
+    :param reason: why this run trains (templated): ``scheduled``, ``drift``, ``manual``...
+    :param run_context: JSON with the DAG id, run id and trigger details (templated), logged as
+        lineage tags on the MLflow run and the registered version.
+    """
+
+    def __init__(self, *, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(settings=settings, **kwargs)
         self.child_env = entrypoint_env(settings)
 
     def command(self, output: str) -> list[str]:
@@ -242,7 +250,7 @@ class LocalTrainingOperator(TrainingResultMixin, BaseOperator):
                 return json.load(handle)
 
 
-class RayJobTrainingOperator(TrainingResultMixin, BaseOperator):
+class RayJobTrainingOperator(_OutsidePodTrainingOperator):
     """Train, evaluate, gate and register candidates as a job on a Ray cluster (Ray Jobs API):
     the pod's entrypoint, arguments and env, secrets from this worker's environment; follows the
     job's status and log until it ends or ``training_pod.ray_job.timeout_seconds`` pass, and
@@ -256,23 +264,8 @@ class RayJobTrainingOperator(TrainingResultMixin, BaseOperator):
         lineage tags on the MLflow run and the registered version.
     """
 
-    template_fields = TRAINING_FIELDS
-
-    def __init__(
-        self,
-        *,
-        settings: Settings,
-        training_set_uri: str,
-        reason: str = "scheduled",
-        run_context: str = "{}",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.training_set_uri = training_set_uri
-        self.reason = reason
-        self.run_context = run_context
-        self.mlflow_ui = settings.mlflow.ui_url
-        self.settings = settings
+    def __init__(self, *, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(settings=settings, **kwargs)
         self.submission_id: str | None = None
 
     def execute(self, context: Context) -> Any:

@@ -11,7 +11,6 @@ GPU, tolerations, node selector, priority class, service account and environment
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import yaml
 
 from config import read_config
+from tools.generated import write_or_check
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "deploy" / "kubernetes" / "base"
@@ -51,18 +51,7 @@ def text() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.training_pod_template")
-    parser.add_argument("--check", action="store_true", help="fail when the file is not up to date")
-    args = parser.parse_args(argv)
-    wanted = text()
-    if args.check:
-        if not TEMPLATE.exists() or TEMPLATE.read_text() != wanted:
-            print(f"{TEMPLATE.relative_to(ROOT)} is out of date: python -m tools.training_pod_template")
-            return 1
-        return 0
-    TEMPLATE.write_text(wanted)
-    print(f"wrote {TEMPLATE.relative_to(ROOT)}")
-    return 0
+    return write_or_check("python -m tools.training_pod_template", TEMPLATE, text, argv)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ training pod template is (``tools.training_pod_template``), with ``train.workers
 
 from __future__ import annotations
 
-import argparse
 import sys
 from importlib.metadata import version
 from typing import Any
@@ -30,6 +29,7 @@ from typing import Any
 import yaml
 
 from config import Settings, read_config
+from tools.generated import write_or_check
 from tools.training_pod_template import ROOT, airflow_env
 
 TARGET = ROOT / "deploy" / "kubernetes" / "jobs" / "training-rayjob.yaml"
@@ -152,19 +152,7 @@ def text() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.training_ray_job")
-    parser.add_argument("--check", action="store_true", help="fail when the file is not up to date")
-    args = parser.parse_args(argv)
-    wanted = text()
-    if args.check:
-        if not TARGET.exists() or TARGET.read_text() != wanted:
-            print(f"{TARGET.relative_to(ROOT)} is out of date: python -m tools.training_ray_job")
-            return 1
-        return 0
-    TARGET.parent.mkdir(parents=True, exist_ok=True)
-    TARGET.write_text(wanted)
-    print(f"wrote {TARGET.relative_to(ROOT)}")
-    return 0
+    return write_or_check("python -m tools.training_ray_job", TARGET, text, argv)
 
 
 if __name__ == "__main__":
