@@ -149,12 +149,16 @@ def report(result: dict[str, Any]) -> list[str]:
         _ratio("idle PSS (shared pages once)", mem["idle_after"]["total_pss"] / gib, GOAL_IDLE / gib, "GiB"),
         _ratio("peak RSS during the story", mem["peak"]["peak_rss"] / gib, GOAL_PEAK / gib, "GiB"),
         _ratio("peak PSS during the story", mem["peak"]["peak_pss"] / gib, GOAL_PEAK / gib, "GiB"),
-        "  per service, MiB: idle before / idle after / peak RSS",
+        "  per service, MiB RSS: idle before / idle after / its own peak;"
+        " PSS: idle after / at the stack's PSS peak",
     ]
+    at_peak = mem["peak"].get("pss_by_service_at_peak", {})
     for name, idle in mem["idle_after"]["services"].items():
         before = mem["idle_before"]["services"].get(name, {}).get("rss", 0)
         peak = mem["peak"]["peak_rss_by_service"].get(name, 0)
-        lines.append(f"    {name:<14} {before / 2**20:7.0f} {idle['rss'] / 2**20:7.0f} {peak / 2**20:7.0f}")
+        rss = f"{before / 2**20:7.0f} {idle['rss'] / 2**20:7.0f} {peak / 2**20:7.0f}"
+        pss = f"{idle['pss'] / 2**20:7.0f} {at_peak.get(name, 0) / 2**20:7.0f}"
+        lines.append(f"    {name:<14} {rss}   {pss}")
     return lines
 
 

@@ -96,6 +96,7 @@ def test_memory_sampler_keeps_the_peak():
     del hold
     assert result["samples"] >= 3
     assert result["peak_rss"] >= 40 * 2**20 and result["peak_rss_by_service"]["me"] == result["peak_rss"]
+    assert result["pss_by_service_at_peak"]["me"] == result["peak_pss"] >= 40 * 2**20
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -112,3 +114,18 @@ def test_health(client):
         "challenger": "2",
     }
     assert health["replica"].startswith("ingress-")
+
+
+def test_the_local_ray_runs_only_what_serving_uses(client, serving_app):
+    """Ray's autoscaler monitor, log monitor and dashboard head (~220 MiB) are stopped once the
+    local Ray is up; scoring does not depend on them."""
+    import psutil
+
+    commands = []
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            commands.append(" ".join(child.cmdline()))
+    assert any("raylet" in c for c in commands), "the test's Ray is not a child of this process"
+    for script in ("autoscaler/_private/monitor.py", "_private/log_monitor.py", "dashboard/dashboard.py"):
+        assert not [c for c in commands if script in c], f"{script} still runs"
+    assert client.score(serving_app.transaction(9))["route"] == "champion"

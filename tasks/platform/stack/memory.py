@@ -151,6 +151,8 @@ class Sampler:
         self.peak_rss = 0
         self.peak_pss = 0
         self.by_service: dict[str, int] = {}
+        self.at_peak_pss: dict[str, int] = {}
+        """Each service's PSS in the sample with the highest total PSS: where the peak comes from."""
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="memory-sampler", daemon=True)
@@ -160,7 +162,9 @@ class Sampler:
         total = sum_usage(list(usage.values()))
         self.samples += 1
         self.peak_rss = max(self.peak_rss, total.rss)
-        self.peak_pss = max(self.peak_pss, total.pss)
+        if total.pss > self.peak_pss:
+            self.peak_pss = total.pss
+            self.at_peak_pss = {name: used.pss for name, used in usage.items()}
         for name, used in usage.items():
             self.by_service[name] = max(self.by_service.get(name, 0), used.rss)
         return total
@@ -181,5 +185,6 @@ class Sampler:
             "peak_rss": self.peak_rss,
             "peak_pss": self.peak_pss,
             "peak_rss_by_service": dict(self.by_service),
+            "pss_by_service_at_peak": dict(self.at_peak_pss),
             "samples": self.samples,
         }

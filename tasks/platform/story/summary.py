@@ -65,10 +65,11 @@ def _memory(facts: dict[str, Any], say: Say) -> None:
     mem = facts.get("memory")
     if not mem:
         return
-    per = ", ".join(f"{k} {mib(v)}" for k, v in sorted(mem["peak_rss_by_service"].items()))
+    at_peak = mem.get("pss_by_service_at_peak") or {}
+    per = ", ".join(f"{k} {mib(v)}" for k, v in sorted(at_peak.items(), key=lambda kv: -kv[1]))
     say(
-        f"memory   peak {mib(mem['peak_rss'])} resident ({mib(mem['peak_pss'])} proportional) "
-        f"of the 4 GiB budget; per service at its peak: {per}"
+        f"memory   peak {mib(mem['peak_pss'])} proportional (shared pages once; {mib(mem['peak_rss'])} "
+        f"summed resident) of the 4 GiB budget; per service at that peak: {per}"
     )
 
 
