@@ -112,3 +112,24 @@ def test_overhead_is_what_no_task_covers(spans, covered):
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     intervals = [(t0 + timedelta(seconds=a), t0 + timedelta(seconds=b)) for a, b in spans]
     assert union_seconds(intervals, t0, t0 + timedelta(seconds=30)) == covered
+
+
+def _held(until: datetime) -> dict:
+    return {"retrain": False, "blocked_by": "cooldown", "cooldown_until": until.isoformat(), "detail": "held"}
+
+
+def test_the_story_waits_for_a_cooldown_that_ends_within_the_stage(settings):
+    """A continued demo's monitor may retrain on performance before the drift: the drift's retrain
+    then waits for the cooldown, and the story waits with it instead of failing."""
+    from tasks.platform.story import monitor
+    from tasks.platform.story.context import Story, StoryOptions
+    from tasks.platform.story.reads import StoryError
+
+    story = Story(settings, client=None, options=StoryOptions(timeout=900))  # type: ignore[arg-type]
+    now = datetime.now(UTC)
+    deadline = now + timedelta(seconds=900)
+    note = monitor._cooldown_ends(story, [("r1", _held(now + timedelta(minutes=5)))], deadline)
+    assert "holds a retrain back until" in note
+    assert monitor._cooldown_ends(story, [("r1", {"retrain": True, "detail": "drift"})], deadline) == ""
+    with pytest.raises(StoryError, match="past the stage's timeout"):
+        monitor._cooldown_ends(story, [("r1", _held(now + timedelta(hours=2)))], deadline)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from tasks.platform.simulate import history_end
@@ -58,6 +58,7 @@ def decisions_since(
     ``enough`` of them; each one is shown as it comes."""
     seen: dict[str, Decision] = {}
     failures: list[str] = []
+    deadline = story.now() + timedelta(seconds=story.options.timeout)
 
     def check() -> list[tuple[str, Decision]] | None:
         for run in touched_since(story.client.dag_runs("monitor"), since):
@@ -73,8 +74,8 @@ def decisions_since(
             elif run["state"] == "failed":
                 failures.append(rid)
         got = [(rid, d) for rid, d in seen.items() if d]
-        _refuse_blocked(story, got)
-        story.timeline.note(key, f"{len(got)} window(s) judged; {_traffic_news(story)}")
+        held = _cooldown_ends(story, got, deadline)
+        story.timeline.note(key, f"{len(got)} window(s) judged; {held}{_traffic_news(story)}")
         return got if got and enough([d for _, d in got]) else None
 
     try:
@@ -83,15 +84,21 @@ def decisions_since(
         raise StoryError(f"{exc}; failed monitor runs: {failures or 'none'}") from exc
 
 
-def _refuse_blocked(story: Story, got: list[tuple[str, Decision]]) -> None:
-    """A retrain held back by the cooldown will not come within the story: say so at once."""
-    for _, d in got[-1:]:
-        if d.get("blocked_by") == "cooldown":
-            hours = story.settings.monitor.decision.cooldown_hours
-            raise StoryError(
-                f"the monitor would retrain but its cooldown ({hours:g} h, monitor.decision.cooldown_hours) "
-                f"holds it back: {d.get('detail')}"
-            )
+def _cooldown_ends(story: Story, got: list[tuple[str, Decision]], deadline: datetime) -> str:
+    """A retrain the cooldown holds back comes once the cooldown ends (an earlier retrain, e.g.
+    one the monitor started on performance before the drift in a continued demo, started it):
+    the story waits for it when it ends within the stage's timeout, and says so at once when not."""
+    last = got[-1][1] if got else {}
+    if last.get("blocked_by") != "cooldown" or last.get("retrain"):
+        return ""
+    until = last.get("cooldown_until") or ""
+    if until and datetime.fromisoformat(until) <= deadline:
+        return f"the cooldown holds a retrain back until {until[11:19]} UTC; "
+    hours = story.settings.monitor.decision.cooldown_hours
+    raise StoryError(
+        f"the monitor would retrain but its cooldown ({hours:g} h, monitor.decision.cooldown_hours) "
+        f"holds it back past the stage's timeout: {last.get('detail')}"
+    )
 
 
 def steady(story: Story) -> None:
