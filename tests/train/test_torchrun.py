@@ -30,14 +30,14 @@ over two shards, DDP's shuffling per shard."""
 RANKS = {"AIRLOOP__TRAINING_POD__RUNNER": "torchrun", "AIRLOOP__TRAINING_POD__TORCHRUN__NPROC_PER_NODE": "2"}
 
 
-def _torchrun(world, name: str, out: Path) -> subprocess.CompletedProcess[str]:
+def _torchrun(world, name: str, out: Path, uri: str | None = None) -> subprocess.CompletedProcess[str]:
     """The pod's command as the rendered config says, with this environment's torchrun."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRLOOP")} | world.env | RANKS
     env |= {"AIRLOOP__MLFLOW__REGISTERED_MODEL": name, "PYTHONPATH": str(PROJECT_ROOT)}
     command = torchrun.command(world.settings(name, **_overrides(RANKS)))
     assert command[:3] == ["torchrun", "--standalone", "--nproc_per_node=2"]
     command[0] = str(Path(sys.executable).parent / "torchrun")
-    command += ["--training-set-uri", world.training_set_uri, "--tracking-uri", world.tracking_uri]
+    command += ["--training-set-uri", uri or world.training_set_uri, "--tracking-uri", world.tracking_uri]
     command += ["--reason", "torchrun", "--output", str(out)]
     return subprocess.run(
         command, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=800, check=False
@@ -83,3 +83,17 @@ def test_two_torchrun_ranks_train_models_as_good_as_one_process_and_record_it(
     assert version.tags["model_sha256"] == result.model_sha256
     first = mlflow_client.get_model_version(one_settings.mlflow.registered_model, one.version)
     assert first.tags["train_workers"] == "1" and first.tags["train_worker_resources"] == "in-process"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_when_rank_0_fails_the_whole_torchrun_fails_with_its_error(world, tmp_path) -> None:
+    """An unusable training set: rank 0 exits 1 with its error, so torchrun (the pod) fails at
+    once instead of leaving rank 1 waiting for requests, and no result is written or printed."""
+    out = tmp_path / "return.json"
+    started = time.monotonic()
+    proc = _torchrun(world, "fraud-torchrun-fails", out, (tmp_path / "nowhere.parquet").as_uri())
+    print(f"torchrun, 2 ranks, failing: {time.monotonic() - started:.0f} s")
+    assert proc.returncode != 0
+    assert "error: no training set at" in proc.stderr
+    assert not out.exists() and '{"status"' not in proc.stdout
