@@ -146,7 +146,7 @@ def _run(request: dict[str, Any], shards: list[dict[str, Any]] | None) -> Traine
     """Every rank: receive this rank's shard from rank 0 and run the family's loop on it."""
     import torch.distributed as dist  # noqa: PLC0415 - see device_kind
 
-    from tasks.training.families import workers  # noqa: PLC0415 - loads numpy-only code
+    from tasks.training.families import workers  # noqa: PLC0415 - pandas, mlflow: not at DAG parse (plugins)
 
     box: list[Any] = [None]
     dist.scatter_object_list(box, shards, src=0, group=_control)
