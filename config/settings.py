@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from config.base import Section
 from config.data import Assets, DataSchema, FeatureStore, Ingest, Simulate, Storage
@@ -102,6 +102,16 @@ class Settings(Section):
     serving: Serving = Serving()
     rollout: Rollout = Rollout()
     monitor: Monitor = Monitor()
+
+    @model_validator(mode="after")
+    def _one_way_to_scale_out(self) -> Settings:
+        """torchrun's ranks are the workers; Ray Train's inside each rank would be as many again."""
+        if self.training_pod.runner == "torchrun" and self.train.workers > 1:
+            raise ValueError(
+                "training_pod.runner is torchrun: its ranks are the workers "
+                "(training_pod.torchrun); set train.workers to 1"
+            )
+        return self
 
     @field_validator("storage", mode="before")
     @classmethod

@@ -144,6 +144,18 @@ class RayJobSubmission(Section):
     the cluster; with ``train.workers`` = 1 it trains itself, so give it the GPU there."""
 
 
+class TorchRun(Section):
+    """``training_pod.runner: torchrun``: the training pod's entrypoint under ``torchrun``, its
+    ranks training each candidate data-parallel (``tasks.training.torchrun``)."""
+
+    nproc_per_node: int | None = Field(None, ge=1)
+    """Ranks in the pod (``torchrun --standalone --nproc_per_node``). ``None``: ``gpus``, one rank
+    per GPU (NCCL). A pod without GPUs (``gpus: 0``) sets it: its ranks train on CPU (gloo)."""
+    timeout_seconds: float = Field(3600.0, gt=0)
+    """How long a rank waits for the others (torch.distributed's timeout): rank 0 alone reads the
+    training set, scores the champion and evaluates each candidate while the others wait."""
+
+
 class Train(Section):
     """Training: the weekly schedule, the time splits, the model families and their grids."""
 
@@ -183,10 +195,11 @@ class Train(Section):
 class TrainingPod(Section):
     """Where training runs: a GPU pod (production) or a local process (local), same entrypoint."""
 
-    runner: Literal["local", "kubernetes", "ray_job"] = "local"
+    runner: Literal["local", "kubernetes", "ray_job", "torchrun"] = "local"
     """Where ``python -m tasks.training`` runs: ``local`` a child process of the Airflow task,
     ``kubernetes`` this pod (KubernetesPodOperator), ``ray_job`` a job on the Ray cluster of
-    ``ray_job.address`` (the Ray Jobs API; secrets from the Airflow worker's environment)."""
+    ``ray_job.address`` (the Ray Jobs API; secrets from the Airflow worker's environment),
+    ``torchrun`` this pod running it under ``torchrun`` with ``torchrun_processes`` ranks (DDP)."""
     image: str = "airloop/train:0.1.0"
     namespace: str = "airloop"
     service_account: str | None = None
@@ -213,12 +226,32 @@ class TrainingPod(Section):
     """Pulling a CUDA image onto a node that scaled up for it takes minutes."""
     ray: RayTraining = RayTraining()
     ray_job: RayJobSubmission = RayJobSubmission()
+    torchrun: TorchRun = TorchRun()
 
     @model_validator(mode="after")
     def _ray_job_has_a_cluster(self) -> TrainingPod:
         if self.runner == "ray_job" and not self.ray_job.address:
             raise ValueError("training_pod.runner is ray_job: set training_pod.ray_job.address")
         return self
+
+    @model_validator(mode="after")
+    def _one_rank_per_gpu(self) -> TrainingPod:
+        n = self.torchrun.nproc_per_node
+        if self.runner != "torchrun":
+            return self
+        if not n and not self.gpus:
+            raise ValueError("training_pod.runner is torchrun: set its gpus or torchrun.nproc_per_node")
+        if n and self.gpus and n != self.gpus:
+            raise ValueError(
+                f"training_pod.torchrun.nproc_per_node is {n} but the pod has {self.gpus} GPUs: "
+                "one rank per GPU (leave nproc_per_node unset)"
+            )
+        return self
+
+    @property
+    def torchrun_processes(self) -> int:
+        """``runner: torchrun``'s ranks: ``torchrun.nproc_per_node``, else one per GPU."""
+        return self.torchrun.nproc_per_node or self.gpus
 
     @field_validator("secret_env")
     @classmethod

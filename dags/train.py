@@ -8,7 +8,8 @@ triggers it with a conf: `{"reason": "drift", "drift": {...}}`.
 `training_set` builds a point-in-time-correct training set through the feature service and
 records its data version (content hash, curated partitions); with no labelled data it is skipped.
 `train` runs `python -m tasks.training` in a GPU pod (production: a deferrable
-KubernetesPodOperator with the pod from config), as a job on a Ray cluster (`training_pod.runner:
+KubernetesPodOperator with the pod from config; `training_pod.runner: torchrun` runs it under
+torchrun, one DDP rank per GPU), as a job on a Ray cluster (`training_pod.runner:
 ray_job`, the Ray Jobs API) or as a local process (local profile): XGBoost
 and PyTorch MLP candidates, evaluation on a time-based hold-out, the gate (absolute thresholds,
 no regression against the champion on the same hold-out, fairness gap), and registration of the

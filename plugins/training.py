@@ -5,6 +5,8 @@
 - ``KubernetesTrainingOperator`` (``kubernetes``): a deferrable ``KubernetesPodOperator`` whose pod
   (image, GPU requests and limits, node selector, tolerations, resources, service account,
   namespace, env) comes from ``config/``; the entrypoint's JSON comes back through the XCom sidecar;
+  ``torchrun``: the same pod running the entrypoint under ``torchrun --standalone`` with one rank
+  per GPU (``tasks.training.torchrun``), and a memory-backed ``/dev/shm`` for NCCL;
 - ``LocalTrainingOperator`` (``local``): the same entrypoint with the same arguments and env as a
   child process, so the DAG is the same graph in both profiles;
 - ``RayJobTrainingOperator`` (``ray_job``): the same entrypoint, arguments and env submitted as a
@@ -34,7 +36,7 @@ from kubernetes.client import models as k8s
 
 from config import PROJECT_ROOT
 from plugins.links import XComLink
-from tasks.training import ray_job
+from tasks.training import ray_job, torchrun
 from tasks.training.ray_job import ENTRYPOINT, entrypoint_env
 from tasks.training.result import LINK_MODEL_CARD, LINK_RUN, TrainingResult
 
@@ -48,6 +50,8 @@ POD_NAME = "airloop-train"
 TRAINING_FIELDS = ("training_set_uri", "reason", "run_context")
 LOG_TAIL = 40
 """Lines of the entrypoint's output a failed local run quotes in its error."""
+SHM = "dshm"
+"""torchrun's pod: NCCL's ranks exchange through ``/dev/shm``, 64 MiB in a container by default."""
 
 
 class _TrainingLink(XComLink):
@@ -78,6 +82,21 @@ def pod_env(settings: Settings) -> list[k8s.V1EnvVar]:
     return env
 
 
+def pod_command(settings: Settings) -> list[str]:
+    """The container's command before the run's arguments: the entrypoint, or it under torchrun."""
+    if settings.training_pod.runner == "torchrun":
+        return torchrun.command(settings)
+    return list(ENTRYPOINT)
+
+
+def _shared_memory(settings: Settings) -> dict[str, Any]:
+    """torchrun's pod: a memory-backed ``/dev/shm`` (counted in the pod's memory limit)."""
+    if settings.training_pod.runner != "torchrun":
+        return {}
+    volume = k8s.V1Volume(name=SHM, empty_dir=k8s.V1EmptyDirVolumeSource(medium="Memory"))
+    return {"volumes": [volume], "volume_mounts": [k8s.V1VolumeMount(name=SHM, mount_path="/dev/shm")]}
+
+
 def pod_settings(settings: Settings) -> dict[str, Any]:
     """KubernetesPodOperator arguments from the ``training_pod`` section of the config."""
     pod = settings.training_pod
@@ -102,6 +121,7 @@ def pod_settings(settings: Settings) -> dict[str, Any]:
         "on_finish_action": "delete_succeeded_pod",
         "get_logs": True,
         "do_xcom_push": True,
+        **_shared_memory(settings),
     }
 
 
@@ -141,6 +161,8 @@ class TrainingResultMixin:
 
 class KubernetesTrainingOperator(TrainingResultMixin, KubernetesPodOperator):
     """Train, evaluate, gate and register candidates in one GPU pod; returns the training result.
+    With ``training_pod.runner: torchrun`` the pod runs the entrypoint under ``torchrun``, one
+    rank per GPU, and rank 0 writes the result.
 
     :param settings: the configuration; the pod comes from its ``training_pod`` section.
     :param training_set_uri: the Parquet training set (templated), from the training-set task.
@@ -161,14 +183,16 @@ class KubernetesTrainingOperator(TrainingResultMixin, KubernetesPodOperator):
         **kwargs: Any,
     ) -> None:
         options = {**pod_settings(settings), **kwargs}
-        super().__init__(name=POD_NAME, cmds=[ENTRYPOINT[0]], env_vars=pod_env(settings), **options)
+        command = pod_command(settings)
+        super().__init__(name=POD_NAME, cmds=command[:1], env_vars=pod_env(settings), **options)
+        self.pod_command = command
         self.training_set_uri = training_set_uri
         self.reason = reason
         self.run_context = run_context
         self.mlflow_ui = settings.mlflow.ui_url
 
     def build_pod_request_obj(self, context: Context | None = None, **kwargs: Any) -> Any:
-        self.arguments = [*ENTRYPOINT[1:], *self.entrypoint_arguments()]
+        self.arguments = [*self.pod_command[1:], *self.entrypoint_arguments()]
         return super().build_pod_request_obj(context, **kwargs)
 
     def execute(self, context: Context) -> Any:
@@ -312,7 +336,11 @@ def pod_template(settings: Settings) -> dict[str, Any]:
     base = next(c for c in spec["containers"] if c["name"] == "base")
     labels = {k: v for k, v in pod["metadata"]["labels"].items() if k.startswith("app.kubernetes.io/")}
     template_spec = {k: spec[k] for k in TEMPLATE_SPEC_FIELDS if k in spec}
-    template_spec["containers"] = [{k: base[k] for k in TEMPLATE_CONTAINER_FIELDS if k in base}]
+    container = {k: base[k] for k in TEMPLATE_CONTAINER_FIELDS if k in base}
+    if _shared_memory(settings):  # the config's volumes, not the XCom sidecar's
+        template_spec["volumes"] = [v for v in spec["volumes"] if v["name"] == SHM]
+        container["volumeMounts"] = [m for m in base["volumeMounts"] if m["name"] == SHM]
+    template_spec["containers"] = [container]
     return {
         "apiVersion": "v1",
         "kind": "PodTemplate",
@@ -325,8 +353,9 @@ TrainingOperator: TypeAlias = KubernetesTrainingOperator | LocalTrainingOperator
 
 
 def training_operator(settings: Settings, **kwargs: Any) -> TrainingOperator:
-    """The training operator for ``training_pod.runner``: a GPU pod, a Ray job or a local process."""
-    if settings.training_pod.runner == "kubernetes":
+    """The training operator for ``training_pod.runner``: a GPU pod (``torchrun`` too), a Ray job
+    or a local process."""
+    if settings.training_pod.runner in ("kubernetes", "torchrun"):
         return KubernetesTrainingOperator(settings=settings, **kwargs)
     if settings.training_pod.runner == "ray_job":
         return RayJobTrainingOperator(settings=settings, **kwargs)

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 
 DISTRIBUTED = ("xgboost", "mlp")
-"""Families that train on ``train.workers`` Ray Train workers when that is more than 1."""
+"""Families that train on ``train.workers`` Ray Train workers when that is more than 1, or on
+every rank under torchrun (``tasks.training.scaleout``)."""
 
 
 @dataclass
@@ -63,7 +64,7 @@ class Candidate:
         common: dict[str, Any] = {"spec": ctx.spec, "params": self.params, "seed": ctx.seed}
         if self.family == "prior":
             return prior.fit(*data, **common, device="cpu")
-        if ctx.settings.train.workers > 1 and self.family in DISTRIBUTED:
+        if self.family in DISTRIBUTED and scaleout.distributed(ctx.settings):
             return scaleout.fit(self.family, self.params, ctx)
         common |= {"pos_weight": ctx.pos_weight, "device": ctx.device}
         if self.family == "xgboost":

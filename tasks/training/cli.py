@@ -12,7 +12,9 @@ keys in ``README.md``) as JSON to ``--output`` (default ``/airflow/xcom/return.j
 line, to stdout. Exit status: 0 when the run completed (registered or rejected), 1 when the
 training set or the arguments are unusable, 3 when MLflow failed or could not be reached mid-run
 (nothing of the attempt is registered; a retry of the same DAG run settles what it left, see
-``tasks.training.attempts``).
+``tasks.training.attempts``). Under ``torchrun`` (``training_pod.runner: torchrun``) every rank
+runs this command; rank 0 alone does all of the above, the others train beside it and exit 0
+(``tasks.training.torchrun``).
 """
 
 from __future__ import annotations
@@ -23,9 +25,13 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from config import load_config
 from tasks.common import storage
+
+if TYPE_CHECKING:
+    from config import Settings
 
 EXIT_UNUSABLE = 1
 EXIT_MLFLOW = 3
@@ -76,11 +82,20 @@ def main(argv: list[str] | None = None, *, prog: str = PROG) -> int:
     args = parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     _quiet_threads()
+    settings = load_config()
+    from tasks.training import torchrun  # noqa: PLC0415 - after the arguments, as below
+
+    if torchrun.launched():  # one of torchrun's ranks: rank 0 trains, the others follow it
+        return torchrun.main(settings, lambda: _train(args, settings))
+    return _train(args, settings)
+
+
+def _train(args: argparse.Namespace, settings: Settings) -> int:
+    """Train, gate, maybe register; the result as JSON to ``--output`` and stdout."""
     # mlflow, pandas, xgboost and torch take seconds to import: after the arguments, so --help is quick
     from tasks.training.dataset import build  # noqa: PLC0415 - see above
     from tasks.training.run import run  # noqa: PLC0415 - see above
 
-    settings = load_config()
     output = Path(args.output) if args.output else (XCOM_RETURN if XCOM_DIR.is_dir() else None)
     try:
         if args.training_set_uri is None:

@@ -1,12 +1,13 @@
-"""Candidates trained data-parallel on Ray Train when ``train.workers`` > 1.
+"""Candidates trained data-parallel: on Ray Train when ``train.workers`` > 1, or on the ranks of
+a ``torchrun`` pod (``training_pod.runner: torchrun``, ``tasks.training.torchrun``).
 
 The driver fits the encoder on the training split (as one process does), encodes the splits,
-puts one shard per worker in Ray's object store and runs the family's worker loop
-(``families.workers``) through ``XGBoostTrainer`` or ``TorchTrainer`` with
-``training_pod.ray.worker`` resources per worker. The trained trees or weights come back as rank
-0's checkpoint and become the same ``FraudModel`` one process makes, Platt-calibrated on the
-validation split here, so evaluation, the gate, registration and the model card never know how
-many workers trained it.
+cuts one shard per worker and runs the family's worker loop (``families.workers``) on every
+worker: through ``XGBoostTrainer`` or ``TorchTrainer`` with ``training_pod.ray.worker`` resources
+per worker (the shards in Ray's object store), or on the torchrun ranks (rank 0 is the driver;
+the shards travel over torch.distributed). The trained trees or weights come back from rank 0 and
+become the same ``FraudModel`` one process makes, Platt-calibrated on the validation split here,
+so evaluation, the gate, registration and the model card never know how many workers trained it.
 
 ``session`` gives the run its Ray: the cluster at ``training_pod.ray.address`` (``auto`` inside a
 Ray job), or a private local one (``address="local"``, its own temp dir, no dashboard) started
@@ -32,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.common import storage
+from tasks.training import torchrun
 from tasks.training.families import Fitted, workers, xgb
 from tasks.training.families.base import Encoder, FraudModel
 from tasks.training.families.mlp import MLPScorer
@@ -57,6 +59,8 @@ class FitContext(Protocol):
 
 def scale_tags(settings: Settings) -> dict[str, str]:
     """How candidates were trained, for the run and the registered version's tags."""
+    if torchrun.launched():
+        return torchrun.scale_tags(settings)
     w = settings.training_pod.ray.worker
     memory = f",memory_mb={w.memory_mb}" if w.memory_mb else ""
     resources = f"cpus={w.cpus:g},gpus={w.gpus:g}{memory}" if settings.train.workers > 1 else "in-process"
@@ -65,10 +69,14 @@ def scale_tags(settings: Settings) -> dict[str, str]:
 
 @contextmanager
 def session(settings: Settings) -> Iterator[None]:
-    """Ray for distributed candidates; nothing with one worker or when Ray is already up."""
+    """Ray for distributed candidates; nothing with one worker, under torchrun (its ranks are the
+    workers) or when Ray is already up."""
+    if settings.train.workers <= 1 or torchrun.launched():
+        yield
+        return
     import ray  # noqa: PLC0415 - only runs with workers > 1 load Ray
 
-    if settings.train.workers <= 1 or ray.is_initialized():
+    if ray.is_initialized():
         yield
         return
     cfg = settings.training_pod.ray
@@ -97,11 +105,12 @@ def session(settings: Settings) -> Iterator[None]:
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def _shards(n: int, split: dict[str, np.ndarray], whole: dict[str, np.ndarray], *, equal: bool) -> list[Any]:
-    """One object-store reference per worker: its slice of ``split`` and all of ``whole``.
-    ``equal``: every slice the same length (DDP steps in lockstep; fewer than ``n`` rows drop)."""
-    import ray  # noqa: PLC0415 - see session
+Shard = dict[str, np.ndarray]
 
+
+def _shards(n: int, split: Shard, whole: Shard, *, equal: bool) -> list[Shard]:
+    """One shard per worker: its slice of ``split`` and all of ``whole``. ``equal``: every slice
+    the same length (DDP steps in lockstep; fewer than ``n`` rows drop)."""
     rows = len(next(iter(split.values())))
     if equal:
         per = rows // n
@@ -109,7 +118,7 @@ def _shards(n: int, split: dict[str, np.ndarray], whole: dict[str, np.ndarray], 
     else:
         edges = np.linspace(0, rows, n + 1).astype(int)
         bounds = list(itertools.pairwise(edges))
-    return [ray.put({**{k: v[a:b] for k, v in split.items()}, **whole}) for a, b in bounds]
+    return [{**{k: v[a:b] for k, v in split.items()}, **whole} for a, b in bounds]
 
 
 Loop = Callable[[dict[str, Any]], None]
@@ -128,9 +137,27 @@ def _scaling(settings: Settings) -> Any:
     )
 
 
-def _train(
+def _train(settings: Settings, family: str, shards: list[Shard], config: dict[str, Any]) -> workers.Trained:
+    """Every worker runs ``family``'s loop on its shard; rank 0's model bytes and meta."""
+    if torchrun.launched():
+        return torchrun.train(family, shards, config)
+    import ray  # noqa: PLC0415 - see session
+
+    trainer: Any
+    if family == "xgboost":
+        from ray.train.xgboost import XGBoostTrainer  # noqa: PLC0415 - see session
+
+        trainer, loop = XGBoostTrainer, workers.xgb_worker
+    else:
+        from ray.train.torch import TorchTrainer  # noqa: PLC0415 - see session
+
+        trainer, loop = TorchTrainer, workers.mlp_worker
+    return _train_on_ray(settings, trainer, loop, {**config, "shards": [ray.put(s) for s in shards]})
+
+
+def _train_on_ray(
     settings: Settings, trainer_cls: Any, loop: Loop, config: dict[str, Any]
-) -> tuple[bytes, dict[str, Any]]:
+) -> workers.Trained:
     """Run a Ray Train trainer; rank 0's checkpoint (model bytes, meta). On a cluster the
     checkpoint goes through ``storage.data_uri`` (every node reaches it), locally a temp dir."""
     from ray.train import RunConfig  # noqa: PLC0415 - see session
@@ -150,8 +177,17 @@ def _train(
     return payload, dict(meta)
 
 
+def distributed(settings: Settings) -> bool:
+    """Whether candidates of ``DISTRIBUTED`` families train on several workers."""
+    return settings.train.workers > 1 or torchrun.launched()
+
+
+def _workers(settings: Settings) -> int:
+    return torchrun.world_size() if torchrun.launched() else settings.train.workers
+
+
 def fit(family: str, params: dict[str, Any], ctx: FitContext) -> Fitted:
-    """One candidate of ``family`` on ``train.workers`` Ray Train workers."""
+    """One candidate of ``family`` on ``train.workers`` Ray Train workers or the torchrun ranks."""
     with session(ctx.settings):
         if family == "xgboost":
             return _fit_xgb(params, ctx)
@@ -161,13 +197,13 @@ def fit(family: str, params: dict[str, Any], ctx: FitContext) -> Fitted:
 
 
 def _device(settings: Settings) -> str:
+    if torchrun.launched():
+        return torchrun.device_kind()
     return "cuda" if settings.training_pod.ray.worker.gpus > 0 else "cpu"
 
 
 def _fit_xgb(params: dict[str, Any], ctx: FitContext) -> Fitted:
-    from ray.train.xgboost import XGBoostTrainer  # noqa: PLC0415 - see session
-
-    started, n = time.perf_counter(), ctx.settings.train.workers
+    started, n = time.perf_counter(), _workers(ctx.settings)
     train, y_train, valid, y_valid = ctx.arrays()
     encoder = Encoder.fit(train, ctx.spec, dense=False)
     split = {
@@ -178,13 +214,13 @@ def _fit_xgb(params: dict[str, Any], ctx: FitContext) -> Fitted:
         "w_valid": np.where(y_valid == 1, ctx.pos_weight, 1.0),
     }
     family, device = ctx.settings.train.xgboost, _device(ctx.settings)
+    shards = _shards(n, split, {}, equal=False)
     config = {
-        "shards": _shards(n, split, {}, equal=False),
         "params": xgb.training_params(params, pos_weight=ctx.pos_weight, seed=ctx.seed, device=device),
         "rounds": family.max_rounds,
         "early_stopping_rounds": family.early_stopping_rounds,
     }
-    payload, meta = _train(ctx.settings, XGBoostTrainer, workers.xgb_worker, config)
+    payload, meta = _train(ctx.settings, "xgboost", shards, config)
     scorer = xgb.XGBScorer(raw=payload, best_iteration=int(meta["best"]))
     model = FraudModel(spec=ctx.spec, encoder=encoder, scorer=scorer, family="xgboost", params=params)
     model = model.calibrated(valid, y_valid)
@@ -194,16 +230,14 @@ def _fit_xgb(params: dict[str, Any], ctx: FitContext) -> Fitted:
 def _fit_mlp(params: dict[str, Any], ctx: FitContext) -> Fitted:
     import io  # noqa: PLC0415 - reading the checkpoint only
 
-    from ray.train.torch import TorchTrainer  # noqa: PLC0415 - see session
-
-    started, n = time.perf_counter(), ctx.settings.train.workers
+    started, n = time.perf_counter(), _workers(ctx.settings)
     train, y_train, valid, y_valid = ctx.arrays()
     encoder = Encoder.fit(train, ctx.spec, dense=True)
     split = {"x_train": encoder.transform(train), "y_train": y_train.astype("float32")}
     whole = {"x_valid": encoder.transform(valid), "y_valid": y_valid.astype("float32")}
     family = ctx.settings.train.mlp
+    shards = _shards(n, split, whole, equal=True)
     config = {
-        "shards": _shards(n, split, whole, equal=True),
         "params": params,
         "seed": ctx.seed,
         "pos_weight": ctx.pos_weight,
@@ -211,7 +245,7 @@ def _fit_mlp(params: dict[str, Any], ctx: FitContext) -> Fitted:
         "batch_size": family.batch_size,
         "max_epochs": family.max_epochs,
     }
-    payload, meta = _train(ctx.settings, TorchTrainer, workers.mlp_worker, config)
+    payload, meta = _train(ctx.settings, "mlp", shards, config)
     arrays = np.load(io.BytesIO(payload))
     flat = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
     scorer = MLPScorer(list(zip(flat[0::2], flat[1::2], strict=True)))
