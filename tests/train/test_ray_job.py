@@ -2,7 +2,9 @@
 training pod's entrypoint through the Ray Jobs API of a real two-node Ray cluster on this machine
 (token authentication, one CPU per node), and the job trains on two Ray Train workers spread
 over the cluster, registers its model in the session's MLflow, and hands its result back through
-its log. A job that fails, or outlives its timeout, fails the task with the end of its log.
+its log. A job that fails, or outlives its timeout, fails the task with the end of its log. The
+deferrable mode runs the same: the train DAG under dag.test() with the trigger in line, and the
+trigger's run() on its own (a failed job, a deadline, a kill).
 
 The cluster's nodes stand in for nodes running the train image: the repository on their path.
 """
