@@ -138,6 +138,8 @@ class RayJobSubmission(Section):
     """A job still running after this long is stopped and fails the task."""
     poll_seconds: float = Field(5.0, gt=0)
     """How often the job's status and new log lines are read."""
+    deferrable: bool = False
+    """Wait for the job in Airflow's triggerer (``RayJobTrigger``) instead of a worker slot."""
     entrypoint_cpus: float = Field(0.0, ge=0)
     entrypoint_gpus: float = Field(0.0, ge=0)
     """What the entrypoint (the driver: encoding, calibration, gate, registration) reserves on

@@ -10,8 +10,9 @@
 - ``LocalTrainingOperator`` (``local``): the same entrypoint with the same arguments and env as a
   child process, so the DAG is the same graph in both profiles;
 - ``RayJobTrainingOperator`` (``ray_job``): the same entrypoint, arguments and env submitted as a
-  job to a Ray cluster through its Jobs API (``tasks.training.ray_job``), followed to its end;
-  the result is the JSON line the entrypoint prints last, read from the job's log.
+  job to a Ray cluster through its Jobs API (``tasks.training.ray_job``), followed to its end in
+  the task or, deferrable, in the triggerer (``plugins.triggers.RayJobTrigger``); the result is
+  the JSON line the entrypoint prints last, read from the job's log.
 
 All three read the result back as a ``tasks.training.result.TrainingResult`` (a task that returns
 something else fails), return it as the task's XCom value, and link the task's page to the
@@ -20,23 +21,27 @@ MLflow run and the model card.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.sdk import BaseOperator, BaseOperatorLink
 from airflow.sdk.exceptions import AirflowException
-from kubernetes.client import models as k8s
 
 from config import PROJECT_ROOT
 from plugins.links import XComLink
-from tasks.training import ray_job, torchrun
+from plugins.training_pod import SHM, pod_command, pod_env, pod_settings, shared_memory
+from plugins.triggers import ERROR, RayJobTrigger
+from tasks.training import ray_job
 from tasks.training.ray_job import ENTRYPOINT, entrypoint_env
 from tasks.training.result import LINK_MODEL_CARD, LINK_RUN, TrainingResult
 
@@ -50,8 +55,6 @@ POD_NAME = "airloop-train"
 TRAINING_FIELDS = ("training_set_uri", "reason", "run_context")
 LOG_TAIL = 40
 """Lines of the entrypoint's output a failed local run quotes in its error."""
-SHM = "dshm"
-"""torchrun's pod: NCCL's ranks exchange through ``/dev/shm``, 64 MiB in a container by default."""
 
 
 class _TrainingLink(XComLink):
@@ -70,59 +73,6 @@ class ModelCardLink(_TrainingLink):
 
     name = "Model card"
     field = LINK_MODEL_CARD
-
-
-def pod_env(settings: Settings) -> list[k8s.V1EnvVar]:
-    """The pod's environment: ``entrypoint_env`` as values, then ``training_pod.secret_env`` as
-    references to Kubernetes Secrets (the kubelet reads them; Airflow never holds the values)."""
-    env = [k8s.V1EnvVar(name=name, value=value) for name, value in entrypoint_env(settings).items()]
-    for name, (secret, key) in settings.training_pod.secret_refs().items():
-        ref = k8s.V1SecretKeySelector(name=secret, key=key)
-        env.append(k8s.V1EnvVar(name=name, value_from=k8s.V1EnvVarSource(secret_key_ref=ref)))
-    return env
-
-
-def pod_command(settings: Settings) -> list[str]:
-    """The container's command before the run's arguments: the entrypoint, or it under torchrun."""
-    if settings.training_pod.runner == "torchrun":
-        return torchrun.command(settings)
-    return list(ENTRYPOINT)
-
-
-def _shared_memory(settings: Settings) -> dict[str, Any]:
-    """torchrun's pod: a memory-backed ``/dev/shm`` (counted in the pod's memory limit)."""
-    if settings.training_pod.runner != "torchrun":
-        return {}
-    volume = k8s.V1Volume(name=SHM, empty_dir=k8s.V1EmptyDirVolumeSource(medium="Memory"))
-    return {"volumes": [volume], "volume_mounts": [k8s.V1VolumeMount(name=SHM, mount_path="/dev/shm")]}
-
-
-def pod_settings(settings: Settings) -> dict[str, Any]:
-    """KubernetesPodOperator arguments from the ``training_pod`` section of the config."""
-    pod = settings.training_pod
-    limits = dict(pod.limits)
-    requests = dict(pod.requests)
-    if pod.gpus:
-        limits["nvidia.com/gpu"] = str(pod.gpus)
-        requests["nvidia.com/gpu"] = str(pod.gpus)
-    return {
-        "image": pod.image,
-        "namespace": pod.namespace,
-        "service_account_name": pod.service_account,
-        "priority_class_name": pod.priority_class,
-        "node_selector": dict(pod.node_selector),
-        "tolerations": [k8s.V1Toleration(**t) for t in pod.tolerations],
-        "container_resources": k8s.V1ResourceRequirements(requests=requests, limits=limits),
-        "labels": {"app.kubernetes.io/part-of": "airloop", "app.kubernetes.io/component": "train"},
-        "deferrable": pod.deferrable,
-        "in_cluster": pod.in_cluster,
-        "kubernetes_conn_id": pod.kubernetes_conn_id,
-        "startup_timeout_seconds": pod.startup_timeout_seconds,
-        "on_finish_action": "delete_succeeded_pod",
-        "get_logs": True,
-        "do_xcom_push": True,
-        **_shared_memory(settings),
-    }
 
 
 class TrainingResultMixin:
@@ -286,24 +236,64 @@ class RayJobTrainingOperator(_OutsidePodTrainingOperator):
     :param reason: why this run trains (templated): ``scheduled``, ``drift``, ``manual``...
     :param run_context: JSON with the DAG id, run id and trigger details (templated), logged as
         lineage tags on the MLflow run and the registered version.
+    :param deferrable: submit, then wait in the triggerer (``RayJobTrigger``) instead of this
+        worker slot; the result is read in ``execute_complete``, as the waiting task reads it.
+        Default: ``training_pod.ray_job.deferrable``.
     """
 
-    def __init__(self, *, settings: Settings, **kwargs: Any) -> None:
+    def __init__(self, *, settings: Settings, deferrable: bool | None = None, **kwargs: Any) -> None:
         super().__init__(settings=settings, **kwargs)
+        cfg = settings.training_pod.ray_job
+        self.deferrable = cfg.deferrable if deferrable is None else deferrable
         self.submission_id: str | None = None
 
     def execute(self, context: Context) -> Any:
         ti = context["ti"]
-        return self.finish(context, self.run_job(f"{ti.dag_id}-{ti.run_id}-{ti.try_number}"))
+        run_id = f"{ti.dag_id}-{ti.run_id}-{ti.try_number}"
+        if not self.deferrable:
+            return self.finish(context, self.run_job(run_id))
+        cfg = self.settings.training_pod.ray_job
+        # Airflow's own timeout: a net under the trigger's deadline, should no triggerer run
+        net = timedelta(seconds=cfg.timeout_seconds + max(5 * cfg.poll_seconds, 300))
+        self.defer(trigger=self.submit_job(run_id), method_name="execute_complete", timeout=net)
 
     def run_job(self, run_id: str = "") -> Any:
-        """The entrypoint as a Ray job of this run; its JSON result."""
+        """The entrypoint as a Ray job of this run, followed here; its JSON result."""
+        job = self._job(run_id)
+        with _job_failed():
+            return ray_job.run(self.settings, job, os.environ, say=self._say)
+
+    def submit_job(self, run_id: str = "") -> RayJobTrigger:
+        """The entrypoint submitted as a Ray job of this run; the trigger that follows it."""
+        cfg = self.settings.training_pod.ray_job
+        job = self._job(run_id)
+        with _job_failed():
+            ray_job.submit(self.settings, job, os.environ, say=self._say)
+        assert cfg.address  # the config refuses runner ray_job without one
+        return RayJobTrigger(
+            job_id=job.submission_id, address=cfg.address, token_env=cfg.token_env,
+            deadline=time.time() + cfg.timeout_seconds, poll_seconds=cfg.poll_seconds,
+        )  # fmt: skip
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        """Back from the triggerer: the result of the ended job, read as ``run_job`` reads it."""
+        return self.finish(context, self.job_result(event))
+
+    def job_result(self, event: dict[str, Any]) -> Any:
+        """The JSON result of the job a ``RayJobTrigger`` event reports ended."""
+        self.submission_id = job_id = event["job_id"]
+        if event["status"] == ERROR:
+            raise AirflowException(event["message"])
+        with _job_failed():
+            jobs = ray_job.client(self.settings, os.environ)
+            return ray_job.outcome(
+                jobs, job_id, event["status"], self.settings.training_pod.ray_job.timeout_seconds
+            )
+
+    def _job(self, run_id: str) -> ray_job.Job:
         job = ray_job.job(self.settings, self.entrypoint_arguments(), os.environ, run_id=run_id)
         self.submission_id = job.submission_id
-        try:
-            return ray_job.run(self.settings, job, os.environ, say=self._say)
-        except ray_job.JobFailed as exc:
-            raise AirflowException(str(exc)) from exc
+        return job
 
     def _say(self, line: str) -> None:
         self.log.info("%s", line)
@@ -311,6 +301,15 @@ class RayJobTrainingOperator(_OutsidePodTrainingOperator):
     def on_kill(self) -> None:
         if self.submission_id:
             ray_job.stop(self.settings, self.submission_id, os.environ)
+
+
+@contextlib.contextmanager
+def _job_failed() -> Iterator[None]:
+    """``ray_job.JobFailed`` as the task's failure, with its message (the end of the job's log)."""
+    try:
+        yield
+    except ray_job.JobFailed as exc:
+        raise AirflowException(str(exc)) from exc
 
 
 TEMPLATE_SPEC_FIELDS = (
@@ -337,7 +336,7 @@ def pod_template(settings: Settings) -> dict[str, Any]:
     labels = {k: v for k, v in pod["metadata"]["labels"].items() if k.startswith("app.kubernetes.io/")}
     template_spec = {k: spec[k] for k in TEMPLATE_SPEC_FIELDS if k in spec}
     container = {k: base[k] for k in TEMPLATE_CONTAINER_FIELDS if k in base}
-    if _shared_memory(settings):  # the config's volumes, not the XCom sidecar's
+    if shared_memory(settings):  # the config's volumes, not the XCom sidecar's
         template_spec["volumes"] = [v for v in spec["volumes"] if v["name"] == SHM]
         container["volumeMounts"] = [m for m in base["volumeMounts"] if m["name"] == SHM]
     template_spec["containers"] = [container]

@@ -15,6 +15,10 @@ the status until the job ends or ``timeout_seconds`` pass (then stops it), and r
 JSON the entrypoint prints as its last line of output (a remote job has no ``--output`` file the
 submitter can read; Ray keeps the driver's log). A job that fails, is stopped, times out or
 prints no result raises ``JobFailed`` with the end of its log.
+
+The steps are separate so a deferrable task runs the same ones in two places: ``submit`` in the
+worker, ``poll`` in the triggerer (``plugins.triggers.RayJobTrigger``, through ``connect`` with the
+triggerer's own token), ``outcome`` in the worker again once the job has ended.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ ENTRYPOINT = ("python", "-m", "tasks.training")
 """The training pod's command; a Ray job runs it on the cluster's head."""
 LOG_TAIL = 40
 """Lines of the job's log a failed job quotes."""
+SUCCEEDED, TIMED_OUT = "SUCCEEDED", "TIMED_OUT"
+"""How a job ended (``poll``): Ray's terminal statuses, and still running past its deadline."""
 
 Say = Callable[[str], None]
 
@@ -130,23 +136,25 @@ def job(settings: Settings, arguments: list[str], environ: Mapping[str, str], ru
 
 def client(settings: Settings, environ: Mapping[str, str]) -> JobSubmissionClient:
     """The Jobs API of ``training_pod.ray_job.address``, with the token when ``environ`` has one."""
+    cfg = settings.training_pod.ray_job
+    return connect(cfg.address, cfg.token_env, environ)
+
+
+def connect(address: str | None, token_env: str | None, environ: Mapping[str, str]) -> JobSubmissionClient:
+    """The Jobs API at ``address``, with the token in ``environ[token_env]`` when there is one (the
+    worker's and the triggerer's environment: the token itself is never passed around)."""
     from ray.exceptions import AuthenticationError  # noqa: PLC0415 - only this runner needs Ray
     from ray.job_submission import JobSubmissionClient  # noqa: PLC0415 - as above
 
-    cfg = settings.training_pod.ray_job
-    if not cfg.address:
+    if not address:
         raise JobFailed("training_pod.ray_job.address is not set: no Ray cluster to submit to")
-    token = environ.get(cfg.token_env) if cfg.token_env else None
+    token = environ.get(token_env) if token_env else None
     headers = {"Authorization": f"Bearer {token}"} if token else None
     try:
-        return JobSubmissionClient(cfg.address, headers=headers)
+        return JobSubmissionClient(address, headers=headers)
     except (AuthenticationError, RuntimeError, OSError) as exc:  # refused (401/403) or not reached
-        held = (
-            f"with the token in {cfg.token_env}" if token else f"without a token ({cfg.token_env} is unset)"
-        )
-        raise JobFailed(
-            f"the Ray Jobs API at {cfg.address} refused or did not answer, {held}: {exc}"
-        ) from exc
+        held = f"with the token in {token_env}" if token else f"without a token ({token_env} is unset)"
+        raise JobFailed(f"the Ray Jobs API at {address} refused or did not answer, {held}: {exc}") from exc
 
 
 def tail(logs: str, lines: int = LOG_TAIL) -> str:
@@ -169,7 +177,7 @@ def result_from_logs(logs: str) -> dict[str, Any]:
     raise JobFailed(f"the training job ended without printing its result:\n{tail(logs)}")
 
 
-class _Relay:
+class Relay:
     """Says each complete new line of a growing log once."""
 
     def __init__(self, say: Say) -> None:
@@ -182,36 +190,58 @@ class _Relay:
         self.shown = max(self.shown, end)
 
 
-def wait(client: JobSubmissionClient, job_id: str, *, timeout: float, poll: float, say: Say) -> str:
-    """Poll the job until it ends, relaying its log; its whole log. A job that is still running
-    after ``timeout`` seconds is stopped; one that did not succeed raises ``JobFailed``."""
-    from ray.job_submission import JobStatus  # noqa: PLC0415 - see client
+def poll(client: JobSubmissionClient, job_id: str, *, deadline: float, relay: Relay) -> str | None:
+    """One look at the job, relaying its new log lines: its terminal status (``SUCCEEDED``,
+    ``FAILED``, ``STOPPED``), ``TIMED_OUT`` when it is still running after ``deadline`` (a
+    ``time.time()``; it is then stopped), or None while it runs. The same step whether the task
+    waits (``wait``) or the triggerer does (``plugins.triggers.RayJobTrigger``)."""
+    status = client.get_job_status(job_id)
+    relay(client.get_job_logs(job_id), final=status.is_terminal())
+    if status.is_terminal():
+        return str(status.value)
+    if time.time() > deadline:
+        client.stop_job(job_id)
+        return TIMED_OUT
+    return None
 
-    deadline, relay = time.monotonic() + timeout, _Relay(say)
-    while True:
-        status = client.get_job_status(job_id)
-        logs = client.get_job_logs(job_id)
-        relay(logs, final=status.is_terminal())
-        if status == JobStatus.SUCCEEDED:
-            return logs
-        if status.is_terminal():
-            message = client.get_job_info(job_id).message or ""
-            raise JobFailed(f"Ray job {job_id} {status.value}: {message}\n{tail(logs)}")
-        if time.monotonic() > deadline:
-            client.stop_job(job_id)
-            late = f"Ray job {job_id} still {status.value} after {timeout:.0f} s: stopped"
-            raise JobFailed(f"{late}\n{tail(logs)}")
-        time.sleep(poll)
+
+def wait(client: JobSubmissionClient, job_id: str, *, timeout: float, every: float, say: Say) -> str:
+    """Poll the job until it ends or ``timeout`` seconds pass, relaying its log; how it ended."""
+    deadline, relay = time.time() + timeout, Relay(say)
+    while (ended := poll(client, job_id, deadline=deadline, relay=relay)) is None:
+        time.sleep(every)
+    return ended
+
+
+def outcome(client: JobSubmissionClient, job_id: str, ended: str, timeout: float) -> dict[str, Any]:
+    """The result JSON of a job that ended ``ended`` (``poll``'s answer); ``JobFailed`` with the
+    end of its log when it did not succeed (``timeout``: the seconds it was given)."""
+    logs = client.get_job_logs(job_id)
+    if ended == SUCCEEDED:
+        return result_from_logs(logs)
+    if ended == TIMED_OUT:
+        raise JobFailed(f"Ray job {job_id} still running after {timeout:.0f} s: stopped\n{tail(logs)}")
+    message = client.get_job_info(job_id).message or ""
+    raise JobFailed(f"Ray job {job_id} {ended}: {message}\n{tail(logs)}")
+
+
+def submit(
+    settings: Settings, spec: Job, environ: Mapping[str, str], say: Say = print
+) -> JobSubmissionClient:
+    """Submit ``spec`` to the configured cluster; the client that submitted it."""
+    address = settings.training_pod.ray_job.address
+    jobs = client(settings, environ)
+    say(f"submitting {spec.entrypoint!r} to the Ray cluster at {address} as {spec.submission_id}")
+    spec.submit(jobs)
+    return jobs
 
 
 def run(settings: Settings, spec: Job, environ: Mapping[str, str], say: Say = print) -> dict[str, Any]:
     """Submit ``spec`` to the configured cluster, follow it to its end, return its result JSON."""
     cfg = settings.training_pod.ray_job
-    jobs = client(settings, environ)
-    say(f"submitting {spec.entrypoint!r} to the Ray cluster at {cfg.address} as {spec.submission_id}")
-    job_id = spec.submit(jobs)
-    logs = wait(jobs, job_id, timeout=cfg.timeout_seconds, poll=cfg.poll_seconds, say=say)
-    return result_from_logs(logs)
+    jobs = submit(settings, spec, environ, say)
+    ended = wait(jobs, spec.submission_id, timeout=cfg.timeout_seconds, every=cfg.poll_seconds, say=say)
+    return outcome(jobs, spec.submission_id, ended, cfg.timeout_seconds)
 
 
 def stop(settings: Settings, job_id: str, environ: Mapping[str, str]) -> bool:

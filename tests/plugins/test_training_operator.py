@@ -133,6 +133,7 @@ def test_ray_job_runner_submits_the_pods_command_arguments_and_env(production):
     )
     op = _operator(on_ray)
     assert type(op) is RayJobTrainingOperator
+    assert op.deferrable  # production waits for the job in the triggerer (training_pod.ray_job)
     secrets = {name: f"value-of-{name}" for name in production.training_pod.secret_env}
     job = ray_job.job(on_ray, op.entrypoint_arguments(), secrets, run_id="train-manual-1")
     assert shlex.split(job.entrypoint) == [*container.command, *container.args]

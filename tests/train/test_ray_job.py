@@ -2,13 +2,16 @@
 training pod's entrypoint through the Ray Jobs API of a real two-node Ray cluster on this machine
 (token authentication, one CPU per node), and the job trains on two Ray Train workers spread
 over the cluster, registers its model in the session's MLflow, and hands its result back through
-its log. A job that fails, or outlives its timeout, fails the task with the end of its log.
+its log. A job that fails, or outlives its timeout, fails the task with the end of its log. The
+deferrable mode runs the same: the train DAG under dag.test() with the trigger in line, and the
+trigger's run() on its own (a failed job, a deadline, a kill).
 
 The cluster's nodes stand in for nodes running the train image: the repository on their path.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -54,10 +57,12 @@ def _job_settings(world, cluster, **overrides: str):
     )
 
 
-def _operator(settings, training_set_uri: str):
+def _operator(settings, training_set_uri: str, **kwargs):
     from plugins.training import RayJobTrainingOperator, training_operator
 
-    op = training_operator(settings, task_id="train", training_set_uri=training_set_uri, reason="ray-job")
+    op = training_operator(
+        settings, task_id="train", training_set_uri=training_set_uri, reason="ray-job", **kwargs
+    )
     assert type(op) is RayJobTrainingOperator
     return op
 
@@ -128,6 +133,124 @@ def test_without_the_clusters_token_nothing_is_submitted(world, cluster) -> None
     assert isinstance(ray_job.client(settings, {TOKEN_ENV: cluster.token}).list_jobs(), list)
 
 
+# --- deferrable: the job followed by RayJobTrigger in the triggerer --------------------------------
+
+
+def _rebuilt(trigger):
+    """The trigger as the triggerer re-creates it: serde-encoded kwargs, the class from its path."""
+    from airflow.sdk._shared.module_loading import import_string
+    from airflow.sdk.serde import deserialize, serialize
+
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "plugins.triggers.RayJobTrigger"
+    rebuilt = import_string(classpath)(**deserialize(serialize(kwargs)))
+    assert rebuilt.serialize() == (classpath, kwargs)
+    return rebuilt
+
+
+def _event(trigger, timeout: float = 100) -> dict:
+    async def first():
+        async for event in trigger.run():
+            return event.payload
+
+    return asyncio.run(asyncio.wait_for(first(), timeout))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.usefixtures("airflow_db")
+def test_deferred_the_train_dag_waits_in_the_triggerer_and_registers_the_version(
+    world, cluster, mlflow_client, monkeypatch, capfd
+) -> None:
+    """The train DAG under dag.test(), which runs the trigger in line after the task defers
+    (rebuilt from its serialized kwargs, as a triggerer does); ``train``'s XCom is what the
+    waiting task returns, and ``publish`` reads it."""
+    from config import load_config
+    from tests.dag_runs import load_dag, xcom
+
+    scale = {"AIRLOOP__TRAIN__WORKERS": "2", "AIRLOOP__TRAIN__FAMILIES": '["xgboost"]'}
+    ray = {"RUNNER": "ray_job", "RAY_JOB__ADDRESS": cluster.dashboard_url, "RAY_JOB__TOKEN_ENV": TOKEN_ENV}
+    ray |= {"RAY_JOB__POLL_SECONDS": "1", "RAY_JOB__TIMEOUT_SECONDS": "400", "RAY_JOB__DEFERRABLE": "true"}
+    ray |= {"ENV": json.dumps({**world.env, **scale}), "SECRET_ENV": json.dumps({SIGNING_KEY: "s/k"})}
+    env = {**world.env, **scale, **{f"AIRLOOP__TRAINING_POD__{k}": v for k, v in ray.items()}}
+    for name, value in {**env, TOKEN_ENV: cluster.token, SIGNING_KEY: "k"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AIRLOOP__MLFLOW__REGISTERED_MODEL", raising=False)  # see test_train_dag
+    dag = load_dag("train.py", "train")
+    assert dag.get_task("train").deferrable  # from training_pod.ray_job.deferrable
+    started = time.monotonic()
+    run = dag.test(run_conf={"reason": "ray-job"})
+    print(f"train DAG with a deferred Ray job in {time.monotonic() - started:.0f} s")
+
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "success", states
+    # the trigger, not the task, followed the job to its end: it relayed the result line
+    relayed = [
+        line for line in capfd.readouterr().out.splitlines() if "plugins.triggers.RayJobTrigger" in line
+    ]
+    assert any('"status": "registered"' in line for line in relayed), relayed[-5:]
+    result = TrainingResult.from_dict(xcom(run, "train", "return_value"))
+    assert result.status == "registered", result.reasons
+    assert result.context.reason == "ray-job" and result.candidates[0].device == "cpu x2"
+    model = load_config().mlflow.registered_model
+    version = mlflow_client.get_model_version(model, result.version)
+    assert version.tags["train_workers"] == "2"
+    assert xcom(run, "publish", "return_value")["version"] == result.version
+    assert xcom(run, "train", "training_links")["run"].startswith(world.tracking_uri)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_deferred_a_failed_job_fails_the_task_with_the_end_of_its_log(
+    world, cluster, monkeypatch, tmp_path
+) -> None:
+    from airflow.sdk.exceptions import AirflowException
+
+    monkeypatch.setenv(TOKEN_ENV, cluster.token)
+    monkeypatch.setenv(SIGNING_KEY, "k")
+    op = _operator(_job_settings(world, cluster), (tmp_path / "nowhere.parquet").as_uri(), deferrable=True)
+    trigger = op.submit_job("failed")
+    assert trigger.job_id == op.submission_id and cluster.token not in repr(trigger.serialize())
+    event = _event(_rebuilt(trigger))  # the rebuilt trigger follows the same job
+    assert event == {"status": "FAILED", "job_id": op.submission_id}
+    with pytest.raises(AirflowException, match=r"FAILED(.|\n)*error: no training set at"):
+        op.execute_complete({}, event)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_deferred_a_job_past_its_deadline_is_stopped_by_the_trigger(world, cluster, monkeypatch) -> None:
+    from airflow.sdk.exceptions import AirflowException
+    from ray.job_submission import JobStatus
+
+    monkeypatch.setenv(TOKEN_ENV, cluster.token)
+    monkeypatch.setenv(SIGNING_KEY, "k")
+    settings = _job_settings(world, cluster, training_pod__ray_job__timeout_seconds="2")
+    op = _operator(settings, world.training_set_uri, deferrable=True)
+    event = _event(op.submit_job("deadline"))
+    assert event == {"status": "TIMED_OUT", "job_id": op.submission_id}
+    jobs = ray_job.client(settings, {TOKEN_ENV: cluster.token})
+    wait_until(lambda: jobs.get_job_status(op.submission_id) == JobStatus.STOPPED, 60, "the job to stop")
+    with pytest.raises(AirflowException, match=r"after 2 s: stopped"):
+        op.execute_complete({}, event)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_deferred_killing_the_task_stops_its_job(world, cluster, monkeypatch) -> None:
+    """A person marks the deferred task failed: Airflow calls the trigger's on_kill."""
+    from ray.job_submission import JobStatus
+
+    monkeypatch.setenv(TOKEN_ENV, cluster.token)
+    monkeypatch.setenv(SIGNING_KEY, "k")
+    op = _operator(_job_settings(world, cluster), world.training_set_uri, deferrable=True)
+    trigger = _rebuilt(op.submit_job("killed"))
+    asyncio.run(trigger.on_kill())
+    jobs = ray_job.client(op.settings, {TOKEN_ENV: cluster.token})
+    wait_until(lambda: jobs.get_job_status(op.submission_id) == JobStatus.STOPPED, 60, "the job to stop")
+    assert _event(trigger) == {"status": "STOPPED", "job_id": op.submission_id}
+
+
 def test_the_result_is_the_last_json_line_of_the_log() -> None:
     result = {"status": "registered", "version": "3"}
     logs = "\n".join(["training...", json.dumps({"not": "it"}), json.dumps(result), "(raylet) bye", ""])
@@ -138,7 +261,7 @@ def test_the_result_is_the_last_json_line_of_the_log() -> None:
 
 def test_the_log_is_relayed_line_by_line_once() -> None:
     lines: list[str] = []
-    relay = ray_job._Relay(lines.append)
+    relay = ray_job.Relay(lines.append)
     relay("a\nb")
     relay("a\nb\nc\n")
     relay("a\nb\nc\nd", final=True)
