@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import xml.etree.ElementTree as ET
 from typing import Any
 
 import pandas as pd
@@ -23,29 +24,7 @@ import pytest
 from config import read_config
 from tasks.backtest import report, spec
 from tasks.backtest.run import backtest
-
-SMALL: dict[str, Any] = {
-    "train_days": 3,
-    "rows_per_hour": 300,
-    "label_delay_hours": [1, 4],
-    "retrain_hours": 1,
-    "quality_hours": 12,
-    "settings": {
-        "simulate": {"ramp_batches": 12},
-        "train": {
-            "families": ["xgboost"],
-            "device": "cpu",
-            "latency_rows": 200,
-            "xgboost": {"max_rounds": 60, "early_stopping_rounds": 10, "grid": {"max_depth": [4]}},
-        },
-        "gate": {"min_pr_auc": 0.2, "min_holdout_positives": 10},
-        "monitor": {
-            "drift": {"min_rows": 200, "max_rows": 5000},
-            "performance": {"lookback_hours": 12, "min_labels": 300, "min_positives": 8},
-            "decision": {"cooldown_hours": 6, "confirm_windows": 2},
-        },
-    },
-}
+from tests.backtest.conftest import SMALL
 
 
 def _spec(scenario: str, days: float, onset: float, policies: list[dict[str, Any]]) -> spec.Spec:
@@ -151,6 +130,8 @@ def test_on_stable_traffic_no_policy_retrains(tmp_path, monkeypatch):
     uris = report.write(read_config("local"), result, "stable-test", str(tmp_path / "out"))
     page = (tmp_path / "out" / "stable-test.html").read_text()
     assert "strict" in page and "<svg" in page and uris["report"].endswith("backtests/stable-test.html")
+    picture = ET.fromstring(report.picture(result))  # the README's picture: standalone SVG
+    assert picture.tag == "{http://www.w3.org/2000/svg}svg" and "strict" in report.picture(result)
 
 
 def test_covariate_drift_is_found_and_the_retrain_restores_quality(covariate):
