@@ -24,6 +24,8 @@ START = pd.Timestamp("2026-03-02T00:00:00Z")
 TRAIN_HOURS, REPLAYED_HOURS, ONSET_DAY = 72, 48, 0.5
 POSTED_HOUR = TRAIN_HOURS + 2
 POSTED_AFTER = pd.Timedelta(minutes=75)
+EMPTY_HOUR = TRAIN_HOURS + 3
+"""A replayed hour without transactions: an empty window, as the monitor would see it."""
 
 
 def _spec(**changes: Any) -> spec.Spec:
@@ -45,6 +47,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         s = _spec()
         settings = spec.policy_settings(s, s.policies[0])
         for hour in range(TRAIN_HOURS + REPLAYED_HOURS):
+            if hour == EMPTY_HOUR:
+                continue
             scenario, index = scenario_for(s, hour)
             at = START + pd.Timedelta(hours=hour)
             batch = generate_batch(settings, scenario, index=index, rows=s.rows_per_hour, at=at)
@@ -61,8 +65,9 @@ def test_labels_land_when_posted_else_after_the_specs_delay(project):
     settings = project
     frame = source.transactions(settings)
     ts, label = settings.schema_.timestamp, settings.schema_.label
-    assert len(frame) == (TRAIN_HOURS + REPLAYED_HOURS) * SMALL["rows_per_hour"]
+    assert len(frame) == (TRAIN_HOURS + REPLAYED_HOURS - 1) * SMALL["rows_per_hour"]
     history = source.project(settings, _spec())
+    assert [len(h) for h in history.hours].count(0) == 1 and history.hours[EMPTY_HOUR].empty
     posted = history.hours[POSTED_HOUR]
     assert (posted[LABELED_AT] == START + pd.Timedelta(hours=POSTED_HOUR) + POSTED_AFTER).all()
     others = pd.concat([h for i, h in enumerate(history.hours) if i != POSTED_HOUR])
@@ -100,6 +105,7 @@ def test_the_backtest_replays_the_projects_hours_and_finds_its_drift(project, tm
     ends = pd.to_datetime(w["end"], utc=True)
     first = START + pd.Timedelta(hours=TRAIN_HOURS + 1)
     assert list(ends) == list(pd.date_range(first, periods=REPLAYED_HOURS, freq="h"))
+    assert w["drift_share"].isna().tolist() == [i == EMPTY_HOUR - TRAIN_HOURS for i in range(len(w))]
     onset = pd.Timestamp(result["onset"])
     assert onset == START + pd.Timedelta(hours=TRAIN_HOURS + ONSET_DAY * 24)
     summary = result["policies"][0]
