@@ -47,8 +47,9 @@ class SameAsTheDag:
     the form the task gets it from XCom (``WindowResult.as_dict()`` through JSON and back), with
     the store's history and last retrain, and "Airflow" saying whether the policy's retrain is
     still running. What this does not cover: the DAG's own scheduling (``dag.test()``, the
-    sensor, reading the window from the inference log), and the wall clock: ``now`` is the
-    window's end, as the replay decides in simulated time."""
+    sensor, reading the window from the inference log: ``test_backtest_dag`` runs them on one
+    window), and the wall clock: ``now`` is the window's end, as the replay decides in simulated
+    time."""
 
     def __init__(self, home: str) -> None:
         self.home = home
