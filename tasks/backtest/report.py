@@ -36,8 +36,9 @@ def _marks(result: dict[str, Any], policy: str) -> list[Any]:
     return [pd.Timestamp(r["deployed_at"]) for r in result["retrains"][policy] if r.get("deployed_at")]
 
 
-def charts(result: dict[str, Any], policy: str) -> list[str]:
-    """A policy's quality over time, retrains marked, and its estimate beside the truth."""
+def charts(result: dict[str, Any], policy: str, title: str | None = None) -> list[str]:
+    """A policy's quality over time, retrains marked, and its estimate beside the truth
+    (``title``: the first chart's, when not the page's)."""
     w = _thin(pd.DataFrame(result["windows"][policy]))
     times = list(pd.to_datetime(w["end"], utc=True))
     marks = _marks(result, policy)
@@ -45,7 +46,8 @@ def charts(result: dict[str, Any], policy: str) -> list[str]:
     hours = result["spec"]["quality_hours"]
     return [
         svg_chart(
-            f"{policy}: true ROC AUC and recall over the last {hours} h (| retrained champion serving)",
+            title
+            or f"{policy}: true ROC AUC and recall over the last {hours} h (| retrained champion serving)",
             times,
             {"ROC AUC": list(w["roc_auc"]), "recall": list(w["recall"])},
             marks={"retrain": marks, "onset": onset},
@@ -86,16 +88,34 @@ def table(result: dict[str, Any]) -> str:
     return f"<table>{_HEAD}{''.join(rows)}</table>"
 
 
+def _history(spec: dict[str, Any]) -> str:
+    """What was replayed, for titles: the scenario, or the project's own history."""
+    return "project history" if spec.get("history") == "project" else str(spec["scenario"])
+
+
+def _replayed(spec: dict[str, Any]) -> str:
+    lo, hi = spec["label_delay_hours"]
+    if spec.get("history") == "project":
+        return (
+            f"{spec['days']:g} days of the project's curated transactions, by hour of event time, after "
+            f"{spec['train_days']:g} days of training history; drift believed to start on day "
+            f"{spec['onset_day']:g}; labels land when they were posted to serving, else {lo:g} to {hi:g} h "
+            "after their transaction"
+        )
+    return (
+        f"{spec['days']:g} simulated days of hourly windows ({spec['rows_per_hour']} transactions an "
+        f"hour) after {spec['train_days']:g} days of stable training history; scenario "
+        f"<b>{html.escape(spec['scenario'])}</b> from day {spec['onset_day']:g}; labels land "
+        f"{lo:g} to {hi:g} h after their prediction"
+    )
+
+
 def render(result: dict[str, Any]) -> str:
     """The whole page."""
     spec = result["spec"]
-    title = f"Retraining policy backtest: {spec['scenario']}, {spec['days']:g} days"
-    lo, hi = spec["label_delay_hours"]
+    title = f"Retraining policy backtest: {_history(spec)}, {spec['days']:g} days"
     intro = (
-        f"<p>{spec['days']:g} simulated days of hourly windows ({spec['rows_per_hour']} transactions an "
-        f"hour) after {spec['train_days']:g} days of stable training history; scenario "
-        f"<b>{html.escape(spec['scenario'])}</b> from day {spec['onset_day']:g}; labels land "
-        f"{lo:g} to {hi:g} h after their prediction; a retrain serves {spec['retrain_hours']} h after "
+        f"<p>{_replayed(spec)}; a retrain serves {spec['retrain_hours']} h after "
         "its decision if it passes the gate. Every window went through the monitor's own code "
         "(window.analyze, decision.decide); retrains through the training code and gate at reduced "
         "scale (raw request columns, no feature store, no MLflow). "
@@ -111,6 +131,58 @@ def render(result: dict[str, Any]) -> str:
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>"
+    )
+
+
+_PICTURE_COLUMNS = (
+    ("policy", 0),
+    ("retrains (served / gate no)", 100),
+    ("drift found after", 275),
+    ("new champion after", 390),
+    ("ROC AUC lost (x h)", 532),
+    ("recall lost (x h)", 652),
+)
+
+
+def _picture_row(p: dict[str, Any]) -> list[str]:
+    hours = [
+        _cell(p[k], 0) + " h" if finite(p[k]) else "-"
+        for k in ("detected_after_hours", "restored_after_hours")
+    ]
+    served = f"{p['retrains']} ({p['deployed']} / {p['rejected_by_gate']})"
+    return [p["policy"], served, *hours, _cell(p["area_lost_roc_auc"]), _cell(p["area_lost_recall"])]
+
+
+def picture(result: dict[str, Any], width: int = 760) -> str:
+    """The report's table and each policy's quality chart as one standalone SVG file (what the
+    README shows; ``tools.backtest_picture`` writes it): the same charts as the page."""
+    spec = result["spec"]
+    text = "<text x='{x}' y='{y}' font-size='{size}'{extra}>{body}</text>"
+    title = f"Retraining policy backtest: {_history(spec)}, {spec['days']:g} days"
+    parts = [text.format(x=8, y=20, size=15, extra=" font-weight='600'", body=html.escape(title))]
+    y = 44
+    for label, x in _PICTURE_COLUMNS:
+        parts.append(text.format(x=8 + x, y=y, size=11, extra=" font-weight='600'", body=html.escape(label)))
+    for p in result["policies"]:
+        y += 17
+        for (_, x), value in zip(_PICTURE_COLUMNS, _picture_row(p), strict=True):
+            parts.append(text.format(x=8 + x, y=y, size=11, extra="", body=html.escape(value)))
+    y += 22
+    hours = spec["quality_hours"]
+    legend = (
+        f"Charts: true ROC AUC and recall of what each policy served (last {hours} h, every label "
+        "known); dotted: onset, retrained champion"
+    )
+    parts.append(text.format(x=8, y=y, size=11, extra=" fill='#444'", body=html.escape(legend)))
+    y += 8
+    for p in result["policies"]:
+        chart = charts(result, p["policy"], title=p["policy"])[0]
+        parts.append(f"<g transform='translate(0,{y})'>{chart}</g>")
+        y += 175
+    return (
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{y}' "
+        f"viewBox='0 0 {width} {y}' font-family='sans-serif'>"
+        f"<rect width='{width}' height='{y}' fill='white'/>{''.join(parts)}</svg>\n"
     )
 
 
@@ -130,7 +202,7 @@ def write(
         KIND,
         name,
         page,
-        title=f"Backtest: {spec['scenario']}, {spec['days']:g} days",
+        title=f"Backtest: {_history(spec)}, {spec['days']:g} days",
         policies=summary,
     )
     uris = {"report": reports.report_uri(settings, KIND, name)}

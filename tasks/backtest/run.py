@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tasks.backtest import history as hist
+from tasks.backtest import source
 from tasks.backtest.models import gate_settings, train
 from tasks.backtest.replay import Observe, PolicyRun, Shared, step
 from tasks.backtest.spec import policy_settings
@@ -48,10 +48,12 @@ def backtest(
     """Replay ``spec``'s history through each of its policies' monitor; the result as plain data."""
     started = time.perf_counter()
     settings = [policy_settings(spec, p, profile) for p in spec.policies]
-    history = hist.build(settings[0], spec)
+    history = source.build(settings[0], spec)
+    spec = history.spec  # a project history replays the hours it holds
     shared = Shared(history)
     shared.timed("history", started)
-    say(f"history: {spec.train_hours + spec.hours} hours of {spec.rows_per_hour} transactions")
+    rows = sum(len(h) for h in history.hours)
+    say(f"history ({spec.history}): {spec.train_hours + spec.hours} hours, {rows} transactions")
     champion = first_champion(shared, spec, settings[0])
     runs = [PolicyRun(p, s, champion) for p, s in zip(spec.policies, settings, strict=True)]
     last = history.first_replayed + spec.hours

@@ -6,6 +6,7 @@ as ``config/<profile>.yaml``. The rest of the file says what history is replayed
 scenario, its onset, its length, traffic per hour, the label delay) and the reduced scale at
 which retrains are trained (``settings``: overrides of any other section, e.g. ``train``)::
 
+    history: simulator          # or project: the curated data and its labels (source.py)
     scenario: covariate_drift   # stable | covariate_drift | concept_drift | ramp
     days: 90                    # replayed after train_days of stable history
     onset_day: 30
@@ -34,7 +35,11 @@ from tasks.platform.scenarios import SCENARIOS
 if TYPE_CHECKING:
     from config import Settings
 
+HISTORIES = ("simulator", "project")
+"""Where the hours come from (``source``): the simulator's scenario or the curated data."""
+
 DEFAULTS: dict[str, Any] = {
+    "history": "simulator",
     "scenario": "covariate_drift",
     "days": 90,
     "train_days": 7,
@@ -59,6 +64,8 @@ class Policy:
 class Spec:
     """One backtest: the history it replays and the policies it compares."""
 
+    history: str
+    """``simulator`` (the scenario's hours) or ``project`` (the curated data: ``source``)."""
     scenario: str
     days: float
     train_days: float
@@ -103,6 +110,8 @@ def parse(data: dict[str, Any]) -> Spec:
     if unknown:
         raise ValueError(f"unknown backtest keys {sorted(unknown)}; known: {sorted([*DEFAULTS, 'policies'])}")
     merged = DEFAULTS | data
+    if merged["history"] not in HISTORIES:
+        raise ValueError(f"unknown history {merged['history']!r}; one of {', '.join(HISTORIES)}")
     if merged["scenario"] not in SCENARIOS:
         raise ValueError(f"unknown scenario {merged['scenario']!r}; one of {', '.join(SCENARIOS)}")
     raw = merged.get("policies") or [{"name": "default"}]
@@ -113,6 +122,7 @@ def parse(data: dict[str, Any]) -> Spec:
     if not 0 <= lo <= hi:
         raise ValueError("label_delay_hours must be [low, high] with 0 <= low <= high")
     return Spec(
+        history=str(merged["history"]),
         scenario=str(merged["scenario"]),
         days=float(merged["days"]),
         train_days=float(merged["train_days"]),

@@ -90,7 +90,7 @@ def _marks(f: _Frame, marks: dict[str, Sequence[Any]]) -> str:
                     f"stroke='{color}' stroke-width='1.2' stroke-dasharray='2 2'>"
                     f"<title>{html.escape(name)}</title></line>"
                 )
-        legend_x = f.width - PAD_R - 90 * (i + 1)
+        legend_x = PAD_L + 110 + 80 * i  # between the axis' first and last time
         parts.append(
             f"<text x='{legend_x}' y='{f.height - 5}' font-size='10' fill='{color}'>"
             f"| {html.escape(name)}</text>"

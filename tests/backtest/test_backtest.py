@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import xml.etree.ElementTree as ET
 from typing import Any
 
 import pandas as pd
@@ -23,29 +24,7 @@ import pytest
 from config import read_config
 from tasks.backtest import report, spec
 from tasks.backtest.run import backtest
-
-SMALL: dict[str, Any] = {
-    "train_days": 3,
-    "rows_per_hour": 300,
-    "label_delay_hours": [1, 4],
-    "retrain_hours": 1,
-    "quality_hours": 12,
-    "settings": {
-        "simulate": {"ramp_batches": 12},
-        "train": {
-            "families": ["xgboost"],
-            "device": "cpu",
-            "latency_rows": 200,
-            "xgboost": {"max_rounds": 60, "early_stopping_rounds": 10, "grid": {"max_depth": [4]}},
-        },
-        "gate": {"min_pr_auc": 0.2, "min_holdout_positives": 10},
-        "monitor": {
-            "drift": {"min_rows": 200, "max_rows": 5000},
-            "performance": {"lookback_hours": 12, "min_labels": 300, "min_positives": 8},
-            "decision": {"cooldown_hours": 6, "confirm_windows": 2},
-        },
-    },
-}
+from tests.backtest.conftest import SMALL
 
 
 def _spec(scenario: str, days: float, onset: float, policies: list[dict[str, Any]]) -> spec.Spec:
@@ -68,8 +47,9 @@ class SameAsTheDag:
     the form the task gets it from XCom (``WindowResult.as_dict()`` through JSON and back), with
     the store's history and last retrain, and "Airflow" saying whether the policy's retrain is
     still running. What this does not cover: the DAG's own scheduling (``dag.test()``, the
-    sensor, reading the window from the inference log), and the wall clock: ``now`` is the
-    window's end, as the replay decides in simulated time."""
+    sensor, reading the window from the inference log: ``test_backtest_dag`` runs them on one
+    window), and the wall clock: ``now`` is the window's end, as the replay decides in simulated
+    time."""
 
     def __init__(self, home: str) -> None:
         self.home = home
@@ -151,6 +131,8 @@ def test_on_stable_traffic_no_policy_retrains(tmp_path, monkeypatch):
     uris = report.write(read_config("local"), result, "stable-test", str(tmp_path / "out"))
     page = (tmp_path / "out" / "stable-test.html").read_text()
     assert "strict" in page and "<svg" in page and uris["report"].endswith("backtests/stable-test.html")
+    picture = ET.fromstring(report.picture(result))  # the README's picture: standalone SVG
+    assert picture.tag == "{http://www.w3.org/2000/svg}svg" and "strict" in report.picture(result)
 
 
 def test_covariate_drift_is_found_and_the_retrain_restores_quality(covariate):
