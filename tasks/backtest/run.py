@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from tasks.backtest import features
 from tasks.backtest import history as hist
 from tasks.backtest.models import gate_settings, train
 from tasks.backtest.replay import Observe, PolicyRun, Shared, step
@@ -51,6 +52,9 @@ def backtest(
     history = hist.build(settings[0], spec)
     shared = Shared(history)
     shared.timed("history", started)
+    started_features = time.perf_counter()
+    features.add(settings[0], history, features.warmup_hours(settings[0], spec.rows_per_hour, history.start))
+    shared.timed("features", started_features)
     say(f"history: {spec.train_hours + spec.hours} hours of {spec.rows_per_hour} transactions")
     champion = first_champion(shared, spec, settings[0])
     runs = [PolicyRun(p, s, champion) for p, s in zip(spec.policies, settings, strict=True)]
