@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 _WARMUP_STREAM = (16, 1)
 """The warm-up hours' random stream: draws and ids of their own (``st`` hours use ``(1, ...)``)."""
+_READ = [TIMESTAMP, "customer_id", "merchant_id", "amount", "is_fraud"]
+"""What ``tables.compute`` and the join read of a transaction (the other columns stay behind)."""
 
 
 def names(settings: Settings) -> list[str]:
@@ -67,15 +69,16 @@ def warmup_hours(settings: Settings, rows_per_hour: int, start: pd.Timestamp) ->
 def add(settings: Settings, history: History, context: list[pd.DataFrame]) -> None:
     """Put the feature service's features on every hour of ``history`` (in place), computed from
     ``context`` and the history's own transactions."""
-    tables = compute(pd.concat([*context, *history.hours], ignore_index=True))
+    events = pd.concat([h[_READ] for h in history.hours], ignore_index=True)
+    tables = compute(pd.concat([*(h[_READ] for h in context), events], ignore_index=True))
 
     def read(view: FeatureView, key: str, columns: list[str], lo: Any, hi: Any) -> pd.DataFrame:
         table = tables[view.name]
         at = table[TIMESTAMP]
         return table.loc[(at >= lo) & (at <= hi), [key, TIMESTAMP, *columns]]
 
-    events = pd.concat(history.hours, ignore_index=True)
-    joined = offline.point_in_time(offline.declared(settings), events, read)
+    joined = offline.point_in_time(offline.declared(settings), events, read).drop(columns=_READ)
     ends = np.cumsum([len(h) for h in history.hours])
     for k, (lo, hi) in enumerate(zip([0, *ends[:-1]], ends, strict=True)):
-        history.hours[k] = joined.iloc[lo:hi].reset_index(drop=True)
+        hour = history.hours[k]
+        history.hours[k] = pd.concat([hour, joined.iloc[lo:hi].set_axis(hour.index)], axis=1)
