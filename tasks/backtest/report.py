@@ -98,7 +98,7 @@ def render(result: dict[str, Any]) -> str:
         f"{lo:g} to {hi:g} h after their prediction; a retrain serves {spec['retrain_hours']} h after "
         "its decision if it passes the gate. Every window went through the monitor's own code "
         "(window.analyze, decision.decide); retrains through the training code and gate at reduced "
-        "scale (raw request columns, no feature store, no MLflow). "
+        "scale (the feature service's features computed from the history, no MLflow). "
         f"Took {result['seconds']['total']:g} s.</p>"
     )
     body = intro + table(result)
