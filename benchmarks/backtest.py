@@ -7,10 +7,12 @@ policies, covariate drift from day 30 by default) and reports:
 - wall time and peak resident memory (``resource.getrusage``), against the goal of 10 minutes,
   and the process's CPU time (on a machine shared with other jobs, wall time over CPU time says
   how much of a core the run got);
-- where the time went (history generation, scoring, building each window, drift, the rest of
-  ``window.analyze``, ``decision.decide``, the quality curve, training), and what the caches
-  saved: windows x policies against the drift computations and ``window.analyze`` calls
-  actually run (each (window, model) computed once for the policies that share it);
+- where the time went (history generation, the feature service's features of every hour
+  (``features``, once for every policy; also per replayed window), scoring, building each
+  window, drift, the rest of ``window.analyze``, ``decision.decide``, the quality curve,
+  training), and what the caches saved: windows x policies against the drift computations
+  and ``window.analyze`` calls actually run (each (window, model) computed once for the
+  policies that share it);
 - per window, baseline **drift**: ``drift.compute(report=False)`` (Evidently's stat tests) and
   ``drift.compute`` with the HTML report as the monitor runs it, against
   ``estimation.estimate`` (CBPE) on the same window: the ratios estimate / drift.
@@ -39,6 +41,7 @@ GOAL_SECONDS = 600.0
 
 def _per_window(spec: Any, windows: int) -> dict[str, float]:
     """Seconds per window of drift (with and without the report) and of the estimate."""
+    from tasks.backtest import features
     from tasks.backtest import history as hist
     from tasks.backtest.models import gate_settings, train
     from tasks.backtest.spec import policy_settings
@@ -49,6 +52,7 @@ def _per_window(spec: Any, windows: int) -> dict[str, float]:
     short = replace(spec, days=windows / 24, onset_day=0)
     settings = policy_settings(short, short.policies[0])
     h = hist.build(settings, short)
+    features.add(settings, h, features.warmup_hours(settings, short.rows_per_hour, h.start))
     frame = h.labelled_by(0, h.first_replayed, h.at(h.first_replayed))
     model = train(gate_settings(settings, short.segment_gate), frame, "bench", None).model
     assert model is not None, "the benchmark's champion failed the gate"
@@ -101,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_seconds": round(cpu, 1),
         "peak_rss_mb": round(peak_mb),
         "seconds": result["seconds"],
+        "features_seconds_per_window": round(result["seconds"].get("features", 0.0) / (spec.days * 24), 4),
         "cache": result["cache"],
         "drift_computations_per_window_x_policy": round(result["cache"].get("drift", 0) / windows, 3),
         "analyses_per_window_x_policy": round(result["cache"].get("analyze", 0) / windows, 3),

@@ -5,9 +5,10 @@ landed by ``t``, with the candidates of ``train.families`` (``candidates.plan``,
 scores them on the time-split hold-out (``evaluation.evaluate``) and gates them against the
 champion on the same hold-out (``gate.decide``, DeLong's paired test as in a real run); the best
 passing one (``run.best_passing``) becomes the champion ``retrain_hours`` later. What is not
-replayed: MLflow (nothing is logged or registered), the feature store (models see the request's
-raw columns, ``train.raw_numeric`` and ``train.raw_categorical``, not the feature service's), the
-model card and the rollout's canary (a champion that passed the gate serves all traffic).
+replayed: MLflow (nothing is logged or registered), the model card and the rollout's canary (a
+champion that passed the gate serves all traffic). Models see what production's see: the feature
+service's features (``features.add`` puts them on the history, computed by the feature store's
+code) and the request's raw columns.
 
 Models are cached by the hour their training data ends: two policies that retrain at the same
 hour get the same model, trained once.
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tasks.backtest.features import names
 from tasks.monitoring.reference import Reference, build_reference
 from tasks.training import gate
 from tasks.training.candidates import FitContext, plan
@@ -69,11 +71,11 @@ def gate_settings(settings: Settings, segment_gate: bool) -> Settings:
     return settings.model_copy(update={"gate": settings.gate.model_copy(update={"segments": segments})})
 
 
-def _fit_context(settings: Settings, frame: pd.DataFrame) -> FitContext:
+def _fit_context(settings: Settings, frame: pd.DataFrame, features: list[str]) -> FitContext:
     split = time_split(frame, settings)
     y = split.train[settings.schema_.label].to_numpy()
     pos_weight = settings.train.pos_weight or float((y == 0).sum() / max(1, (y == 1).sum()))
-    spec = InputSpec.from_settings(settings, [])
+    spec = InputSpec.from_settings(settings, features)
     return FitContext(settings, spec, split, pos_weight, settings.train.seed, "cpu")
 
 
@@ -81,7 +83,8 @@ def train(settings: Settings, frame: pd.DataFrame, model_id: str, champion: Mode
     """Train the configured candidates on ``frame``, gate them against ``champion``; the best
     passing one as a ``Model`` (with its reference built as the monitor builds it)."""
     started = time.perf_counter()
-    ctx = _fit_context(settings, frame)
+    features = names(settings)
+    ctx = _fit_context(settings, frame, features)
     holdout, label = ctx.split.holdout, settings.schema_.label
     champ_metrics, champ_p = (None, None)
     if champion is not None:
@@ -106,7 +109,7 @@ def train(settings: Settings, frame: pd.DataFrame, model_id: str, champion: Mode
             settings,
             frame,
             best.model.predict_proba,
-            features=[],
+            features=features,
             model_name="backtest",
             model_version=model_id,
         )

@@ -118,7 +118,7 @@ def render(result: dict[str, Any]) -> str:
         f"<p>{_replayed(spec)}; a retrain serves {spec['retrain_hours']} h after "
         "its decision if it passes the gate. Every window went through the monitor's own code "
         "(window.analyze, decision.decide); retrains through the training code and gate at reduced "
-        "scale (raw request columns, no feature store, no MLflow). "
+        "scale (the feature service's features computed from the history, no MLflow). "
         f"Took {result['seconds']['total']:g} s.</p>"
     )
     body = intro + table(result)

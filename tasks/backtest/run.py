@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tasks.backtest import source
+from tasks.backtest import features, source
 from tasks.backtest.models import gate_settings, train
 from tasks.backtest.replay import Observe, PolicyRun, Shared, step
 from tasks.backtest.spec import policy_settings
@@ -20,6 +20,10 @@ from tasks.common.clock import now_iso
 from tasks.common.values import json_safe
 
 if TYPE_CHECKING:
+    import pandas as pd
+
+    from config import Settings
+    from tasks.backtest.history import History
     from tasks.backtest.models import Model
     from tasks.backtest.spec import Spec
 
@@ -42,6 +46,15 @@ def first_champion(shared: Shared, spec: Spec, run_settings: Any) -> Model:
     return made.model
 
 
+def _feature_context(settings: Settings, spec: Spec, history: History) -> list[pd.DataFrame]:
+    """What the first hours' feature windows reach back into: simulated stable hours before a
+    simulated history; nothing before a project's own data (its first hours' windows are as
+    short as production's were then)."""
+    if spec.history == source.PROJECT:
+        return []
+    return features.warmup_hours(settings, spec.rows_per_hour, history.start)
+
+
 def backtest(
     spec: Spec, *, profile: str | None = None, say: Say = _quiet, observe: Observe | None = None
 ) -> dict[str, Any]:
@@ -52,6 +65,9 @@ def backtest(
     spec = history.spec  # a project history replays the hours it holds
     shared = Shared(history)
     shared.timed("history", started)
+    started_features = time.perf_counter()
+    features.add(settings[0], history, _feature_context(settings[0], spec, history))
+    shared.timed("features", started_features)
     rows = sum(len(h) for h in history.hours)
     say(f"history ({spec.history}): {spec.train_hours + spec.hours} hours, {rows} transactions")
     champion = first_champion(shared, spec, settings[0])

@@ -79,8 +79,8 @@ class Spec:
     """The quality curve: ROC AUC and recall over this many hours of predictions, all labels known."""
     segment_gate: bool
     """Whether retrains are held to the gate's per-segment checks (``gate.segments``): off by
-    default, the backtest's models see the request's raw columns only and miss some segments'
-    recall floors, which would turn every retrain down."""
+    default (set when the backtest's models saw the request's raw columns only and missed some
+    segments' recall floors, which turned every retrain down)."""
     settings: dict[str, Any]
     """Overrides of every policy's settings (the reduced training scale, the drift sample)."""
     policies: tuple[Policy, ...]

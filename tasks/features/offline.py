@@ -9,25 +9,31 @@ The as-of join is done here (``pandas.merge_asof`` per view, reading only the pa
 events' time range needs) rather than by Feast's dask offline store, whose join builds every
 (event, feature row) pair of a key: 100k events took 275 s and 8 GB that way. The semantics are
 Feast's; the training/serving skew tests hold the two paths to equal values.
+
+``point_in_time`` is that join over any source of feature rows: ``training_set`` reads the views'
+Parquet sources through the registry's service; the backtest joins the tables it computes for its
+replayed history in memory (``tasks.backtest.features``) through the service as declared.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
-from feast import FileSource
+from feast import FeatureView, FileSource
 
-from feature_repo.definitions import REQUEST_TIME
+from feature_repo.definitions import REQUEST_TIME, feature_definitions
 from tasks.common import storage
-from tasks.features.store import feature_service, get_store
+from tasks.features.store import feature_service, get_store, service_features
 from tasks.features.tables import TIMESTAMP, unix_seconds, utc_us
 
 if TYPE_CHECKING:
-    from feast import FeatureView, OnDemandFeatureView
+    from feast import FeatureService, OnDemandFeatureView
 
     from config import Settings
 
@@ -35,16 +41,60 @@ _ROW = "_row"
 _FEATURE_TS = "_feature_ts"
 
 
-def training_set(settings: Settings, events: pd.DataFrame) -> pd.DataFrame:
-    """The events with the feature service's features as of each event's time, in their order."""
+@dataclass(frozen=True)
+class Service:
+    """A feature service and what a point-in-time join reads of it: its feature views with their
+    entity's join key, and its on-demand views, by name."""
+
+    service: FeatureService
+    views: dict[str, tuple[FeatureView, str]]
+    odfvs: dict[str, OnDemandFeatureView]
+
+    @property
+    def names(self) -> list[str]:
+        """The service's feature columns, in order (``store.feature_names``)."""
+        return service_features(self.service)
+
+
+TableReader = Callable[[FeatureView, str, list[str], pd.Timestamp, pd.Timestamp], pd.DataFrame]
+"""``(view, key, columns, lo, hi)`` -> the view's feature rows (key, time, columns) in ``[lo, hi]``."""
+
+
+def registered(settings: Settings) -> Service:
+    """The feature service as the registry has it (what training and serving use)."""
     store = get_store(settings)
     service, _ = feature_service(settings)
+    views = {v.name: (v, v.entity_columns[0].name) for v in store.list_feature_views()}
+    return Service(service, views, {o.name: o for o in store.list_on_demand_feature_views()})
+
+
+def declared(settings: Settings) -> Service:
+    """The feature service as ``feature_repo.definitions`` declares it, without a registry: the
+    same objects ``store.apply`` registers (join keys from the entities, as Feast infers them)."""
+    defs = feature_definitions(settings)
+    service = next(s for s in defs.feature_services if s.name == settings.feast.service)
+    keys = {e.name: e.join_key for e in defs.entities}
+    views = {v.name: (v, keys[v.entities[0]]) for v in defs.feature_views}
+    return Service(service, views, {o.name: o for o in defs.on_demand_feature_views})
+
+
+def training_set(settings: Settings, events: pd.DataFrame) -> pd.DataFrame:
+    """The events with the feature service's features as of each event's time, in their order."""
+    return point_in_time(registered(settings), events, _read_view)
+
+
+def point_in_time(service: Service, events: pd.DataFrame, read: TableReader) -> pd.DataFrame:
+    """The events with ``service``'s features as of each event's time, in their order: per
+    feature view the as-of join of the rows ``read`` gives, then the on-demand views."""
     frame = request_frame(events)
-    views = {v.name: v for v in store.list_feature_views()}
-    for projection in service.feature_view_projections:
-        if projection.name in views:
-            frame = _as_of_join(frame, views[projection.name], [f.name for f in projection.features])
-    return with_features(settings, events, frame)
+    for projection in service.service.feature_view_projections:
+        if projection.name in service.views:
+            view, key = service.views[projection.name]
+            ttl = view_ttl(view)
+            lo = frame[TIMESTAMP].min() - (ttl or pd.Timedelta(days=365 * 100))
+            table = read(view, key, [f.name for f in projection.features], lo, frame[TIMESTAMP].max())
+            frame = as_of(frame, table, key, ttl)
+    return on_demand(service, events, frame)
 
 
 def request_frame(events: pd.DataFrame) -> pd.DataFrame:
@@ -66,16 +116,18 @@ def request_frame(events: pd.DataFrame) -> pd.DataFrame:
 
 def with_features(settings: Settings, events: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
     """Run the service's on-demand views on the joined ``frame``; the events with every feature."""
-    store = get_store(settings)
-    service, names = feature_service(settings)
-    odfvs = {o.name: o for o in store.list_on_demand_feature_views()}
-    for projection in service.feature_view_projections:
-        if projection.name in odfvs:
-            out = _transform(odfvs[projection.name], frame)
+    return on_demand(registered(settings), events, frame)
+
+
+def on_demand(service: Service, events: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+    """Run ``service``'s on-demand views on the joined ``frame``; the events with every feature."""
+    for projection in service.service.feature_view_projections:
+        if projection.name in service.odfvs:
+            out = _transform(service.odfvs[projection.name], frame)
             for feature in projection.features:
                 frame[feature.name] = out.column(feature.name).to_numpy(zero_copy_only=False)
     frame = frame.sort_values(_ROW)
-    features = frame[names].astype("float64").set_axis(events.index)
+    features = frame[service.names].astype("float64").set_axis(events.index)
     return pd.concat([events, features], axis=1)
 
 
@@ -87,12 +139,9 @@ def _transform(odfv: OnDemandFeatureView, frame: pd.DataFrame) -> pa.Table:
     return odfv.transform_arrow(table)
 
 
-def _as_of_join(frame: pd.DataFrame, view: FeatureView, columns: list[str]) -> pd.DataFrame:
-    """Each row's latest feature row of ``view`` strictly before its time, within the TTL."""
-    key, ttl = view.entity_columns[0].name, view_ttl(view)
-    lo = frame[TIMESTAMP].min() - (ttl or pd.Timedelta(days=365 * 100))
-    table = _read_source(source_path(view), key, columns, lo, frame[TIMESTAMP].max())
-    return as_of(frame, table, key, ttl)
+def _read_view(view: FeatureView, key: str, columns: list[str], lo: Any, hi: Any) -> pd.DataFrame:
+    """A feature view's rows in ``[lo, hi]`` from its batch source's Parquet."""
+    return _read_source(source_path(view), key, columns, lo, hi)
 
 
 def view_ttl(view: FeatureView) -> pd.Timedelta | None:

@@ -95,9 +95,14 @@ def feature_service(settings: Settings) -> tuple[FeatureService, list[str]]:
     if cached and time.monotonic() - cached[0] < settings.feast.registry_cache_ttl_seconds:
         return cached[1], cached[2]
     service = get_store(settings).get_feature_service(settings.feast.service)
-    names = [f.name for projection in service.feature_view_projections for f in projection.features]
+    names = service_features(service)
     _services[key] = (time.monotonic(), service, names)
     return service, names
+
+
+def service_features(service: FeatureService) -> list[str]:
+    """A feature service's feature columns, in order."""
+    return [f.name for projection in service.feature_view_projections for f in projection.features]
 
 
 def feature_names(settings: Settings) -> list[str]:

@@ -26,7 +26,7 @@ STAGE_DEPENDENCIES: dict[str, set[str]] = {
     "rollout": {"common", "ingest", "serving"},
     "monitoring": {"common", "training", "serving"},
     "platform": {"common", "ingest", "features", "training", "serving", "rollout", "monitoring", "backtest"},
-    "backtest": {"common", "ingest", "training", "serving", "monitoring", "platform"},
+    "backtest": {"common", "features", "ingest", "training", "serving", "monitoring", "platform"},
 }
 """What each package of ``tasks/`` may import besides itself (and ``config``): the loop's order."""
 
