@@ -18,7 +18,6 @@ import dataclasses
 import json
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -46,15 +45,16 @@ class FirstRetrain:
             }
 
 
-def _predictions(settings: Any, hour: Any, frame: pd.DataFrame, scores: np.ndarray) -> pd.DataFrame:
-    """One replayed hour as serving logs it: live champion predictions of version 1."""
-    schema, train = settings.schema_, settings.train
-    out = frame[[schema.key, *train.raw_numeric, *train.raw_categorical]].copy()
+def _predictions(settings: Any, hour: Any, frame: pd.DataFrame, model: Any) -> pd.DataFrame:
+    """One replayed hour as serving logs it: live champion predictions of version 1, with the
+    model's input (the request's columns and the feature service's features)."""
+    schema = settings.schema_
+    out = frame[[schema.key, *model.model.spec.columns]].copy()
     out.insert(0, "request_id", [f"r-{hour}-{i}" for i in range(len(frame))])
     out["timestamp"] = frame[schema.timestamp].to_numpy()
     out["timestamp"] = pd.to_datetime(out["timestamp"], utc=True)
     out["route"], out["traffic"], out["model_version"] = "champion", "live", "1"
-    out["score"] = scores
+    out["score"] = model.score(frame)
     return out
 
 
@@ -78,16 +78,18 @@ def _labels(settings: Any, frame: pd.DataFrame) -> pd.DataFrame:
 
 def _write_world(settings: Any, s: spec.Spec, found: dict[str, Any]) -> None:
     """The inference log, the monitor's store and the champion's cached reference."""
+    from tasks.backtest import features
     from tasks.backtest import history as hist
     from tasks.monitoring import reference, store
     from tasks.serving import logfiles
 
     h = hist.build(settings, s)
+    features.add(settings, h, features.warmup_hours(settings, s.rows_per_hour, h.start))
     model = found["champion"]
     for hour, model_id in sorted(found["served"].items()):
         assert model_id == model.id  # before the first retrain the first champion served all
         frame = h.hours[hour]
-        preds = _predictions(settings, hour, frame, model.score(frame))
+        preds = _predictions(settings, hour, frame, model)
         logfiles.write_hourly(logfiles.predictions_uri(settings), preds, "timestamp", f"p-{hour}.parquet")
         labels = _labels(settings, frame)
         logfiles.write_hourly(logfiles.labels_uri(settings), labels, hist.LABELED_AT, f"l-{hour}.parquet")
