@@ -47,6 +47,9 @@ class History:
     start: pd.Timestamp
     hours: list[pd.DataFrame] = field(default_factory=list)
     arrays: list[HourArrays] = field(default_factory=list)
+    context: list[pd.DataFrame] = field(default_factory=list)
+    """Transactions before the first hour that its feature windows reach back into (a project's
+    first ``train.warmup_hours``); a simulated history's come from ``features.warmup_hours``."""
 
     @property
     def first_replayed(self) -> int:

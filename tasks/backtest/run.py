@@ -48,10 +48,9 @@ def first_champion(shared: Shared, spec: Spec, run_settings: Any) -> Model:
 
 def _feature_context(settings: Settings, spec: Spec, history: History) -> list[pd.DataFrame]:
     """What the first hours' feature windows reach back into: simulated stable hours before a
-    simulated history; nothing before a project's own data (its first hours' windows are as
-    short as production's were then)."""
+    simulated history; a project's own first ``train.warmup_hours`` (``source.project``)."""
     if spec.history == source.PROJECT:
-        return []
+        return history.context
     return features.warmup_hours(settings, spec.rows_per_hour, history.start)
 
 

@@ -4,7 +4,9 @@
 ``history: project`` (``airloop backtest --history project``) replays what the project has
 seen instead: the ingest stage's curated transactions (``storage.curated_uri``, every
 ``event_date=`` partition, ``ingest.curated.read_curated_dates``) cut into hours by event time
-from the first transaction's hour. The first ``train_days`` of hours train the first champion;
+from the first hour after the features' warm-up (``train.warmup_hours``, the longest feature
+window by default: as in training, those transactions are the first hours' feature context, not
+rows). The first ``train_days`` of hours train the first champion;
 the replay is every hour after them, at most ``days`` of them. The hours are contiguous: an
 hour without transactions is an empty window, as the monitor would see it.
 
@@ -32,6 +34,7 @@ import pandas as pd
 from tasks.backtest import history as hist
 from tasks.ingest.curated import curated_dates, read_curated_dates
 from tasks.serving.inference_log import read_labels
+from tasks.training.dataset import warmup
 
 if TYPE_CHECKING:
     from config import Settings
@@ -82,7 +85,11 @@ def project(settings: Settings, spec: Spec) -> hist.History:
     """The project's curated history as the backtest's hours (see the module's docstring)."""
     frame = transactions(settings)
     ts = settings.schema_.timestamp
-    start = frame[ts].min().floor("h")
+    # as training does: the first train.warmup_hours are the features' context, not rows
+    start = (frame[ts].min().floor("h") + warmup(settings)).ceil("h")
+    context, frame = frame[frame[ts] < start], frame[frame[ts] >= start].reset_index(drop=True)
+    if frame.empty:
+        raise ValueError(f"the curated history is no longer than the features' warm-up ({warmup(settings)})")
     hour_of = ((frame[ts] - start) // pd.Timedelta(hours=1)).to_numpy("int64")
     present = int(hour_of.max()) + 1
     if present <= spec.train_hours:
@@ -90,7 +97,7 @@ def project(settings: Settings, spec: Spec) -> hist.History:
             f"the curated history spans {present} hours, no more than train_days ({spec.train_hours} h)"
         )
     spec = replace(spec, days=min(spec.hours, present - spec.train_hours) / 24)
-    history = hist.History(spec, start)
+    history = hist.History(spec, start, context=[context])
     bounds = np.searchsorted(hour_of, np.arange(spec.train_hours + spec.hours + 1))
     for hour, (lo, hi) in enumerate(itertools.pairwise(bounds)):
         part = frame.iloc[lo:hi].reset_index(drop=True)

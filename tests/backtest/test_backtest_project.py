@@ -33,6 +33,24 @@ def _spec(**changes: Any) -> spec.Spec:
     return spec.parse(data | changes)
 
 
+def _write_warmup(settings: Any, s: spec.Spec) -> None:
+    """The features' warm-up before ``START`` (``train.warmup_hours``: context, not rows), stable
+    hours written a day per file."""
+    from tasks.ingest.curated import write_curated
+    from tasks.platform.simulate import generate_batch
+    from tasks.training.dataset import warmup
+
+    hours = int(warmup(settings) / pd.Timedelta(hours=1))
+    day: list[pd.DataFrame] = []
+    for hour in range(-hours, 0):
+        at = START + pd.Timedelta(hours=hour)
+        index = 10_000 + hours + hour
+        day.append(generate_batch(settings, "stable", index=index, rows=s.rows_per_hour, at=at))
+        if len(day) == 24 or hour == -1:
+            write_curated(settings, pd.concat(day, ignore_index=True), f"warmup-{hour + hours:03d}")
+            day = []
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A project whose curated dataset holds the hours, and the settings the backtest reads."""
@@ -46,6 +64,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         mp.setenv("AIRLOOP_HOME", str(home))
         s = _spec()
         settings = spec.policy_settings(s, s.policies[0])
+        _write_warmup(settings, s)
         for hour in range(TRAIN_HOURS + REPLAYED_HOURS):
             if hour == EMPTY_HOUR:
                 continue
@@ -65,7 +84,7 @@ def test_labels_land_when_posted_else_after_the_specs_delay(project):
     settings = project
     frame = source.transactions(settings)
     ts, label = settings.schema_.timestamp, settings.schema_.label
-    assert len(frame) == (TRAIN_HOURS + REPLAYED_HOURS - 1) * SMALL["rows_per_hour"]
+    assert (frame[ts] >= START).sum() == (TRAIN_HOURS + REPLAYED_HOURS - 1) * SMALL["rows_per_hour"]
     history = source.project(settings, _spec())
     assert [len(h) for h in history.hours].count(0) == 1 and history.hours[EMPTY_HOUR].empty
     posted = history.hours[POSTED_HOUR]
