@@ -57,6 +57,13 @@ def _job_settings(world, cluster, **overrides: str):
     )
 
 
+@pytest.fixture
+def job_env(cluster, monkeypatch) -> None:
+    """The Airflow worker's environment: the cluster's token and a model-signing key."""
+    monkeypatch.setenv(TOKEN_ENV, cluster.token)
+    monkeypatch.setenv(SIGNING_KEY, "k")
+
+
 def _operator(settings, training_set_uri: str, **kwargs):
     from plugins.training import RayJobTrainingOperator, training_operator
 
@@ -96,11 +103,10 @@ def test_the_train_task_submits_the_entrypoint_as_a_ray_job_that_trains_on_two_n
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_a_failed_job_fails_the_task_with_the_end_of_its_log(world, cluster, monkeypatch, tmp_path) -> None:
+@pytest.mark.usefixtures("job_env")
+def test_a_failed_job_fails_the_task_with_the_end_of_its_log(world, cluster, tmp_path) -> None:
     from airflow.sdk.exceptions import AirflowException
 
-    monkeypatch.setenv(TOKEN_ENV, cluster.token)
-    monkeypatch.setenv(SIGNING_KEY, "k")
     op = _operator(_job_settings(world, cluster), (tmp_path / "nowhere.parquet").as_uri())
     with pytest.raises(AirflowException, match=r"FAILED(.|\n)*error: no training set at"):
         op.run_job()
@@ -108,12 +114,11 @@ def test_a_failed_job_fails_the_task_with_the_end_of_its_log(world, cluster, mon
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_a_job_past_its_timeout_is_stopped_and_fails_the_task(world, cluster, monkeypatch) -> None:
+@pytest.mark.usefixtures("job_env")
+def test_a_job_past_its_timeout_is_stopped_and_fails_the_task(world, cluster) -> None:
     from airflow.sdk.exceptions import AirflowException
     from ray.job_submission import JobStatus
 
-    monkeypatch.setenv(TOKEN_ENV, cluster.token)
-    monkeypatch.setenv(SIGNING_KEY, "k")
     settings = _job_settings(world, cluster, training_pod__ray_job__timeout_seconds="2")
     op = _operator(settings, world.training_set_uri)
     with pytest.raises(AirflowException, match=r"after 2 s: stopped"):
@@ -158,7 +163,7 @@ def _event(trigger, timeout: float = 100) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-@pytest.mark.usefixtures("airflow_db")
+@pytest.mark.usefixtures("airflow_db", "job_env")
 def test_deferred_the_train_dag_waits_in_the_triggerer_and_registers_the_version(
     world, cluster, mlflow_client, monkeypatch, capfd
 ) -> None:
@@ -201,13 +206,10 @@ def test_deferred_the_train_dag_waits_in_the_triggerer_and_registers_the_version
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_deferred_a_failed_job_fails_the_task_with_the_end_of_its_log(
-    world, cluster, monkeypatch, tmp_path
-) -> None:
+@pytest.mark.usefixtures("job_env")
+def test_deferred_a_failed_job_fails_the_task_with_the_end_of_its_log(world, cluster, tmp_path) -> None:
     from airflow.sdk.exceptions import AirflowException
 
-    monkeypatch.setenv(TOKEN_ENV, cluster.token)
-    monkeypatch.setenv(SIGNING_KEY, "k")
     op = _operator(_job_settings(world, cluster), (tmp_path / "nowhere.parquet").as_uri(), deferrable=True)
     trigger = op.submit_job("failed")
     assert trigger.job_id == op.submission_id and cluster.token not in repr(trigger.serialize())
@@ -219,12 +221,11 @@ def test_deferred_a_failed_job_fails_the_task_with_the_end_of_its_log(
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_deferred_a_job_past_its_deadline_is_stopped_by_the_trigger(world, cluster, monkeypatch) -> None:
+@pytest.mark.usefixtures("job_env")
+def test_deferred_a_job_past_its_deadline_is_stopped_by_the_trigger(world, cluster) -> None:
     from airflow.sdk.exceptions import AirflowException
     from ray.job_submission import JobStatus
 
-    monkeypatch.setenv(TOKEN_ENV, cluster.token)
-    monkeypatch.setenv(SIGNING_KEY, "k")
     settings = _job_settings(world, cluster, training_pod__ray_job__timeout_seconds="2")
     op = _operator(settings, world.training_set_uri, deferrable=True)
     event = _event(op.submit_job("deadline"))
@@ -237,12 +238,11 @@ def test_deferred_a_job_past_its_deadline_is_stopped_by_the_trigger(world, clust
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_deferred_killing_the_task_stops_its_job(world, cluster, monkeypatch) -> None:
+@pytest.mark.usefixtures("job_env")
+def test_deferred_killing_the_task_stops_its_job(world, cluster) -> None:
     """A person marks the deferred task failed: Airflow calls the trigger's on_kill."""
     from ray.job_submission import JobStatus
 
-    monkeypatch.setenv(TOKEN_ENV, cluster.token)
-    monkeypatch.setenv(SIGNING_KEY, "k")
     op = _operator(_job_settings(world, cluster), world.training_set_uri, deferrable=True)
     trigger = _rebuilt(op.submit_job("killed"))
     asyncio.run(trigger.on_kill())
