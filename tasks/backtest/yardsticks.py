@@ -64,10 +64,10 @@ def new_traffic(settings: Settings, spec: Spec, start: pd.Timestamp, context: li
 def reference(
     settings: Settings, spec: Spec, start: pd.Timestamp, context: list[pd.DataFrame]
 ) -> Model | None:
-    """The reference model (``None`` without a scenario to simulate); not held to the gate, as it
-    never serves: at this scale a model of the new traffic can miss a fixed floor (the fairness
-    gap, ROC AUC 0.85) and still be the best that traffic allows."""
-    if spec.history == source.PROJECT or spec.scenario == "stable":
+    """The reference model (``None`` when not asked for or without a scenario to simulate); not
+    held to the gate, as it never serves: at this scale a model of the new traffic can miss a
+    fixed floor (the fairness gap, ROC AUC 0.85) and still be the best that traffic allows."""
+    if not spec.reference or spec.history == source.PROJECT or spec.scenario == "stable":
         return None
     frame = pd.concat(new_traffic(settings, spec, start, context).hours, ignore_index=True)
     return train(gate_settings(settings, spec.segment_gate), frame, "reference", None, gated=False).model
