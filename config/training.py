@@ -184,6 +184,13 @@ class Train(Section):
     """Events this soon after the curated history begins are features' context, not training
     rows: their trailing windows reach before the history, so a 7-day count there ramps up from
     zero, a ramp serving never sees. ``None``: the longest feature window; 0: keep every row."""
+    performance_window_hours: float | None = Field(None, gt=0)
+    """A retrain the monitor triggered on live performance (reason ``performance``: the inputs
+    look as before, the labels say the model is wrong, so the concept changed) trains on the
+    events of this many hours before the window that triggered it only: older labels teach the
+    old concept, and with the hold-out the newest part of the range, a long range leaves the new
+    one in the hold-out alone for days. ``None``: the whole range, as any other run. Size it so
+    the hold-out (``holdout_fraction`` of it) holds ``gate.min_holdout_positives`` fraud rows."""
     latency_rows: int = 2000
     build: TrainingSetBuild = TrainingSetBuild()
     workers: int = Field(1, ge=1)

@@ -58,9 +58,9 @@ def train():
     @stage_task
     def training_set(params=None) -> dict:
         """Labelled events joined with their features as of each event, written once per content."""
-        from tasks.training.dataset import build_or_skip  # noqa: PLC0415 - pandas and Feast: not at parse time
+        from tasks.training.dataset import build_or_skip, time_range  # noqa: PLC0415 - pandas and Feast: not at parse time
 
-        return build_or_skip(cfg, start=params.get("start"), end=params.get("end")).as_dict()
+        return build_or_skip(cfg, **time_range(cfg, params)).as_dict()
 
     fit = training_operator(
         cfg,

@@ -10,8 +10,10 @@ champion that passed the gate serves all traffic). Models see what production's 
 service's features (``features.add`` puts them on the history, computed by the feature store's
 code) and the request's raw columns.
 
-Models are cached by the hour their training data ends: two policies that retrain at the same
-hour get the same model, trained once.
+A retrain trains on the last ``train_days``, or on less where the train DAG would
+(``dataset.time_range``: ``train.performance_window_hours`` for a performance-triggered retrain).
+Models are cached by the hours they train on: two policies that retrain on the same range get
+the same model, trained once.
 """
 
 from __future__ import annotations
@@ -79,9 +81,12 @@ def _fit_context(settings: Settings, frame: pd.DataFrame, features: list[str]) -
     return FitContext(settings, spec, split, pos_weight, settings.train.seed, "cpu")
 
 
-def train(settings: Settings, frame: pd.DataFrame, model_id: str, champion: Model | None) -> Retrained:
+def train(
+    settings: Settings, frame: pd.DataFrame, model_id: str, champion: Model | None, *, gated: bool = True
+) -> Retrained:
     """Train the configured candidates on ``frame``, gate them against ``champion``; the best
-    passing one as a ``Model`` (with its reference built as the monitor builds it)."""
+    passing one as a ``Model`` (with its reference built as the monitor builds it). Not
+    ``gated``: the best one, passed or not (a yardstick, never a champion)."""
     started = time.perf_counter()
     features = names(settings)
     ctx = _fit_context(settings, frame, features)
@@ -101,7 +106,7 @@ def train(settings: Settings, frame: pd.DataFrame, model_id: str, champion: Mode
         )
         outcomes.append(_Outcome(fitted.model, metrics, decision))
         summaries.append({"candidate": candidate.name, "passed": decision.passed, "failed": decision.reasons})
-    best = _best_passing(outcomes, settings.gate.select_by)
+    best = _best_passing(outcomes, settings.gate.select_by, gated)
     model = None
     if best is not None:
         ts = frame[settings.schema_.timestamp]
@@ -118,10 +123,10 @@ def train(settings: Settings, frame: pd.DataFrame, model_id: str, champion: Mode
     return Retrained(model, summaries, time.perf_counter() - started)
 
 
-def _best_passing(outcomes: list[_Outcome], select_by: str) -> _Outcome | None:
+def _best_passing(outcomes: list[_Outcome], select_by: str, gated: bool = True) -> _Outcome | None:
     """``tasks.training.run.best_passing``'s rule (that module logs to MLflow): the passing
-    candidate with the highest ``gate.select_by`` metric."""
-    passing = [o for o in outcomes if o.decision.passed]
+    candidate with the highest ``gate.select_by`` metric (any candidate, not ``gated``)."""
+    passing = [o for o in outcomes if o.decision.passed or not gated]
     return max(passing, key=lambda o: float(getattr(o.metrics, select_by)), default=None)
 
 

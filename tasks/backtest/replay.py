@@ -17,7 +17,7 @@ For each replayed hour and each policy, in simulated time:
 
 Scores are cached per (hour, model), computed a day at a time; a window's ``window.analyze``
 once per (champion, hours it served, monitor settings) and its drift once per (champion, drift
-settings); models per (data end, champion). Policies that have not diverged cost one.
+settings); models per (data range, champion). Policies that have not diverged cost one.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from tasks.monitoring import decision, drift, performance, window
 from tasks.monitoring.reading import WindowData
 from tasks.monitoring.results import LABEL, SCORE, Window, WindowResult
 from tasks.monitoring.retrain import LastRetrain, run_id_for
+from tasks.training.dataset import time_range
 from tasks.training.families.base import model_input
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ class Shared:
     hourly: dict[str, dict[Any, Any]] = field(default_factory=dict)
     """This hour's ``sample``, ``drift``, ``result`` and ``quality`` caches."""
     hour: int = -1
-    models: dict[tuple[int, str], Retrained] = field(default_factory=dict)
+    models: dict[tuple[int, int, str], Retrained] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     computed: dict[str, int] = field(default_factory=dict)
 
@@ -228,13 +229,25 @@ def _land(run: PolicyRun, hour: int, deployed_at: pd.Timestamp) -> None:
     run.pending = None
 
 
+def _first_trained(shared: Shared, spec: Spec, run: PolicyRun, made: decision.Decision) -> int:
+    """The first hour a retrain trains on: ``train_days`` before the decision, or less where the
+    train DAG's range is shorter (``dataset.time_range``: a performance-triggered retrain's)."""
+    h = shared.history
+    first = pd.Timestamp(made.end) - pd.Timedelta(hours=spec.train_hours)
+    start = time_range(run.settings, made.conf())["start"]
+    if start is not None:
+        first = max(first, pd.Timestamp(start))
+    return int(np.ceil((first - h.at(0)) / pd.Timedelta(hours=1)))
+
+
 def _retrain(shared: Shared, spec: Spec, run: PolicyRun, hour: int, made: decision.Decision) -> None:
     """Train and gate a model on the labels landed by the decision; ready ``retrain_hours`` later."""
     end = pd.Timestamp(made.end)
-    key = (hour + 1, run.champion.id)
+    first = _first_trained(shared, spec, run, made)
+    key = (first, hour + 1, run.champion.id)
     if key not in shared.models:
         started = time.perf_counter()
-        frame = shared.history.labelled_by(hour + 1 - spec.train_hours, hour + 1, end)
+        frame = shared.history.labelled_by(first, hour + 1, end)
         settings = gate_settings(run.settings, spec.segment_gate)
         shared.models[key] = train(settings, frame, f"h{hour + 1}", run.champion)
         shared.timed("training", started)

@@ -4,7 +4,9 @@ Per policy: the true ROC AUC and recall of what it served over time (every label
 spec's ``quality_hours``) with a marker at each retrain that reached serving, the ROC AUC its
 monitor estimated from scores alone, and a table of the headline numbers side by side (retrains,
 time from the drift's onset to detection and to the retrained champion, area lost under the
-quality curve). Published as a ``backtests`` report (``tasks.common.reports``), so the Airflow UI's
+quality curve), and what they compare with: the quality a model trained on the new traffic alone
+reaches (``yardsticks``' reference, also drawn on each quality chart) and the first champion's,
+never retrained. Published as a ``backtests`` report (``tasks.common.reports``), so the Airflow UI's
 airloop view lists it; ``write`` also writes both files where the caller asks.
 """
 
@@ -39,7 +41,13 @@ def _marks(result: dict[str, Any], policy: str) -> list[Any]:
 def charts(result: dict[str, Any], policy: str, title: str | None = None) -> list[str]:
     """A policy's quality over time, retrains marked, and its estimate beside the truth
     (``title``: the first chart's, when not the page's)."""
-    w = _thin(pd.DataFrame(result["windows"][policy]))
+    w = pd.DataFrame(result["windows"][policy])
+    reference = result.get("reference")
+    quality = {"ROC AUC": "roc_auc", "recall": "recall"}
+    if reference:  # what a retrain on the new traffic alone reaches (``yardsticks``)
+        w["reference_roc_auc"] = [x["roc_auc"] for x in reference["windows"]]
+        quality["reference ROC AUC"] = "reference_roc_auc"
+    w = _thin(w)
     times = list(pd.to_datetime(w["end"], utc=True))
     marks = _marks(result, policy)
     onset = [pd.Timestamp(result["onset"])] if result.get("onset") else []
@@ -49,7 +57,7 @@ def charts(result: dict[str, Any], policy: str, title: str | None = None) -> lis
             title
             or f"{policy}: true ROC AUC and recall over the last {hours} h (| retrained champion serving)",
             times,
-            {"ROC AUC": list(w["roc_auc"]), "recall": list(w["recall"])},
+            {name: list(w[column]) for name, column in quality.items()},
             marks={"retrain": marks, "onset": onset},
         ),
         svg_chart(
@@ -85,7 +93,20 @@ def table(result: dict[str, Any]) -> str:
             f"<td>{_cell(est['share_within_band'])}</td>"
             f"<td><code>{html.escape(json.dumps(p['monitor']))}</code></td></tr>"
         )
-    return f"<table>{_HEAD}{''.join(rows)}</table>"
+    return f"<table>{_HEAD}{''.join(rows)}</table>{_yardsticks(result)}"
+
+
+def _yardsticks(result: dict[str, Any]) -> str:
+    """What the policies' quality after the onset compares with (``yardsticks``)."""
+    reference, first = result.get("reference"), result.get("first_champion") or {}
+    if not reference:
+        return ""
+    return (
+        f"<p>Achievable on the new traffic: a model of the same training code and scale trained on "
+        f"{result['spec']['train_days']:g} days of it alone (the reference) has a mean ROC AUC of "
+        f"{_cell(reference['mean_roc_auc_after_onset'], 3)} after the onset; the first champion, never "
+        f"retrained, {_cell(first.get('mean_roc_auc_after_onset'), 3)}.</p>"
+    )
 
 
 def _history(spec: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tasks.backtest import features, source
+from tasks.backtest import features, source, yardsticks
 from tasks.backtest.models import gate_settings, train
 from tasks.backtest.replay import Observe, PolicyRun, Shared, step
 from tasks.backtest.spec import policy_settings
@@ -65,7 +65,8 @@ def backtest(
     shared = Shared(history)
     shared.timed("history", started)
     started_features = time.perf_counter()
-    features.add(settings[0], history, _feature_context(settings[0], spec, history))
+    context = _feature_context(settings[0], spec, history)
+    features.add(settings[0], history, context)
     shared.timed("features", started_features)
     rows = sum(len(h) for h in history.hours)
     say(f"history ({spec.history}): {spec.train_hours + spec.hours} hours, {rows} transactions")
@@ -78,12 +79,15 @@ def backtest(
         if (hour - history.first_replayed + 1) % 24 == 0:
             day = (hour - history.first_replayed + 1) // 24
             say(f"day {day}: " + ", ".join(f"{r.policy.name} {len(r.retrains)} retrains" for r in runs))
+    started_yardsticks = time.perf_counter()
+    measured = yardsticks.measure(shared, spec, settings[0], champion, context)
+    shared.timed("yardsticks", started_yardsticks)
     onset = history.at(history.onset)
     out = {
         "spec": spec.as_dict(),
         "created_at": now_iso(),
         "onset": onset.isoformat() if spec.scenario != "stable" else None,
-        "first_champion": {"id": champion.id, "holdout": champion.holdout},
+        **measured,  # the reference and the first champion serving on: quality curves (yardsticks)
         "policies": [policy_summary(r, onset) for r in runs],
         "windows": {r.policy.name: r.windows for r in runs},
         "retrains": {r.policy.name: r.retrains for r in runs},

@@ -49,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "retrain_hours": 2,
     "quality_hours": 24,
     "segment_gate": False,
+    "reference": True,
     "settings": {},
 }
 
@@ -81,6 +82,9 @@ class Spec:
     """Whether retrains are held to the gate's per-segment checks (``gate.segments``): off by
     default (set when the backtest's models saw the request's raw columns only and missed some
     segments' recall floors, which turned every retrain down)."""
+    reference: bool
+    """Whether to train and score the reference model (``yardsticks``: what a model of the new
+    traffic alone reaches; one more training and feature computation)."""
     settings: dict[str, Any]
     """Overrides of every policy's settings (the reduced training scale, the drift sample)."""
     policies: tuple[Policy, ...]
@@ -132,6 +136,7 @@ def parse(data: dict[str, Any]) -> Spec:
         retrain_hours=int(merged["retrain_hours"]),
         quality_hours=int(merged["quality_hours"]),
         segment_gate=bool(merged["segment_gate"]),
+        reference=bool(merged["reference"]),
         settings=dict(merged["settings"] or {}),
         policies=policies,
     )

@@ -290,6 +290,18 @@ def read(settings: Settings, uri: str) -> tuple[pd.DataFrame, DataVersion]:
     return frame, version
 
 
+def time_range(settings: Settings, params: dict[str, Any]) -> dict[str, str | None]:
+    """The events a train run trains on, from its params (``start``/``end`` as given; a retrain
+    the monitor triggered on live performance from ``train.performance_window_hours`` before the
+    window that triggered it, when set: older labels teach the concept that changed)."""
+    start, end = params.get("start"), params.get("end")
+    hours = settings.train.performance_window_hours
+    window_end = (params.get("drift") or {}).get("window_end")
+    if start is None and hours is not None and params.get("reason") == "performance" and window_end:
+        start = (utc_timestamp(window_end) - pd.Timedelta(hours=hours)).isoformat()
+    return {"start": start, "end": end}
+
+
 def build_or_skip(settings: Settings, *, start: str | None = None, end: str | None = None) -> DataVersion:
     """``build`` for the train DAG: no usable data is nothing to train on (``Skip``), not a failure."""
     try:

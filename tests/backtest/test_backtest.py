@@ -4,7 +4,9 @@ window's size.
 
 - on stable traffic no policy retrains;
 - on covariate drift, concept drift and the ramp the policy finds the drift and the retrained
-  champion restores quality (and takes the drift away);
+  champion restores quality: near what a model trained on the new traffic alone reaches in the
+  same run (the reference, ``yardsticks``), and no worse than the first champion left serving (on
+  concept drift, which costs that one half its ROC AUC, far better);
 - every replayed decision equals what the monitor DAG's decide task computes
   (``decision.decide_and_record``, which ``decide_window`` calls) from the same window in its XCom
   form, recorded in a real store, with the same retrain state from "Airflow" (``SameAsTheDag``
@@ -108,18 +110,40 @@ def concept() -> dict[str, Any]:
     return backtest(_spec("concept_drift", 2.5, 0.5, [{"name": "default"}, WATCH]))
 
 
-def _restored(result: dict[str, Any], policy: str = "default") -> None:
-    """The drift was found, a retrained champion served, and quality after it is back (the
-    drift itself stays in the windows until the training window has moved past the onset)."""
+REACHED = 0.04
+"""The retrained champion's ROC AUC is at most this far below the reference's on the same windows
+(a retrain decided a day after the onset has a day of the new traffic's labels; the reference,
+three: on concept drift 0.913 against 0.943)."""
+GAINED = 0.8
+"""Where the drift cost the first champion more than ``REACHED``, the retrained one wins back at
+least this share of what it lost against the reference (on concept drift 0.94)."""
+
+
+def _restored(result: dict[str, Any], policy: str = "default") -> dict[str, float]:
+    """The drift was found, a retrained champion served, and once the quality window covers its
+    hours only, its quality is what is achievable on the new traffic, measured in the same run
+    (``yardsticks``): near the reference's (a model of the same code and scale trained on the new
+    traffic alone), and no worse than the first champion's, left serving; clearly better where
+    the drift cost that one. Not "back to the level before the onset": under concept drift the
+    best achievable quality changes with the traffic. The means, for the caller's own checks."""
     summary = next(p for p in result["policies"] if p["policy"] == policy)
     assert summary["detected_after_hours"] is not None, summary
     assert summary["deployed"] >= 1, result["retrains"][policy]
     w = _windows(result, policy)
-    deployed = pd.Timestamp(next(r["deployed_at"] for r in result["retrains"][policy] if r["deployed_at"]))
-    after = w[w["end"] > deployed + pd.Timedelta(hours=result["spec"]["quality_hours"])]
+    w["reference"] = [x["roc_auc"] for x in result["reference"]["windows"]]
+    w["stale"] = [x["roc_auc"] for x in result["first_champion"]["windows"]]
+    onset = pd.Timestamp(result["onset"])
+    deployed = next(pd.Timestamp(r["deployed_at"]) for r in result["retrains"][policy] if r["deployed_at"])
+    after = w[w["end"] > max(deployed, onset) + pd.Timedelta(hours=result["spec"]["quality_hours"])]
     assert len(after) >= 6
-    level = summary["quality_before_onset"]["roc_auc"]
-    assert after["roc_auc"].mean() >= level - 0.03, (after["roc_auc"].mean(), level)
+    got = {"retrained": float(after["roc_auc"].mean())}
+    got |= {k: float(after[k].mean()) for k in ("reference", "stale")}
+    got["before_onset"] = summary["quality_before_onset"]["roc_auc"]
+    assert got["retrained"] >= got["reference"] - REACHED, got
+    lost = got["reference"] - got["stale"]
+    floor = got["stale"] + GAINED * lost if lost > REACHED else got["stale"] - REACHED
+    assert got["retrained"] >= floor, got
+    return got
 
 
 def test_on_stable_traffic_no_policy_retrains(tmp_path, monkeypatch):
@@ -142,17 +166,13 @@ def test_covariate_drift_is_found_and_the_retrain_restores_quality(covariate):
     _restored(covariate[0])
 
 
-@pytest.mark.xfail(
-    reason="with the feature service's features the first champion's ROC AUC before the onset is "
-    "0.96-0.97, and no model reaches level - 0.03 on concept-drifted traffic: one trained on 3 days "
-    "of drifted traffic only scores 0.92-0.95 on the next 12-hour spans (drifted background fraud, "
-    "single small contactless grocery buys near home, has no velocity signal; only the bursts do); "
-    "and for ~40 hours after the onset every retrain fails the gate, its hold-out drifted, its "
-    "training window mostly from before the onset (open)",
-    strict=False,
-)
 def test_concept_drift_is_found_and_the_retrain_restores_quality(concept):
-    _restored(concept)
+    got = _restored(concept)
+    # the new fraud inverts the old signal: the first champion falls to ~0.45 (~0.97 before the
+    # onset), the reference reaches ~0.94: there was something to restore
+    assert got["reference"] - got["stale"] >= 0.2, got
+    page = report.render(concept)  # the report shows the yardsticks a user chooses by
+    assert "reference ROC AUC" in page and "Achievable on the new traffic" in page
 
 
 def test_concept_drift_is_found(concept):

@@ -139,7 +139,7 @@ def _xcom(run: Any, task_id: str) -> Any:
 def test_the_monitor_dag_decides_a_replayed_window_as_the_backtest_did(dag_settings, tmp_path, monkeypatch):
     from config import load_config
 
-    data = {**SMALL, "scenario": "covariate_drift", "days": 1, "onset_day": 0.25}
+    data = {**SMALL, "scenario": "covariate_drift", "days": 1, "onset_day": 0.25, "reference": False}
     s = spec.parse(data | {"policies": [{"name": "default"}]})
     first = FirstRetrain()
     backtest(s, observe=first)
