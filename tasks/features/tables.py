@@ -92,7 +92,8 @@ def _window_sums(
     events: pd.DataFrame, key: str, values: dict[str, pd.Series], windows: dict[str, timedelta]
 ) -> pd.DataFrame:
     """Per (key, distinct timestamp): sums of ``values`` over each trailing window ``(t-w, t]``."""
-    frame = pd.DataFrame({key: events[key].to_numpy(), TIMESTAMP: events[TIMESTAMP].to_numpy()})
+    # the times as they are (a tz-aware `to_numpy()` is an object array: sorts and joins ~10x slower)
+    frame = pd.DataFrame({key: events[key].to_numpy(), TIMESTAMP: events[TIMESTAMP].array})
     for name, series in values.items():
         frame[name] = series.to_numpy()
     frame = frame.sort_values([key, TIMESTAMP], kind="stable")

@@ -1,8 +1,12 @@
 """Live performance: the champion's predictions whose delayed labels have arrived, against the
 champion's own numbers on its hold-out split, at the same decision threshold, by the same code.
 
-ROC AUC and PR AUC are computed as in ``tasks.training.evaluation`` (scikit-learn); precision and recall are
-at ``monitor.performance.threshold`` (default ``serving.threshold``: what serving decides with).
+ROC AUC and PR AUC are scikit-learn's (``roc_auc_score``, ``average_precision_score``, as
+``tasks.training.evaluation`` computes them), by the same arithmetic on the same numbers without
+their input validation, which cost most of a call on a window's few thousand rows (the backtest
+computes them tens of thousands of times; ``tests/monitoring/test_decision.py`` holds them equal to
+scikit-learn's, ties included). Precision and recall are at ``monitor.performance.threshold``
+(default ``serving.threshold``: what serving decides with).
 Performance is *judged* only with at least ``min_labels`` labelled predictions of which
 ``min_positives`` are fraud; a metric is *degraded* when it fell below the hold-out's by more
 than its tolerance (``roc_auc_tolerance``, ``recall_tolerance``, ``precision_tolerance``; ``None``
@@ -14,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
+from scipy.integrate import trapezoid
 
 from tasks.monitoring.results import METRICS, Performance, Scores
 
@@ -27,6 +31,42 @@ def threshold_for(settings: Settings) -> float:
     return settings.serving.threshold if t is None else t
 
 
+def _curve(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """True and false positives at each distinct score, highest first (scikit-learn's
+    ``confusion_matrix_at_thresholds``: counts are whole numbers, so the order of ties is moot)."""
+    order = np.argsort(p, kind="stable")[::-1]
+    ends = np.r_[np.nonzero(np.diff(p[order]))[0], len(p) - 1]
+    tps = np.cumsum(y[order], dtype="float64")[ends]
+    return tps, 1 + ends.astype("float64") - tps
+
+
+def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """``sklearn.metrics.roc_auc_score`` of 0/1 labels ``y`` (both present) and finite scores ``p``."""
+    return _roc_area(*_curve(y, p))
+
+
+def average_precision(y: np.ndarray, p: np.ndarray) -> float:
+    """``sklearn.metrics.average_precision_score`` of 0/1 labels ``y`` (a positive present) and
+    finite scores ``p``."""
+    return _step_area(*_curve(y, p))
+
+
+def _roc_area(tps: np.ndarray, fps: np.ndarray) -> float:
+    """The ROC curve's trapezoidal area, as scikit-learn draws it: collinear points dropped, from (0, 0)."""
+    if len(fps) > 2:
+        keep = np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True]
+        tps, fps = tps[keep], fps[keep]
+    tps, fps = np.r_[0.0, tps], np.r_[0.0, fps]
+    return float(trapezoid(tps / tps[-1], fps / fps[-1]))
+
+
+def _step_area(tps: np.ndarray, fps: np.ndarray) -> float:
+    """Average precision: the step integral of the precision-recall curve, as scikit-learn's."""
+    precision = np.r_[(tps / (tps + fps))[::-1], 1.0]
+    recall = np.r_[(tps / tps[-1])[::-1], 0.0]
+    return float(max(0.0, -np.sum(np.diff(recall) * precision[:-1])))
+
+
 def scores(y: Any, p: Any, threshold: float) -> Scores:
     """Metrics of labels ``y`` (0/1) and scores ``p``; rows with a missing label or score are left out."""
     y = np.asarray(y, dtype="float64").reshape(-1)
@@ -36,8 +76,8 @@ def scores(y: Any, p: Any, threshold: float) -> Scores:
     rows, positives = len(y), int(y.sum())
     out = Scores(rows=rows, positives=positives, threshold=float(threshold))
     if 0 < positives < rows:
-        out.roc_auc = float(roc_auc_score(y, p))
-        out.pr_auc = float(average_precision_score(y, p))
+        curve = _curve(y, p)
+        out.roc_auc, out.pr_auc = _roc_area(*curve), _step_area(*curve)
     flagged = p >= threshold
     hits = int((flagged & (y == 1)).sum())
     if flagged.any():
