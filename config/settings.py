@@ -40,6 +40,11 @@ class AirflowStack(Section):
     most 4 (each idle worker holds ~0.2 GB)."""
     api_workers: int = Field(1, ge=1)
     """The api-server's uvicorn workers."""
+    malloc_arena_max: int | None = Field(None, ge=1)
+    """``MALLOC_ARENA_MAX`` for every process the local stack launches (Airflow's services and
+    their task processes, the training child, MLflow, the serving process and its Ray workers):
+    glibc's malloc keeps up to 8 arenas per core, one per thread that allocates, each holding
+    the memory it freed; ``None``: glibc's default."""
     task_heartbeat_timeout_seconds: int = Field(300, ge=30)
     """A running task whose process stopped heartbeating this long ago is failed and retried by the
     scheduler (``[scheduler] task_instance_heartbeat_timeout``): how long a task orphaned by a

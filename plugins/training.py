@@ -2,7 +2,8 @@
 
 ``training_operator(settings, **kwargs)`` picks the class once, from ``training_pod.runner``:
 
-- ``KubernetesTrainingOperator`` (``kubernetes``): a deferrable ``KubernetesPodOperator`` whose pod
+- ``KubernetesTrainingOperator`` (``kubernetes``, in ``plugins.training_pod``: the Kubernetes
+  provider is imported only where a pod runs it): a deferrable ``KubernetesPodOperator`` whose pod
   (image, GPU requests and limits, node selector, tolerations, resources, service account,
   namespace, env) comes from ``config/``; the entrypoint's JSON comes back through the XCom sidecar;
   ``torchrun``: the same pod running the entrypoint under ``torchrun --standalone`` with one rank
@@ -29,128 +30,27 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
-from airflow.sdk import BaseOperator, BaseOperatorLink
+from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
 from config import PROJECT_ROOT
-from plugins.links import XComLink
-from plugins.training_pod import SHM, pod_command, pod_env, pod_settings, shared_memory
+from plugins.training_result import TRAINING_FIELDS, TrainingResultMixin
 from plugins.triggers import ERROR, RayJobTrigger
 from tasks.training import ray_job
 from tasks.training.ray_job import ENTRYPOINT, entrypoint_env
-from tasks.training.result import LINK_MODEL_CARD, LINK_RUN, TrainingResult
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from config import Settings
+    from plugins.training_pod import KubernetesTrainingOperator
 
-LINKS_XCOM_KEY = "training_links"
-POD_NAME = "airloop-train"
-TRAINING_FIELDS = ("training_set_uri", "reason", "run_context")
 LOG_TAIL = 40
 """Lines of the entrypoint's output a failed local run quotes in its error."""
-
-
-class _TrainingLink(XComLink):
-    source_key = LINKS_XCOM_KEY
-
-
-class MLflowRunLink(_TrainingLink):
-    """The training run in the MLflow UI: params, curves per round/epoch, the gate's checks."""
-
-    name = "MLflow run"
-    field = LINK_RUN
-
-
-class ModelCardLink(_TrainingLink):
-    """The model card (HTML with ROC/PR, calibration, importance and fairness plots)."""
-
-    name = "Model card"
-    field = LINK_MODEL_CARD
-
-
-class TrainingResultMixin:
-    """What the training operators share: the entrypoint's arguments, the typed result, the links."""
-
-    operator_extra_links: Collection[BaseOperatorLink] = (MLflowRunLink(), ModelCardLink())
-    ui_color = "#c7e9c0"
-
-    training_set_uri: str
-    reason: str
-    run_context: str
-    mlflow_ui: str
-
-    def entrypoint_arguments(self) -> list[str]:
-        """The entrypoint's arguments after ``-m tasks.training``, from the rendered fields."""
-        return [
-            "--training-set-uri",
-            self.training_set_uri,
-            "--reason",
-            self.reason,
-            "--run-context",
-            self.run_context,
-        ]
-
-    def finish(self, context: Context, raw: Any) -> dict[str, Any]:
-        """Check the entrypoint's JSON as a ``TrainingResult``, push the links, return it."""
-        try:
-            result = TrainingResult.from_dict(raw)
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise AirflowException(
-                f"the training entrypoint returned no result ({exc!r}): {raw!r:.2000}"
-            ) from exc
-        context["ti"].xcom_push(key=LINKS_XCOM_KEY, value=result.public_links(self.mlflow_ui))
-        return result.as_dict()
-
-
-class KubernetesTrainingOperator(TrainingResultMixin, KubernetesPodOperator):
-    """Train, evaluate, gate and register candidates in one GPU pod; returns the training result.
-    With ``training_pod.runner: torchrun`` the pod runs the entrypoint under ``torchrun``, one
-    rank per GPU, and rank 0 writes the result.
-
-    :param settings: the configuration; the pod comes from its ``training_pod`` section.
-    :param training_set_uri: the Parquet training set (templated), from the training-set task.
-    :param reason: why this run trains (templated): ``scheduled``, ``drift``, ``manual``...
-    :param run_context: JSON with the DAG id, run id and trigger details (templated), logged as
-        lineage tags on the MLflow run and the registered version.
-    """
-
-    template_fields = (*KubernetesPodOperator.template_fields, *TRAINING_FIELDS)
-
-    def __init__(
-        self,
-        *,
-        settings: Settings,
-        training_set_uri: str,
-        reason: str = "scheduled",
-        run_context: str = "{}",
-        **kwargs: Any,
-    ) -> None:
-        options = {**pod_settings(settings), **kwargs}
-        command = pod_command(settings)
-        super().__init__(name=POD_NAME, cmds=command[:1], env_vars=pod_env(settings), **options)
-        self.pod_command = command
-        self.training_set_uri = training_set_uri
-        self.reason = reason
-        self.run_context = run_context
-        self.mlflow_ui = settings.mlflow.ui_url
-
-    def build_pod_request_obj(self, context: Context | None = None, **kwargs: Any) -> Any:
-        self.arguments = [*self.pod_command[1:], *self.entrypoint_arguments()]
-        return super().build_pod_request_obj(context, **kwargs)
-
-    def execute(self, context: Context) -> Any:
-        # deferrable: execute defers (raises) and the result arrives in trigger_reentry
-        return self.finish(context, super().execute(context))
-
-    def trigger_reentry(self, context: Context, event: dict[str, Any]) -> Any:
-        return self.finish(context, super().trigger_reentry(context, event))
 
 
 class _OutsidePodTrainingOperator(TrainingResultMixin, BaseOperator):
@@ -312,49 +212,16 @@ def _job_failed() -> Iterator[None]:
         raise AirflowException(str(exc)) from exc
 
 
-TEMPLATE_SPEC_FIELDS = (
-    "serviceAccountName",
-    "priorityClassName",
-    "nodeSelector",
-    "tolerations",
-    "restartPolicy",
-)
-TEMPLATE_CONTAINER_FIELDS = ("name", "image", "command", "env", "resources")
-
-
-def pod_template(settings: Settings) -> dict[str, Any]:
-    """The training pod as a Kubernetes ``PodTemplate`` (``deploy/kubernetes/base/
-    training-pod-template.yaml``, written by ``python -m tools.training_pod_template``): the pod
-    the operator renders from ``training_pod``, less what each run sets (the entrypoint's
-    arguments, the run's labels, the XCom sidecar)."""
-    from kubernetes.client import ApiClient  # noqa: PLC0415 - a tool's path, not the operator's
-
-    op = KubernetesTrainingOperator(task_id="train", settings=settings, training_set_uri="")
-    pod = ApiClient().sanitize_for_serialization(op.build_pod_request_obj(dry_run=True))
-    spec = pod["spec"]
-    base = next(c for c in spec["containers"] if c["name"] == "base")
-    labels = {k: v for k, v in pod["metadata"]["labels"].items() if k.startswith("app.kubernetes.io/")}
-    template_spec = {k: spec[k] for k in TEMPLATE_SPEC_FIELDS if k in spec}
-    container = {k: base[k] for k in TEMPLATE_CONTAINER_FIELDS if k in base}
-    if shared_memory(settings):  # the config's volumes, not the XCom sidecar's
-        template_spec["volumes"] = [v for v in spec["volumes"] if v["name"] == SHM]
-        container["volumeMounts"] = [m for m in base["volumeMounts"] if m["name"] == SHM]
-    template_spec["containers"] = [container]
-    return {
-        "apiVersion": "v1",
-        "kind": "PodTemplate",
-        "metadata": {"name": POD_NAME, "namespace": settings.training_pod.namespace, "labels": labels},
-        "template": {"metadata": {"labels": dict(labels)}, "spec": template_spec},
-    }
-
-
-TrainingOperator: TypeAlias = KubernetesTrainingOperator | LocalTrainingOperator | RayJobTrainingOperator
+TrainingOperator: TypeAlias = "KubernetesTrainingOperator | LocalTrainingOperator | RayJobTrainingOperator"
 
 
 def training_operator(settings: Settings, **kwargs: Any) -> TrainingOperator:
     """The training operator for ``training_pod.runner``: a GPU pod (``torchrun`` too), a Ray job
     or a local process."""
     if settings.training_pod.runner in ("kubernetes", "torchrun"):
+        # the Kubernetes provider (~80 MB) only where the pod runs it: not in a local task process
+        from plugins.training_pod import KubernetesTrainingOperator  # noqa: PLC0415
+
         return KubernetesTrainingOperator(settings=settings, **kwargs)
     if settings.training_pod.runner == "ray_job":
         return RayJobTrainingOperator(settings=settings, **kwargs)

@@ -3,7 +3,7 @@
     python -m tools.training_pod_template           # write it
     python -m tools.training_pod_template --check   # exit 1 when the file differs (CI, tests)
 
-The pod is what ``plugins.training.KubernetesTrainingOperator`` renders from ``training_pod`` in
+The pod is what ``plugins.training_pod.KubernetesTrainingOperator`` renders from ``training_pod`` in
 ``config/production.yaml``, with the environment Airflow's pods get on Kubernetes (the ConfigMap
 ``airloop-airflow-env`` of ``deploy/kubernetes/base/config.yaml``): the same image, resources,
 GPU, tolerations, node selector, priority class, service account and environment.
@@ -41,7 +41,7 @@ def airflow_env() -> dict[str, str]:
 
 
 def render() -> dict[str, Any]:
-    from plugins.training import pod_template  # noqa: PLC0415 - imports Airflow's provider
+    from plugins.training_pod import pod_template  # noqa: PLC0415 - imports Airflow's provider
 
     return pod_template(read_config("production", airflow_env()))
 

@@ -80,7 +80,7 @@ def _ray_labels(component: str) -> dict[str, str]:
 
 def manifest(cfg: Settings) -> dict[str, Any]:
     """The ``RayJob`` for ``cfg`` (the training pod's template, resources, entrypoint)."""
-    from plugins.training import pod_template  # noqa: PLC0415 - imports Airflow's provider
+    from plugins.training_pod import pod_template  # noqa: PLC0415 - imports Airflow's provider
     from tasks.training.ray_job import ENTRYPOINT, scale_env  # noqa: PLC0415 - as above
 
     template = pod_template(cfg)

@@ -27,7 +27,8 @@ def _settings(**env: str):
 def _pod(settings) -> dict:
     from kubernetes.client import ApiClient
 
-    from plugins.training import KubernetesTrainingOperator, training_operator
+    from plugins.training import training_operator
+    from plugins.training_pod import KubernetesTrainingOperator
 
     op = training_operator(settings, task_id="train", training_set_uri=URI, reason="drift")
     assert type(op) is KubernetesTrainingOperator
@@ -69,7 +70,7 @@ def test_it_is_the_kubernetes_runners_pod_with_shared_memory_for_nccl(four_gpus)
 
 
 def test_the_pod_and_its_template_are_valid_against_the_kubernetes_api_strictly(four_gpus):
-    from plugins.training import pod_template
+    from plugins.training_pod import pod_template
 
     kubernetes_validate.validate(four_gpus, KUBERNETES_VERSION, strict=True)
     settings = _settings(AIRLOOP__TRAINING_POD__RUNNER="torchrun", AIRLOOP__TRAINING_POD__GPUS="4")

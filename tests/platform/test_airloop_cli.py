@@ -282,6 +282,15 @@ def test_env_prints_the_stack_environment_as_exports(
     assert f"export AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:{port}/execution/" in lines
 
 
+def test_every_stack_process_gets_the_malloc_arena_limit(stopped_stack: Settings) -> None:
+    from tasks.platform.stack import airflow_env, airflow_vars
+
+    assert stopped_stack.airflow.malloc_arena_max == 2  # the local profile's
+    assert airflow_env(stopped_stack)["MALLOC_ARENA_MAX"] == "2"
+    glibc = stopped_stack.airflow.model_copy(update={"malloc_arena_max": None})
+    assert "MALLOC_ARENA_MAX" not in airflow_vars(stopped_stack.model_copy(update={"airflow": glibc}))
+
+
 def test_status_names_a_partly_running_stack() -> None:
     from tasks.platform.stack import status_lines
 

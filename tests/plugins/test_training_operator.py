@@ -27,7 +27,7 @@ def _operator(settings, **over):
 
 
 def _pod(settings):
-    from plugins.training import KubernetesTrainingOperator
+    from plugins.training_pod import KubernetesTrainingOperator
 
     op = KubernetesTrainingOperator(
         task_id="train",
@@ -40,7 +40,7 @@ def _pod(settings):
 
 
 def test_pod_has_gpu_limit_tolerations_node_selector_image_and_env_from_config(production):
-    from plugins.training import KubernetesTrainingOperator
+    from plugins.training_pod import KubernetesTrainingOperator
 
     op = _operator(production)
     assert type(op) is KubernetesTrainingOperator and op.task_id == "train"
@@ -172,13 +172,14 @@ def test_something_that_is_not_a_training_result_fails_the_task(settings):
     "name", ["KubernetesTrainingOperator", "LocalTrainingOperator", "RayJobTrainingOperator"]
 )
 def test_training_fields_are_templated_documented_and_links_declared(name):
-    from plugins import training
+    from plugins import training, training_pod, training_result
 
-    cls = getattr(training, name)
+    cls = getattr(training_pod if name.startswith("Kubernetes") else training, name)
+    shared = training_result
     assert {"training_set_uri", "reason", "run_context"} <= set(cls.template_fields)
-    for field in training.TRAINING_FIELDS:
+    for field in shared.TRAINING_FIELDS:
         assert f":param {field}:" in cls.__doc__
         assert "(templated)" in cls.__doc__.split(f":param {field}:")[1].split(":param")[0]
     links = {type(link) for link in cls.operator_extra_links}
-    assert links == {training.MLflowRunLink, training.ModelCardLink}
-    assert {link.source_key for link in cls.operator_extra_links} == {training.LINKS_XCOM_KEY}
+    assert links == {shared.MLflowRunLink, shared.ModelCardLink}
+    assert {link.source_key for link in cls.operator_extra_links} == {shared.LINKS_XCOM_KEY}

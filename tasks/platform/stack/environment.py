@@ -121,6 +121,13 @@ def _server_vars(settings: Settings, home: Path, secrets: dict[str, str]) -> dic
     }
 
 
+def _malloc_vars(settings: Settings) -> dict[str, str]:
+    """glibc's malloc arenas (``airflow.malloc_arena_max``): every service gets this environment
+    and passes it on to what it starts (task processes, the training child, Ray's workers)."""
+    arenas = settings.airflow.malloc_arena_max
+    return {"MALLOC_ARENA_MAX": str(arenas)} if arenas is not None else {}
+
+
 def airflow_vars(settings: Settings, *, dags_folder: str | Path | None = None) -> dict[str, str]:
     """Only the variables airloop sets (what ``airloop env`` prints); ``airflow_env`` adds the rest."""
     home = airflow_home(settings)
@@ -141,6 +148,7 @@ def airflow_vars(settings: Settings, *, dags_folder: str | Path | None = None) -
         # test's own environment) must not point the services at another data dir
         "AIRLOOP_HOME": settings.home or str(airloop_home()),
         "PYTHONPATH": os.pathsep.join(dict.fromkeys(pythonpath)),
+        **_malloc_vars(settings),
     }
     for name, value in os.environ.items():
         if name.startswith("AIRLOOP_") and name not in env:
