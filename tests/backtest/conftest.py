@@ -26,7 +26,10 @@ SMALL: dict[str, Any] = {
             # the training split none of it, and every retrain failed the gate for ~40 h
             "performance_window_hours": 36,
         },
-        "gate": {"min_pr_auc": 0.2, "min_holdout_positives": 10},
+        # the latency bound is the product's on a quiet machine: a 200-row timing of a small
+        # XGBoost read 1.05 ms a row at load 20 and failed the first champion; these tests judge
+        # quality and decisions, not latency on a shared machine
+        "gate": {"min_pr_auc": 0.2, "min_holdout_positives": 10, "max_latency_ms_per_row": 5.0},
         "monitor": {
             "drift": {"min_rows": 200, "max_rows": 5000},
             # a whole day, as in the policies file: a 12-hour lookback of night hours (more single
