@@ -49,6 +49,9 @@ class AirflowStack(Section):
     """A running task whose process stopped heartbeating this long ago is failed and retried by the
     scheduler (``[scheduler] task_instance_heartbeat_timeout``): how long a task orphaned by a
     killed scheduler or worker holds its run before the retry takes over."""
+    client_retry_seconds: float = Field(60.0, ge=0)
+    """How long the project's Airflow client (CLI, demo, simulator) retries connection errors,
+    429 and 5xx before it gives up: a restarting api-server takes ~20 s."""
     scheduler_stop_seconds: float = Field(180.0, gt=0)
     """``airloop down`` lets the scheduler finish the tasks it runs (LocalExecutor) this long before
     it is killed: a materialization caught by ``down`` then completes instead of being cut off."""

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 HEALTH_PATH = "/api/v2/monitor/health"
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
-RETRY_S = 60.0
+RETRY_S = 60.0  # the default of `airflow.client_retry_seconds`
 """How long a call keeps retrying transient failures (a restarting api-server takes ~20 s)."""
 
 
@@ -80,7 +80,9 @@ class AirflowClient:
         airflow = settings.airflow
         if airflow.password is None:  # production: no default password (config/production.yaml)
             raise ValueError("airflow.password is not set: pass it as AIRLOOP__AIRFLOW__PASSWORD")
-        return cls(base_url or airflow.url, airflow.username, airflow.password)
+        return cls(
+            base_url or airflow.url, airflow.username, airflow.password, retry_s=airflow.client_retry_seconds
+        )
 
     # -- plumbing ----------------------------------------------------------------------------
 

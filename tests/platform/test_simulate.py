@@ -476,6 +476,7 @@ def test_notify_names_url_and_status_on_failure(cfg: Settings, fake_airflow: str
 
 
 def test_notify_names_url_when_unreachable(cfg: Settings) -> None:
+    cfg = cfg.model_copy(update={"airflow": cfg.airflow.model_copy(update={"client_retry_seconds": 3.0})})
     with pytest.raises(NotifyError, match=r"http://127\.0\.0\.1:9/auth/token"):
         notify_airflow("file:///x.parquet", cfg, base_url="http://127.0.0.1:9", timeout=2)
 
@@ -500,6 +501,7 @@ def test_cli_reports_an_unreachable_airflow(
     settings: Settings, landing: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("AIRLOOP__AIRFLOW__PORT", "9")
+    monkeypatch.setenv("AIRLOOP__AIRFLOW__CLIENT_RETRY_SECONDS", "3")  # the retries, not their 60 s
     argv = ["--rows", "20", "--notify", "--landing-uri", landing]
     assert cli.main(["simulate", *argv]) == 1
     err = capsys.readouterr().err
