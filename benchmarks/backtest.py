@@ -15,7 +15,8 @@ policies, covariate drift from day 30 by default) and reports:
   policies that share it);
 - per window, baseline **drift**: ``drift.compute(report=False)`` (Evidently's stat tests) and
   ``drift.compute`` with the HTML report as the monitor runs it, against
-  ``estimation.estimate`` (CBPE) on the same window: the ratios estimate / drift.
+  ``estimation.estimate`` (CBPE) on the scores of the window's estimation lookback
+  (``monitor.estimation.lookback_hours`` of windows, up to the window): the ratios estimate / drift.
 
     python -m benchmarks.backtest [--policies FILE] [--days 90] [--windows 30] [--out DIR]
 """
@@ -41,6 +42,8 @@ GOAL_SECONDS = 600.0
 
 def _per_window(spec: Any, windows: int) -> dict[str, float]:
     """Seconds per window of drift (with and without the report) and of the estimate."""
+    import pandas as pd
+
     from tasks.backtest import features
     from tasks.backtest import history as hist
     from tasks.backtest.models import gate_settings, train
@@ -62,11 +65,13 @@ def _per_window(spec: Any, windows: int) -> dict[str, float]:
         samples.append(model_input(part, model.model.spec).assign(**{SCORE: model.score(part)}))
     ref = model.reference
     drift.compute(settings, samples[0], ref, report=False)  # warm caches and imports
+    span = max(1, int(settings.monitor.estimation.lookback_hours))
+    recent = {id(s): pd.concat(samples[max(0, i + 1 - span) : i + 1])[SCORE] for i, s in enumerate(samples)}
     timings = {}
     for name, call in (
         ("drift (stat tests)", lambda s: drift.compute(settings, s, ref, report=False)),
         ("drift (with report)", lambda s: drift.compute(settings, s, ref)),
-        ("estimate (CBPE)", lambda s: estimation.estimate(settings, s, ref, 0.5)),
+        ("estimate (CBPE)", lambda s: estimation.estimate(settings, recent[id(s)], s, ref, 0.5)),
     ):
         started = time.perf_counter()
         for s in samples:

@@ -82,6 +82,12 @@ class MonitorEstimation(Section):
     """Estimate and show it beside realised performance."""
     confidence: float = Field(0.95, gt=0, lt=1)
     """The band's two-sided confidence (from the window's size)."""
+    lookback_hours: float = Field(24.0, gt=0)
+    """The estimate covers the champion's live scores of the last this-many hours before the
+    window's end, labelled or not: one hour holds too few expected fraud rows for a recall to act
+    on (at 600 predictions an hour, about four)."""
+    max_rows: int = Field(100_000, ge=1)
+    """At most this many of those scores, sampled uniformly (the band widens to match)."""
     min_rows: int = Field(200, ge=1)
     """Fewer scored rows: no estimate."""
     max_holdout_ece: float = Field(0.02, gt=0)
@@ -91,8 +97,9 @@ class MonitorEstimation(Section):
     """Not trusted when more than this share of the window's rows lies outside the reference's
     support (a number outside its range, a category it never saw)."""
     trigger: bool = False
-    """A trusted estimate that fell below the hold-out's by more than the performance
-    tolerances (``monitor.performance``) triggers a retrain before labels arrive."""
+    """A trusted estimate that fell below the same estimate of the champion's hold-out by more
+    than the performance tolerances (``monitor.performance``) triggers a retrain before labels
+    arrive."""
 
 
 class MonitorDecision(Section):

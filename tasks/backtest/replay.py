@@ -5,8 +5,9 @@ For each replayed hour and each policy, in simulated time:
 1. a retrain that became ready (``retrain_hours`` after its decision) replaces the champion when
    it passed the gate;
 2. the hour is the window ``[h, h+1)``: its transactions scored by the policy's champion, and the
-   champion's predictions of the performance lookback whose labels had landed by the window's end
-   (``reading.WindowData``, as ``reading.load_window`` builds it from the inference log);
+   champion's predictions of the performance lookback whose labels had landed by the window's end,
+   and its scores of the estimation lookback (``reading.WindowData``, as ``reading.load_window``
+   builds it from the inference log);
 3. ``window.analyze`` measures drift, live and estimated performance, exactly as the monitor
    DAG's drift task does; drift is computed once per (window, champion, drift settings) and
    shared by the policies that agree on them (``drift.compute(report=False)``: Evidently's own
@@ -132,19 +133,22 @@ class PolicyRun:
         self.analysis_key = monitor.model_dump_json(exclude={"decision"})
 
 
-def labelled_hours(run: PolicyRun, hour: int) -> tuple[int, ...]:
-    """The hours of the performance lookback that ``run``'s champion served."""
-    first = max(0, hour - int(np.ceil(run.settings.monitor.performance.lookback_hours)))
+def served_hours(run: PolicyRun, hour: int, lookback_hours: float) -> tuple[int, ...]:
+    """The hours of a lookback ending with ``hour`` that ``run``'s champion served."""
+    first = max(0, hour - int(np.ceil(lookback_hours)))
     return tuple(k for k in range(first, hour + 1) if run.served.get(k) == run.champion.id)
 
 
-def window_data(shared: Shared, run: PolicyRun, hour: int, served: tuple[int, ...]) -> WindowData:
+def window_data(
+    shared: Shared, run: PolicyRun, hour: int, served: tuple[int, ...], estimated: tuple[int, ...]
+) -> WindowData:
     """The window ``[hour, hour+1)`` as ``reading.load_window`` would read it for ``run``: its
-    predictions, and those of the ``served`` lookback hours whose labels had landed by its end."""
-    h, settings, model = shared.history, run.settings, run.champion
+    predictions, those of the ``served`` performance-lookback hours whose labels had landed by
+    its end, and the scores of the ``estimated`` estimation-lookback hours, labelled or not."""
+    h, monitor, model = shared.history, run.settings.monitor, run.champion
     win = Window.of(h.at(hour), h.at(hour + 1))
     sample = shared.sample(hour, model)
-    lookback_start = win.end - timedelta(hours=settings.monitor.performance.lookback_hours)
+    lookback_start = win.end - timedelta(hours=monitor.performance.lookback_hours)
     scores, labels = [], []
     for k in served:
         past = h.arrays[k]
@@ -154,22 +158,31 @@ def window_data(shared: Shared, run: PolicyRun, hour: int, served: tuple[int, ..
     labelled = pd.DataFrame(
         {SCORE: np.concatenate([np.zeros(0), *scores]), LABEL: np.concatenate([np.zeros(0), *labels])}
     )
+    estimate_start = win.end - timedelta(hours=monitor.estimation.lookback_hours)
+    recent = np.concatenate(
+        [np.zeros(0)] + [shared.score(k, model)[h.arrays[k].at_ns >= estimate_start.value] for k in estimated]
+    )
+    if len(recent) > monitor.estimation.max_rows:  # as the reader's uniform sample bounds it
+        rng = np.random.default_rng(monitor.drift.seed)
+        recent = recent[np.sort(rng.choice(len(recent), monitor.estimation.max_rows, replace=False))]
     n = len(sample)
-    return WindowData(win, n, sample, n, 0, {model.id: n}, labelled, lookback_start)
+    return WindowData(win, n, sample, n, 0, {model.id: n}, labelled, lookback_start, recent, estimate_start)
 
 
 def analyze(shared: Shared, run: PolicyRun, hour: int) -> WindowResult:
     """The window's result through ``window.analyze``, computed once per (hour, champion, hours
     it served, monitor settings but the decision's) and shared by the policies that agree on
     them; its drift once per (hour, champion, drift settings)."""
-    served = labelled_hours(run, hour)
+    monitor = run.settings.monitor
+    served = served_hours(run, hour, monitor.performance.lookback_hours)
+    estimated = served_hours(run, hour, monitor.estimation.lookback_hours)
     results = shared.cache(hour, "result")
-    key = (run.champion.id, served, run.analysis_key)
+    key = (run.champion.id, served, estimated, run.analysis_key)
     if key in results:
         out: WindowResult = results[key]
         return out
     started = time.perf_counter()
-    data = window_data(shared, run, hour, served)
+    data = window_data(shared, run, hour, served, estimated)
     shared.timed("window", started)
     drifts = shared.cache(hour, "drift")
     drift_key = (run.champion.id, run.drift_key)

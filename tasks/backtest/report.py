@@ -61,9 +61,9 @@ def charts(result: dict[str, Any], policy: str, title: str | None = None) -> lis
             marks={"retrain": marks, "onset": onset},
         ),
         svg_chart(
-            f"{policy}: ROC AUC estimated from the window's scores vs the true one",
+            f"{policy}: ROC AUC estimated from the champion's recent scores vs the true one",
             times,
-            {"estimated (hour)": list(w["estimated_roc_auc"]), f"true ({hours} h)": list(w["roc_auc"])},
+            {"estimated (scores)": list(w["estimated_roc_auc"]), f"true ({hours} h)": list(w["roc_auc"])},
             marks={"retrain": marks, "onset": onset},
         ),
     ]

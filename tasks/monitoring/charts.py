@@ -1,4 +1,5 @@
-"""Small time-series charts as inline SVG, for the monitor's summary page: no scripts, no network."""
+"""Small charts as inline SVG, for the monitor's pages: time series, and values with their bands;
+no scripts, no network."""
 
 from __future__ import annotations
 
@@ -124,4 +125,54 @@ def svg_chart(
     parts += [_series(f, i, name, xs, vs) for i, (name, vs) in enumerate(series.items())]
     if marks:
         parts.append(_marks(f, marks))
+    return f"<svg width='{width}' height='{height}' role='img'>{''.join(parts)}</svg>"
+
+
+def _interval(x: float, ends: tuple[float, float] | None, y: float, *, color: str, tip: str) -> str:
+    """A dot at ``x`` with a whisker across ``ends`` (pixels), its numbers as a tooltip."""
+    whisker = (
+        f"<line x1='{ends[0]:.1f}' x2='{ends[1]:.1f}' y1='{y:.1f}' y2='{y:.1f}' stroke='{color}' "
+        "stroke-width='2'/>"
+        if ends
+        else ""
+    )
+    dot = f"<circle cx='{x:.1f}' cy='{y:.1f}' r='3.5' fill='{color}'>"
+    return f"{whisker}{dot}<title>{html.escape(tip)}</title></circle>"
+
+
+def svg_intervals(
+    title: str, rows: dict[str, dict[str, tuple[Any, Any]]], *, width: int = 760, row_height: int = 34
+) -> str:
+    """Values with their bands on a 0-1 axis, one row per metric (``rows``: metric -> series ->
+    (value, half width or None)); a series keeps its colour and offset in every row."""
+    names = list(dict.fromkeys(name for series in rows.values() for name in series))
+    height, label_w, right = PAD_T + 14 + row_height * len(rows) + PAD_B, 90, width - PAD_R
+
+    def px(v: float) -> float:
+        return label_w + min(max(v, 0.0), 1.0) * (right - label_w)
+
+    parts = [f"<text x='{PAD_L}' y='15' font-size='12' font-weight='600'>{html.escape(title)}</text>"]
+    for i, name in enumerate(names):
+        parts.append(
+            f"<text x='{label_w + 170 * i}' y='{PAD_T + 8}' font-size='11' "
+            f"fill='{COLORS[i % len(COLORS)]}'>{html.escape(name)}</text>"
+        )
+    for r, (metric, series) in enumerate(rows.items()):
+        top = PAD_T + 14 + r * row_height
+        parts.append(
+            f"<text x='4' y='{top + row_height / 2 + 4:.1f}' font-size='11'>{html.escape(metric)}</text>"
+        )
+        for i, name in enumerate(names):
+            value, half = series.get(name, (None, None))
+            if not finite(value):
+                continue
+            v, band = float(value), float(half) if finite(half) else None
+            y = top + 6 + i * (row_height - 10) / len(names)
+            tip = f"{name}: {v:.3f}" + (f" ± {band:.3f}" if band is not None else "")
+            ends = (px(v - band), px(v + band)) if band is not None else None
+            parts.append(_interval(px(v), ends, y, color=COLORS[i % len(COLORS)], tip=tip))
+    for tick in (0.0, 0.5, 1.0):
+        parts.append(
+            f"<text x='{px(tick):.1f}' y='{height - 5}' font-size='10' text-anchor='middle'>{tick:g}</text>"
+        )
     return f"<svg width='{width}' height='{height}' role='img'>{''.join(parts)}</svg>"

@@ -10,8 +10,8 @@ A window *triggers* when
   hold-out number by more than its tolerance (the lookback already spans many windows, so no
   confirmation is needed);
 - **estimated performance** (only with ``monitor.estimation.trigger``, off by default): the
-  window's performance estimated from its scores (``estimation``, before any label arrived) is
-  trusted and fell below the hold-out's by more than the same tolerances.
+  performance estimated from the champion's recent scores (``estimation``, labelled or not) is
+  trusted and fell below the same estimate of its hold-out by more than the same tolerances.
 
 The reason is ``performance`` when performance triggered (the labels say the model is wrong), else
 ``estimated_performance``, else ``drift``; ``triggers`` lists every threshold crossed, with its
@@ -300,14 +300,11 @@ def decide(
 
 
 def _estimate_lines(settings: Settings, result: WindowResult) -> list[str]:
-    """The early trigger: a trusted estimate below the hold-out beyond the tolerances."""
+    """The early trigger: a trusted estimate below the hold-out's beyond the tolerances."""
     if not settings.monitor.estimation.trigger or not result.estimate:
         return []
     est = estimation.Estimate.from_dict(result.estimate)
-    return [
-        f"estimated performance: {line}"
-        for line in estimation.degraded(settings, est, result.performance.baseline)
-    ]
+    return [f"estimated performance: {line}" for line in estimation.degraded(settings, est)]
 
 
 def _calm(result: WindowResult) -> str:

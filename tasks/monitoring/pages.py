@@ -3,7 +3,8 @@
 Under ``storage.reports_uri/<monitor.reports_dir>/``::
 
     <window_id>.html          Evidently's report: per column, the drift test, its score and
-                              threshold, and the reference vs window distributions (plots)
+                              threshold, and the reference vs window distributions (plots);
+                              above it, realised vs estimated performance with their bands
     <window_id>.json          its entry in the reports index (``tasks.common.reports``: title, model
                               version, creation time, the headline numbers in ``meta``)
     <window_id>.numbers.json  the window's numbers (``WindowResult.as_dict()``), for tools
@@ -29,7 +30,7 @@ from tasks.common.clock import now_iso, utc_timestamp
 from tasks.common.reports import Report
 from tasks.common.values import json_safe
 from tasks.monitoring import store
-from tasks.monitoring.charts import finite, svg_chart
+from tasks.monitoring.charts import finite, svg_chart, svg_intervals
 from tasks.monitoring.results import SUMMARY, WindowResult
 from tasks.monitoring.retrain import FAILED, MISSING, text
 
@@ -88,12 +89,13 @@ def write_report(settings: Settings, result: WindowResult, snapshot: Any) -> str
     why), its numbers as JSON and its entry in the reports index; returns the report's URI."""
     storage.configure(settings.storage.s3_endpoint_url)
     uri = report_uri(settings, result.window_id)
+    section = performance_section(result)
     if snapshot is not None:
-        page = snapshot.get_html_str(as_iframe=False)
+        page = _after_body_tag(snapshot.get_html_str(as_iframe=False), section)
     else:
         why = "; ".join(result.notes) or "nothing to test"
         body = f"<p>No drift report for this window: {html.escape(why)}</p>"
-        page = _page(f"Window {result.window_id}", body)
+        page = _page(f"Window {result.window_id}", section + body)
     storage.write_text(uri, page)
     storage.write_text(numbers_uri(settings, result.window_id), json.dumps(result.as_dict(), indent=2))
     d = result.drift
@@ -114,6 +116,44 @@ def write_report(settings: Settings, result: WindowResult, snapshot: Any) -> str
         degraded=result.performance.is_degraded,
     )
     return uri
+
+
+def _after_body_tag(page: str, block: str) -> str:
+    """``block`` at the top of an HTML page's body (at its start when it has no body tag)."""
+    at = page.find("<body")
+    end = page.find(">", at) + 1 if at >= 0 else 0
+    return page[:end] + block + page[end:]
+
+
+def performance_section(result: WindowResult) -> str:
+    """Realised performance (labels landed in the lookback) beside the estimate from the scores
+    alone (CBPE, with its band), and the champion's hold-out by both measures: the window
+    report's first picture."""
+    perf, est = result.performance, result.estimate or {}
+    live, base, bands, held = perf.live, perf.baseline, est.get("bands") or {}, est.get("holdout") or {}
+    rows = {
+        metric: {
+            f"realised ({live.rows} labels)": (getattr(live, metric), None),
+            f"estimated ({est.get('rows', 0)} scores)": (est.get(metric), bands.get(metric)),
+            "hold-out": (getattr(base, metric), None),
+            "hold-out, estimated": (held.get(metric), None),
+        }
+        for metric in ("roc_auc", "precision", "recall")
+    }
+    span = f"{est['hours']:g} h" if est.get("hours") else "the window"
+    if not est:
+        trust = "No estimate (turned off, or too few scored rows)."
+    elif est.get("trusted"):
+        trust = "The estimate is trusted."
+    else:
+        trust = "The estimate is <b>not trusted</b>: " + html.escape("; ".join(est.get("notes") or []))
+    return (
+        "<div style='font-family: system-ui, sans-serif; margin: 16px 24px'>"
+        "<h2 style='font-size: 16px'>Performance: realised and estimated</h2>"
+        + svg_intervals(f"Realised (labels since {perf.start[:16]}) vs estimated (scores of {span})", rows)
+        + f"<p style='font-size: 13px'>Estimated: expected from the calibrated scores before labels "
+        f"arrive (CBPE); the bar is its {est.get('confidence', 0.95):.0%} band. {trust}</p></div>"
+    )
 
 
 # --- summary page ------------------------------------------------------------------------------
@@ -174,7 +214,7 @@ def _charts(settings: Settings, w: pd.DataFrame) -> list[str]:
         ),
         svg_chart(
             f"Live ROC AUC (last {cfg.performance.lookback_hours:g} h of labels), estimated from "
-            "the window's scores, and hold-out",
+            f"the scores (last {cfg.estimation.lookback_hours:g} h), and hold-out",
             times,
             {
                 "live": list(w["roc_auc"]),
@@ -264,8 +304,9 @@ def render_summary(settings: Settings, windows: pd.DataFrame, decisions: pd.Data
         f"<p>Thresholds: drift share {cfg.drift.share_threshold:g}, score {cfg.drift.prediction_method} "
         f"{cfg.drift.prediction_threshold}, ROC AUC tolerance {cfg.performance.roc_auc_tolerance}, "
         f"cooldown {cfg.decision.cooldown_hours:g} h. Updated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.</p>"
-        "<p><i>Estimated</i>: performance expected from the window's calibrated scores before any "
-        "label arrives (CBPE, tasks.monitoring.estimation); <b>?</b> marks an estimate not to trust "
+        "<p><i>Estimated</i>: performance expected from the champion's calibrated scores of the last "
+        f"{cfg.estimation.lookback_hours:g} h before their labels arrive (CBPE, "
+        "tasks.monitoring.estimation); <b>?</b> marks an estimate not to trust "
         "(scores not calibrated on the hold-out, or inputs outside the training data's support).</p>"
     )
     return _page(

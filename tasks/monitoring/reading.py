@@ -4,7 +4,9 @@
 partition at a time, keeping a uniform sample of at most ``monitor.drift.max_rows`` rows
 (``sampling.UniformSample``), so memory stays bounded however large the window is; and the
 champion's predictions of the last ``monitor.performance.lookback_hours`` before ``end`` joined
-with their delayed labels, keeping only score and label.
+with their delayed labels, keeping only score and label; and the champion's scores of the last
+``monitor.estimation.lookback_hours``, labelled or not (a uniform sample of at most
+``monitor.estimation.max_rows``), for the performance estimated before labels arrive.
 
 Only live traffic counts: rows marked synthetic (``traffic == "synthetic"``: benchmarks and load
 tests sending ``X-Airloop-Traffic: synthetic``; a missing mark is live) are left out of both the
@@ -62,6 +64,9 @@ class WindowData:
     """``score`` and ``label`` of the reference model's predictions in the performance lookback
     whose label had landed by the window's end."""
     lookback_start: pd.Timestamp
+    scores: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    """The reference model's live scores of the estimation lookback (labelled or not), sampled."""
+    estimate_start: pd.Timestamp | None = None
 
 
 def _hours(lo: pd.Timestamp, hi: pd.Timestamp) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
@@ -124,6 +129,8 @@ class _Reader:
     lookback_start: pd.Timestamp
     maps: dict[str, pd.Series]
     sample: UniformSample
+    estimate_start: pd.Timestamp
+    scores: UniformSample
     scored: int = 0
     synthetic: int = 0
     versions: dict[str, int] = field(default_factory=dict)
@@ -145,6 +152,9 @@ class _Reader:
             self._add_live(chunk, ours)
         if hi > self.lookback_start and self.maps:
             self._add_labelled(chunk, ours)
+        if hi > self.estimate_start:
+            since = (chunk[inference_log.TIME] >= self.estimate_start).to_numpy()
+            self.scores.add(chunk.loc[ours & since, [SCORE]])
 
     def _add_live(self, chunk: pd.DataFrame, ours: NDArray[np.bool_]) -> None:
         inside = (chunk[inference_log.TIME] >= self.window.start).to_numpy()
@@ -177,20 +187,33 @@ class _Reader:
             else pd.DataFrame({SCORE: np.array([], "float64"), LABEL: np.array([], "float64")})
         )
         w, seen = self.window, self.sample.seen
+        scores = self.scores.frame()
         return WindowData(
-            w, seen, frame, self.scored, self.synthetic, self.versions, labels, self.lookback_start
+            w,
+            seen,
+            frame,
+            self.scored,
+            self.synthetic,
+            self.versions,
+            labels,
+            self.lookback_start,
+            np.zeros(0) if scores is None else scores[SCORE].to_numpy("float64"),
+            self.estimate_start,
         )
 
 
 def load_window(settings: Settings, window: Window, reference: Reference) -> WindowData:
-    """Read ``window`` and the performance lookback from the inference log, an hour at a time."""
+    """Read ``window``, the performance and the estimation lookbacks from the inference log, an
+    hour at a time."""
     cfg = settings.monitor
     lookback_start = window.end - timedelta(hours=cfg.performance.lookback_hours)
+    estimate_start = window.end - timedelta(hours=cfg.estimation.lookback_hours)
     posted = inference_log.read_labels(settings, lookback_start, window.end + pd.Timedelta(1, "ns"))
     maps = _label_maps(posted)  # at or before the window's end
     sample = UniformSample(cfg.drift.max_rows, cfg.drift.seed)
-    reader = _Reader(window, reference, lookback_start, maps, sample)
-    for lo, hi in _hours(min(window.start, lookback_start), window.end):
+    scores = UniformSample(cfg.estimation.max_rows, cfg.drift.seed)
+    reader = _Reader(window, reference, lookback_start, maps, sample, estimate_start, scores)
+    for lo, hi in _hours(min(window.start, lookback_start, estimate_start), window.end):
         chunk = inference_log.read_predictions(settings, lo, hi, labels=False, routes=cfg.routes)
         if not chunk.empty:
             reader.add(chunk, hi)

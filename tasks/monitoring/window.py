@@ -56,7 +56,7 @@ def analyze(
     found, snapshot = drifted or drift.compute(settings, data.sample, reference, rows=data.rows)
     found = replace(found, share_threshold=settings.monitor.drift.share_threshold)
     threshold = performance.threshold_for(settings)
-    estimated = estimation.estimate(settings, data.sample, reference, threshold)
+    estimated = estimation.estimate(settings, data.scores, data.sample, reference, threshold)
     live = performance.scores(data.labelled[LABEL], data.labelled[SCORE], threshold)
     perf = performance.compare(
         settings,

@@ -36,6 +36,8 @@ SMALL: dict[str, Any] = {
             # background frauds, harder than bursts) fell below the daytime hold-out's recall by
             # more than its tolerance on stable traffic
             "performance": {"lookback_hours": 24, "min_labels": 600, "min_positives": 15},
+            # the estimate spans what the true quality it is held against spans (quality_hours)
+            "estimation": {"lookback_hours": 12},
             "decision": {"cooldown_hours": 6, "confirm_windows": 2},
         },
     },

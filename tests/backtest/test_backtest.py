@@ -11,7 +11,8 @@ window's size.
   (``decision.decide_and_record``, which ``decide_window`` calls) from the same window in its XCom
   form, recorded in a real store, with the same retrain state from "Airflow" (``SameAsTheDag``
   says what this leaves out);
-- the estimated ROC AUC follows the true one on covariate drift and not on concept drift.
+- the estimated ROC AUC follows the true one on covariate drift (within its band and a small bias,
+  then marked untrusted) and not on concept drift (trusted and far off).
 """
 
 from __future__ import annotations
@@ -191,10 +192,18 @@ def test_every_replayed_decision_is_the_monitor_dags(covariate):
     assert not same.differences, same.differences[:1]
 
 
+ESTIMATE_BIAS = 0.025
+"""How far below the truth the estimated ROC AUC may run on covariate drift beyond its band (the
+band is the sampling error of the realised metric only): as rows move towards the edge of the
+training data's support the scores' calibration loosens (measured: 0.010-0.020 at 12 h of scores,
+until the estimate is marked untrusted when out-of-support rows pass 5 %)."""
+
+
 def test_the_estimate_follows_covariate_drift_but_not_concept_drift(covariate, concept):
     """With the first champion serving on, on covariate drift the estimated ROC AUC stays within
-    its band of the true one; on concept drift the scores stay confident while the truth falls:
-    outside it."""
+    its band and the estimator's bias of the true one, and is marked untrusted once the rows leave
+    the training data's support; on concept drift the scores stay confident while the truth falls:
+    trusted, and far outside both."""
 
     def drifted(result: dict[str, Any]) -> pd.DataFrame:
         """The watching policy's windows once the true quality covers drifted hours only."""
@@ -204,13 +213,17 @@ def test_the_estimate_follows_covariate_drift_but_not_concept_drift(covariate, c
         return w[w["end"] > pd.Timestamp(result["onset"]) + quality]
 
     cov = drifted(covariate[0])
-    inside = (cov["estimated_roc_auc"] - cov["roc_auc"]).abs() <= cov["estimate_band_roc_auc"]
-    assert len(cov) and inside.mean() >= 0.8, cov[["estimated_roc_auc", "roc_auc", "estimate_band_roc_auc"]]
+    error = (cov["estimated_roc_auc"] - cov["roc_auc"]).abs()
+    assert len(cov) and (error <= cov["estimate_band_roc_auc"] + ESTIMATE_BIAS).mean() >= 0.9, cov[
+        ["estimated_roc_auc", "roc_auc", "estimate_band_roc_auc", "estimate_trusted"]
+    ]
+    assert not cov["estimate_trusted"].iloc[-12:].any()  # a day in: rows beyond the support
     con = drifted(concept)
     gap = con["estimated_roc_auc"] - con["roc_auc"]
-    assert len(con) and (gap > con["estimate_band_roc_auc"]).mean() >= 0.8, con[
+    assert len(con) and (gap > con["estimate_band_roc_auc"] + 10 * ESTIMATE_BIAS).mean() >= 0.8, con[
         ["estimated_roc_auc", "roc_auc"]
     ]
+    assert con["estimate_trusted"].mean() >= 0.8  # nothing in the inputs says the concept moved
 
 
 def test_the_models_features_are_the_feature_stores_point_in_time(tmp_path, monkeypatch):

@@ -53,7 +53,7 @@ def test_the_estimate_is_the_mean_realised_metric_and_its_band_covers_it(airloop
     p = _calibrated(3000, 0)
     ref = _reference(_calibrated(20_000, 5))
     sample = pd.DataFrame({"amount": ref.frame["amount"].iloc[:3000].to_numpy(), "channel": "a", "score": p})
-    est = estimation.estimate(settings, sample, ref, 0.5)
+    est = estimation.estimate(settings, p, sample, ref, 0.5)
     assert est is not None and est.trusted and est.rows == 3000
     rng = np.random.default_rng(42)
     realised = {m: [] for m in ("roc_auc", "precision", "recall")}
@@ -86,17 +86,17 @@ def test_the_estimate_is_not_trusted_off_support_or_miscalibrated(airloop_home):
     p = _calibrated(1000, 0)
     good = _reference(_calibrated(20_000, 5))
     far = pd.DataFrame({"amount": 1e9, "channel": "a", "score": p})
-    off = estimation.estimate(settings, far, good, 0.5)
+    off = estimation.estimate(settings, p, far, good, 0.5)
     assert off is not None and not off.trusted and off.out_of_support == 1.0
     assert "outside the reference's support" in off.notes[0]
     unseen = pd.DataFrame({"amount": 20.0, "channel": "new", "score": p})
-    assert not estimation.estimate(settings, unseen, good, 0.5).trusted
+    assert not estimation.estimate(settings, p, unseen, good, 0.5).trusted
     bad = _reference(_calibrated(20_000, 5), miscalibrate=3.0)
     inside = pd.DataFrame({"amount": 20.0, "channel": "a", "score": p})
-    skewed = estimation.estimate(settings, inside, bad, 0.5)
+    skewed = estimation.estimate(settings, p, inside, bad, 0.5)
     assert not skewed.trusted and "hold-out ECE" in skewed.notes[0]
-    assert estimation.estimate(settings, inside.iloc[:50], good, 0.5) is None  # below min_rows
-    assert estimation.estimate(_settings(estimation__enabled="false"), inside, good, 0.5) is None
+    assert estimation.estimate(settings, p[:50], inside, good, 0.5) is None  # below min_rows
+    assert estimation.estimate(_settings(estimation__enabled="false"), p, inside, good, 0.5) is None
 
 
 def _window(estimate: estimation.Estimate | None) -> WindowResult:
@@ -123,22 +123,56 @@ def _window(estimate: estimation.Estimate | None) -> WindowResult:
 
 
 def test_a_trusted_estimated_drop_triggers_early_only_when_turned_on(airloop_home):
+    yardstick = {"roc_auc": 0.97, "precision": 0.6, "recall": 0.66}  # the hold-out's estimate
     low = estimation.Estimate(2000, 0.5, 40.0, roc_auc=0.85, precision=0.5, recall=0.6, trusted=True)
+    low.holdout = yardstick
     w = _window(low)
     assert not decision.decide(_settings(), w, now=T0).triggered  # off by default
     on = _settings(estimation__trigger="true")
     made = decision.decide(on, w, now=T0)
     assert made.retrain and made.reason == "estimated_performance"
     assert made.triggers == [
-        "estimated performance: estimated roc_auc 0.850 (+0.000) < hold-out 0.970 - 0.05"
+        "estimated performance: estimated roc_auc 0.850 (+0.000) < hold-out's estimated 0.970 - 0.05"
     ]
     wide = estimation.Estimate(2000, 0.5, 40.0, roc_auc=0.85, bands={"roc_auc": 0.1}, trusted=True)
+    wide.holdout = yardstick
     assert not decision.decide(on, _window(wide), now=T0).triggered  # within its band of the tolerance
     untrusted = estimation.Estimate(2000, 0.5, 40.0, roc_auc=0.85, trusted=False, notes=["x"])
+    untrusted.holdout = yardstick
     assert not decision.decide(on, _window(untrusted), now=T0).triggered
     assert not decision.decide(on, _window(None), now=T0).triggered
     back = WindowResult.from_dict(w.as_dict())
     assert back.estimate == w.estimate and back.row()["estimated_roc_auc"] == 0.85
+
+
+def _overstated_low(p: np.ndarray) -> np.ndarray:
+    """Scores that overstate every low probability a little, as real models do: too little for
+    the hold-out's ECE bound, much for expected recall, which sums them over thousands of rows."""
+    return np.where(p < 0.2, p * 1.4 + 0.003, p)
+
+
+def test_the_trigger_compares_the_estimate_with_the_holdouts_estimate_not_its_realised_metrics(
+    airloop_home,
+):
+    """On scores whose small calibration errors add up, expected recall sits below the realised
+    one. Live traffic like the hold-out must not trigger although its estimated recall is below
+    the hold-out's realised recall by more than the tolerance; a real drop still does."""
+    on = _settings(estimation__trigger="true", performance__recall_tolerance="0.1")
+    truth = _calibrated(20_000, 5)
+    ref = _reference(truth)  # labels drawn from the true probabilities ...
+    ref.holdout["score"] = _overstated_low(truth)  # ... the model's scores overstate the low ones
+    realised = performance.scores(ref.holdout["label"], ref.holdout["score"], 0.5)
+    inputs = pd.DataFrame({"amount": [20.0], "channel": ["a"]})
+    p = _overstated_low(_calibrated(20_000, 6))  # the same traffic, another draw
+    est = estimation.estimate(on, p, inputs, ref, 0.5)
+    assert est is not None and est.trusted and est.hours == 24, est
+    assert est.holdout["recall"] == pytest.approx(estimation.expected_scores(ref.holdout["score"], 0.5)[2])
+    assert realised.recall - est.recall > 0.1 + est.bands["recall"]  # would trigger against it
+    assert abs(est.recall - est.holdout["recall"]) < est.bands["recall"]
+    assert not decision.decide(on, _window(est), now=T0).triggered
+    worse = estimation.estimate(on, np.where(p > 0.5, p * 0.6, p), inputs, ref, 0.5)
+    made = decision.decide(on, _window(worse), now=T0)
+    assert made.reason == "estimated_performance" and "recall" in made.triggers[0], made.triggers
 
 
 def test_the_summary_shows_the_estimate_beside_realised_performance(airloop_home):

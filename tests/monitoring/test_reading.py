@@ -116,3 +116,41 @@ def test_of_two_versions_posted_together_the_later_row_wins():
     maps = reading._label_maps(posted)
     [a] = maps["request_id"].reindex(pd.Index(reading._key_hash(pd.Series(["a"])))).tolist()
     assert a == 0.0
+
+
+def _estimating(**overrides: object):
+    import os
+
+    from config import read_config
+
+    extra = {f"AIRLOOP__MONITOR__ESTIMATION__{k.upper()}": str(v) for k, v in overrides.items()}
+    return read_config("local", {**os.environ, **extra})
+
+
+def test_the_estimate_reads_the_champions_scores_of_its_own_lookback_labelled_or_not(airloop_home):
+    """Scores of the estimation lookback count whether labelled or not; older ones, another
+    version's and synthetic ones do not; beyond ``max_rows`` a uniform sample is kept."""
+    from tasks.serving.inference_log import write_labels
+
+    settings = _estimating(lookback_hours=3)
+    early = _predictions(40, "early", traffic="live", amount=10.0, score=0.9)
+    early["timestamp"] -= pd.Timedelta(hours=5)  # before the estimation lookback
+    _log(settings, early, "early")
+    recent = _predictions(60, "recent", traffic="live", amount=10.0, score=0.3)
+    recent["timestamp"] -= pd.Timedelta(hours=2)  # inside it, before the window
+    _log(settings, recent, "recent")
+    other = _predictions(20, "other", traffic="live", amount=10.0, score=0.7).assign(model_version="2")
+    now = _predictions(30, "now", traffic="live", amount=10.0, score=0.2)
+    bench = _predictions(50, "bench", traffic="synthetic", amount=1.0, score=1.0)
+    _log(settings, pd.concat([other, now, bench]), "w")
+    labels = [{"request_id": f"now{i}", "label": 0} for i in range(5)]
+    write_labels(settings, labels, now=T0 + pd.Timedelta(minutes=30))
+
+    window = Window.of(T0, T0 + pd.Timedelta(hours=1))
+    data = reading.load_window(settings, window, _reference())
+    assert sorted(np.unique(data.scores)) == pytest.approx([0.2, 0.3])
+    assert len(data.scores) == 90 and data.estimate_start == window.end - pd.Timedelta(hours=3)
+    assert len(data.labelled) == 5  # the performance lookback is labelled rows only
+
+    sampled = reading.load_window(_estimating(lookback_hours=3, max_rows=25), window, _reference())
+    assert len(sampled.scores) == 25

@@ -145,6 +145,15 @@ def test_html_report_is_written_with_its_plots_and_the_summary_links_it(covariat
     for col in result.drift.tested:
         assert col.column in page
     assert len(re.findall(r'"type": "big_graph"', page)) >= len(result.drift.tested)
+    # above Evidently's report: realised vs estimated performance, with the estimate's band
+    top = page.index("Performance: realised and estimated")
+    body = page.index("<body")
+    first = page.index(">", body) + 1
+    assert page.startswith("<div", first) and top < page.index("</div>", first)  # the body's first element
+    section = page[top : page.index("</div>", top)]
+    assert f"realised ({result.performance.live.rows} labels)" in section
+    assert f"estimated ({result.estimate['rows']} scores)" in section and "hold-out, estimated" in section
+    assert section.count("<circle") >= 9 and "stroke-width='2'" in section  # 3 metrics; bands drawn
     numbers = json.loads(storage.read_bytes(pages.numbers_uri(settings, result.window_id)))
     assert numbers["window_id"] == result.window_id and numbers["drift"]["data_drift"] is True
     # listed in the reports index the Airflow UI plugin serves (with the summary page)
