@@ -49,6 +49,10 @@ class AirflowStack(Section):
     """A running task whose process stopped heartbeating this long ago is failed and retried by the
     scheduler (``[scheduler] task_instance_heartbeat_timeout``): how long a task orphaned by a
     killed scheduler or worker holds its run before the retry takes over."""
+    orphaned_tasks_check_seconds: float = Field(300.0, ge=10)
+    """How often the scheduler adopts or resets the tasks of a scheduler that died
+    (``[scheduler] orphaned_tasks_check_interval``): a scheduler restarted right after a ``kill -9``
+    still sees the dead one's recent heartbeat, so its running tasks wait for the next check."""
     client_retry_seconds: float = Field(60.0, ge=0)
     """How long the project's Airflow client (CLI, demo, simulator) retries connection errors,
     429 and 5xx before it gives up: a restarting api-server takes ~20 s."""

@@ -291,6 +291,19 @@ def test_every_stack_process_gets_the_malloc_arena_limit(stopped_stack: Settings
     assert "MALLOC_ARENA_MAX" not in airflow_vars(stopped_stack.model_copy(update={"airflow": glibc}))
 
 
+def test_a_restarted_scheduler_takes_over_a_killed_ones_tasks_within_a_minute(
+    stopped_stack: Settings,
+) -> None:
+    """Airflow checks for orphaned tasks every 5 minutes by default; a scheduler restarted right
+    after a ``kill -9`` sees the dead one's heartbeat as recent and its tasks wait for that check
+    (tests/e2e/test_upstream_faults.py measured 349 s)."""
+    from tasks.platform.stack import airflow_env
+
+    env = airflow_env(stopped_stack)
+    assert env["AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL"] == "60"
+    assert env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"] == "60"
+
+
 def test_status_names_a_partly_running_stack() -> None:
     from tasks.platform.stack import status_lines
 

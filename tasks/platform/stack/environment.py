@@ -118,6 +118,7 @@ def _server_vars(settings: Settings, home: Path, secrets: dict[str, str]) -> dic
         f"{a}DAG_PROCESSOR__PRINT_STATS_INTERVAL": "0",
         f"{a}SCHEDULER__CATCHUP_BY_DEFAULT": "False",
         f"{a}SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(airflow.task_heartbeat_timeout_seconds),
+        f"{a}SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": f"{airflow.orphaned_tasks_check_seconds:g}",
     }
 
 
