@@ -68,10 +68,7 @@ class _OutsidePodTrainingOperator(TrainingResultMixin, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.training_set_uri = training_set_uri
-        self.reason = reason
-        self.run_context = run_context
-        self.mlflow_ui = settings.mlflow.ui_url
+        self.keep_training_fields(settings, training_set_uri, reason, run_context)
         self.settings = settings
 
 

@@ -105,10 +105,7 @@ class KubernetesTrainingOperator(TrainingResultMixin, KubernetesPodOperator):
         command = pod_command(settings)
         super().__init__(name=POD_NAME, cmds=command[:1], env_vars=pod_env(settings), **options)
         self.pod_command = command
-        self.training_set_uri = training_set_uri
-        self.reason = reason
-        self.run_context = run_context
-        self.mlflow_ui = settings.mlflow.ui_url
+        self.keep_training_fields(settings, training_set_uri, reason, run_context)
 
     def build_pod_request_obj(self, context: Context | None = None, **kwargs: Any) -> Any:
         self.arguments = [*self.pod_command[1:], *self.entrypoint_arguments()]

@@ -17,6 +17,8 @@ from tasks.training.result import LINK_MODEL_CARD, LINK_RUN, TrainingResult
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from config import Settings
+
 LINKS_XCOM_KEY = "training_links"
 POD_NAME = "airloop-train"
 TRAINING_FIELDS = ("training_set_uri", "reason", "run_context")
@@ -50,6 +52,13 @@ class TrainingResultMixin:
     reason: str
     run_context: str
     mlflow_ui: str
+
+    def keep_training_fields(
+        self, settings: Settings, training_set_uri: str, reason: str, run_context: str
+    ) -> None:
+        """The templated fields both operators take, and the MLflow UI their links point at."""
+        self.training_set_uri, self.reason, self.run_context = training_set_uri, reason, run_context
+        self.mlflow_ui = settings.mlflow.ui_url
 
     def entrypoint_arguments(self) -> list[str]:
         """The entrypoint's arguments after ``-m tasks.training``, from the rendered fields."""
