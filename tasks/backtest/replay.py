@@ -38,6 +38,7 @@ from tasks.monitoring import decision, drift, performance, window
 from tasks.monitoring.reading import WindowData
 from tasks.monitoring.results import LABEL, SCORE, Window, WindowResult
 from tasks.monitoring.retrain import LastRetrain, run_id_for
+from tasks.monitoring.sampling import uniform_rows
 from tasks.training.dataset import time_range
 from tasks.training.families.base import model_input
 
@@ -163,8 +164,7 @@ def window_data(
         [np.zeros(0)] + [shared.score(k, model)[h.arrays[k].at_ns >= estimate_start.value] for k in estimated]
     )
     if len(recent) > monitor.estimation.max_rows:  # as the reader's uniform sample bounds it
-        rng = np.random.default_rng(monitor.drift.seed)
-        recent = recent[np.sort(rng.choice(len(recent), monitor.estimation.max_rows, replace=False))]
+        recent = recent[uniform_rows(len(recent), monitor.estimation.max_rows, monitor.drift.seed)]
     n = len(sample)
     return WindowData(win, n, sample, n, 0, {model.id: n}, labelled, lookback_start, recent, estimate_start)
 

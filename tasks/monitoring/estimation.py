@@ -181,8 +181,9 @@ def holdout_estimate(reference: Reference, threshold: float) -> dict[str, float 
     cache = _support(reference)
     key = f"_estimate_{threshold!r}"
     if key not in cache:
-        p = np.clip(reference.holdout[SCORE].to_numpy("float64"), 0.0, 1.0) if len(reference.holdout) else []
-        auc, precision, recall, _ = expected_scores(np.asarray(p, dtype="float64"), threshold)
+        h = reference.holdout
+        p = np.clip(h[SCORE].to_numpy("float64"), 0.0, 1.0) if len(h) else np.zeros(0)
+        auc, precision, recall, _ = expected_scores(p, threshold)
         cache[key] = {"roc_auc": auc, "precision": precision, "recall": recall}
     return dict(cache[key])
 
@@ -213,8 +214,17 @@ def estimate(
     if not cfg.enabled or len(p) < cfg.min_rows:
         return None
     auc, precision, recall, positives = expected_scores(p, threshold)
-    est = Estimate(len(p), threshold, positives, cfg.lookback_hours, auc, precision, recall)
-    est.confidence, est.holdout = cfg.confidence, holdout_estimate(reference, threshold)
+    est = Estimate(
+        len(p),
+        threshold,
+        positives,
+        cfg.lookback_hours,
+        auc,
+        precision,
+        recall,
+        confidence=cfg.confidence,
+        holdout=holdout_estimate(reference, threshold),
+    )
     est.bands = _bands(est, p, NormalDist().inv_cdf(0.5 + cfg.confidence / 2))
     est.holdout_ece, est.out_of_support = holdout_ece(settings, reference), out_of_support(sample, reference)
     if est.holdout_ece is not None and est.holdout_ece > cfg.max_holdout_ece:

@@ -27,12 +27,16 @@ def dkw_epsilon(sample: int, population: int, confidence: float) -> float:
     return math.sqrt(math.log(4.0 / (1.0 - confidence)) / (2.0 * sample))
 
 
+def uniform_rows(length: int, size: int, seed: int) -> NDArray[np.intp]:
+    """Positions of ``size`` of ``length`` rows, drawn uniformly without replacement, in order."""
+    return np.sort(np.random.default_rng(seed).choice(length, size=size, replace=False))
+
+
 def sample_frame(frame: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:
     """At most ``size`` rows, drawn uniformly without replacement, in their original order."""
     if len(frame) <= size:
         return frame
-    rows = np.sort(np.random.default_rng(seed).choice(len(frame), size=size, replace=False))
-    return frame.iloc[rows].reset_index(drop=True)
+    return frame.iloc[uniform_rows(len(frame), size, seed)].reset_index(drop=True)
 
 
 class UniformSample:
