@@ -191,14 +191,32 @@ def test_status_shows_each_services_memory(airflow_stack):
     assert "MiB in" in out and "memory:" in out and "proportional" in out
 
 
+def _quiesce(client: AirflowClient, timeout: float = 600.0) -> float:
+    """Pause every DAG and wait until no task is queued or running. ``down`` lets running tasks
+    finish (up to ``airflow.scheduler_stop_seconds``, then kills them and says so); the stack's
+    every-minute ingest cron and the runs it triggers would otherwise make that wait depend on
+    how busy the machine is. Returns the seconds it waited."""
+    t0 = time.monotonic()
+    for dag in client.get("/dags", limit=100)["dags"]:
+        client.patch(f"/dags/{dag['dag_id']}", {"is_paused": True})
+    while True:
+        busy = client.get("/dags/~/dagRuns/~/taskInstances", state=["queued", "running"], limit=100)
+        if not busy["total_entries"]:
+            return time.monotonic() - t0
+        waiting = [f"{t['dag_id']}.{t['task_id']} ({t['state']})" for t in busy["task_instances"]]
+        assert time.monotonic() - t0 < timeout, f"tasks still busy after {timeout:.0f}s: {waiting}"
+        time.sleep(1)
+
+
 @pytest.mark.e2e_last
 def test_stop_stops_every_service(airflow_stack, capsys):
-    """``airloop down``: every process of the stack gone (trees and sessions), every port free,
-    the database's socket gone, and nothing needed SIGKILL."""
+    """``airloop down`` on an idle stack: every process of the stack gone (trees and sessions),
+    every port free, the database's socket gone, and nothing needed SIGKILL."""
     from tasks.platform.stack import database
     from tasks.platform.stack.processes import members
 
-    settings, _, _ = airflow_stack
+    settings, client, _ = airflow_stack
+    quiet_after = _quiesce(client)
     running = {s.name: pid for s in stack.LOOP if (pid := stack.service_pid(settings, s)) is not None}
     everything = set().union(*(members(pid) for pid in running.values()))
     t0 = time.monotonic()
@@ -219,4 +237,7 @@ def test_stop_stops_every_service(airflow_stack, capsys):
         requests.get(stack.api_url(settings) + HEALTH_PATH, timeout=5)
     assert stack.stop(settings, quiet=True) == []  # stopping twice is fine
     with capsys.disabled():
-        print(f"\n[e2e] airloop down: {len(stopped)} services, {len(everything)} processes, {took:.1f}s")
+        print(
+            f"\n[e2e] airloop down: {len(stopped)} services, {len(everything)} processes, "
+            f"{took:.1f}s (after {quiet_after:.0f}s for running tasks to finish)"
+        )
