@@ -95,7 +95,7 @@ def test_a_clean_stop_needs_no_kill(settings, capsys):
     pid = stack.start(settings, services=[polite], quiet=True)["polite"]
     assert stack.stop(settings, services=[polite], timeout=20.0) == ["polite"]
     out = capsys.readouterr().out
-    assert "stopped polite" in out and "killed" not in out
+    assert "stopped polite" in out and "killed" not in out and "stopping for" not in out
     assert not alive(pid)
     assert stack.stop(settings, services=[polite]) == []  # a second stop finds nothing
 
@@ -157,13 +157,17 @@ time.sleep(600)
 def test_a_service_given_a_longer_grace_finishes_its_work_instead_of_being_killed(settings, capsys):
     port = free_port()
     base = _service("finishing", FINISHING, str(port))
-    finishing = Service(**{**base.__dict__, "stop_grace": lambda s: 15.0})
+    finishing = Service(
+        **{**base.__dict__, "stop_grace": lambda s: 15.0, "stop_note": "its work finishes first"}
+    )
     pid = stack.start(settings, services=[finishing], quiet=True)["finishing"]
     _wait_listening(port)
     t0 = time.monotonic()
     assert stack.stop(settings, services=[finishing], timeout=1.0) == ["finishing"]
     out = capsys.readouterr().out
     assert "stopped finishing" in out and "killed" not in out, out
+    # while it finishes, `down` says why it waits and for how long at most, once
+    assert out.count("finishing: stopping for 1s; its work finishes first (SIGKILL at 15s)") == 1, out
     assert 2.5 < time.monotonic() - t0 < 15
     assert not alive(pid)
     scheduler = next(s for s in stack.SERVICES if s.name == "scheduler")

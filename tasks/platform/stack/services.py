@@ -91,6 +91,8 @@ class Service:
     """The system user it runs as (None: ours)."""
     stop_grace: Callable[[Settings], float] = _no_grace
     """How long ``stop`` waits for it at least (the scheduler: its running tasks finish first)."""
+    stop_note: str = ""
+    """Why its stop may take that long, said while ``stop`` waits."""
 
 
 def airflow_command(*args: str) -> list[str]:
@@ -200,6 +202,7 @@ SERVICES: list[Service] = [
         health_key="scheduler",
         after=("postgres", "api-server"),
         stop_grace=lambda s: s.airflow.scheduler_stop_seconds,
+        stop_note="its running tasks finish first",
     ),
     Service(
         "triggerer",

@@ -64,12 +64,19 @@ def _gone(known: set[int], session: int, timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
+NOTICE_AFTER_S = 5.0
+"""A service still stopping after this long (or the base timeout, if shorter) and allowed longer
+is named, with how long it may take: ``down`` does not sit silent for the scheduler's minutes."""
+
+
 def _stop_wave(
     wave: list[str],
     targets: dict[str, int],
     by_name: dict[str, Service],
     timeouts: dict[str, float],
     quiet: bool,
+    *,
+    notice_after: float = NOTICE_AFTER_S,
 ) -> list[str]:
     """Ask every service of the wave to stop and wait until its whole tree and session are gone
     (a child left listening counts); after its timeout, SIGKILL what is left and say what it was.
@@ -78,7 +85,7 @@ def _stop_wave(
     t0 = time.monotonic()
     for name in wave:
         terminate(by_name[name], targets[name])
-    left, killed = list(wave), []
+    left, killed, noticed = list(wave), [], set()
     while left:
         for name in list(left):
             if not still_running(known[name], targets[name]):
@@ -93,6 +100,15 @@ def _stop_wave(
                 reap(targets[name])
                 left.remove(name)
                 killed.append(name)
+            elif (
+                name not in noticed and notice_after < time.monotonic() - t0 and notice_after < timeouts[name]
+            ):
+                noticed.add(name)
+                why = by_name[name].stop_note or "waiting for it"
+                _say(
+                    f"  {name}: stopping for {notice_after:.0f}s; {why} (SIGKILL at {timeouts[name]:.0f}s)",
+                    quiet,
+                )
         if left:
             time.sleep(0.1)
     return killed
@@ -139,7 +155,9 @@ def stop(
     timeouts = {name: max(timeout, by_name[name].stop_grace(settings)) for name in targets}
     killed = []
     for wave in stop_waves(wanted, targets):
-        killed += _stop_wave(wave, targets, by_name, timeouts, quiet)
+        killed += _stop_wave(
+            wave, targets, by_name, timeouts, quiet, notice_after=min(timeout, NOTICE_AFTER_S)
+        )
     for service in wanted:
         if service.name in targets:
             pid_file(settings, service).unlink(missing_ok=True)
