@@ -19,8 +19,9 @@ hour's few expected fraud rows make its recall swing from 0 to 0.9 on stable tra
 early trigger compares it with **the same estimator on the champion's hold-out scores**
 (``Estimate.holdout``), not with the hold-out's realised metrics. Expected recall sums every
 unflagged row's chance of fraud, so calibration errors far too small for the ECE bound add up over
-thousands of low scores (on the simulator's stable traffic, expected recall TODO against a
-realised 0.70); the estimator's bias on this model's scores cancels when like meets like.
+thousands of low scores (3 of the simulator's stable days at the backtest file's scale: expected
+recall over a day 0.64, from 0.61 to 0.67, against a realised 0.70; ROC AUC 0.985 against 0.982);
+the estimator's bias on this model's scores cancels when like meets like.
 
 The estimate is only as good as the calibration, and it cannot see concept drift (the scores
 stay calibrated to the old concept). It is marked *not trusted* when
